@@ -1,0 +1,45 @@
+# make test: install what is missing (Debian packages, venv, pip) and run the test suite.
+# make demo: the main job on the embedded default data.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BILO := $(VENV)/bin/bilo
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := python3-dolfinx-real python3-mpi4py python3-h5py-mpi python3-venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_OUT ?= out/demo
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: setup test lint demo bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@if ! /usr/bin/python3 -c "import dolfinx, mpi4py, h5py" 2>/dev/null \
+	    || ! /usr/bin/python3 -c "import ensurepip" 2>/dev/null; then \
+	  echo "== installing Debian packages: $(DEBIAN_PACKAGES)"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) \
+	    > /tmp/bilo-apt.log 2>&1 || { tail -20 /tmp/bilo-apt.log; exit 1; }; \
+	fi
+	@test -x $(PY) || { echo "== creating $(VENV) (with Debian's dolfinx/petsc4py/mpi4py/h5py)"; \
+	  /usr/bin/python3 -m venv --system-site-packages $(VENV); }
+	@echo "== pip install -e .[test] (numpy/scipy pinned to Debian's, CPU torch)"
+	@$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@$(PY) -c "import dolfinx, torch, numpy, h5py; print('== ready: dolfinx', \
+	  dolfinx.__version__, '| torch', torch.__version__, '| numpy', numpy.__version__)"
+	@touch $@
+
+setup: $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+demo: $(STAMP)
+	$(BILO) solve fkpp --param D=2 --param rho=2 --noise 0.01 --seed 0 --out $(DEMO_OUT)/fkpp_gt.h5
+	$(BILO) info $(DEMO_OUT)/fkpp_gt.h5
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,180 @@
+"""The `bilo` command line: one entry point, one subcommand per job.
+
+Heavy modules (torch, dolfinx) are imported inside the subcommand that needs them, so that
+`bilo solve` and `bilo info` run on a machine without torch, and `bilo train` on one without
+dolfinx. Bad input ends with one line on stderr and exit code 2; set BILO_DEBUG=1 for the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got '{text}'")
+    name, value = text.split("=", 1)
+    return name.strip(), value.strip()
+
+
+def _params(pairs: list[tuple[str, str]]) -> dict[str, float]:
+    from solvers.exchange import InputError
+
+    params = {}
+    for name, value in pairs:
+        try:
+            params[name] = float(value)
+        except ValueError:
+            raise InputError(f"--param {name}={value}: not a number") from None
+    return params
+
+
+def cmd_solve(args) -> int:
+    from solvers.exchange import write_solution
+    from solvers.problems import run_reference
+
+    data = run_reference(args.problem, _params(args.param), dict(args.function), nx=args.nx,
+                         nt=args.nt, layout=args.obs, n_obs=args.n_obs, noise=args.noise,
+                         seed=args.seed)
+    path = write_solution(args.out, data)
+    obs = data.observations
+    print(f"{data.problem}: solved with {data.provenance['solver']} "
+          f"({data.provenance['resolution']}) in {data.provenance['wall_s']:.2f} s; "
+          f"{len(obs.values)} observations ({obs.layout}, sigma {obs.sigma:g}) -> {path}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from solvers.exchange import describe, read_solution
+
+    print(describe(read_solution(args.file), args.file))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from bilo.train import make_config, train
+
+    overrides = {"width": args.width, "depth": args.depth, "pretrain_steps": args.pretrain_steps,
+                 "finetune_steps": args.steps, "lr_net": args.lr, "lr_theta": args.lr_theta,
+                 "n_res": tuple(args.n_res) if args.n_res else None}
+    options = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
+               "device": args.device, "w_rgrad": args.w_rgrad, "w_dat": args.w_dat,
+               "checkpoint_every": args.checkpoint_every}
+    config = make_config(args.problem, args.data, args.method, args.preset, overrides,
+                         **{k: v for k, v in options.items() if v is not None})
+    summary = train(config, args.out, resume=args.resume, validate_after=not args.no_validate)
+    print(f"wrote {args.out}/summary.json: params " + ", ".join(
+        f"{k}={v:.5g}" for k, v in summary["params"].items())
+        + f" in {summary['wall_s']['total']:.1f} s on {summary['device']}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from bilo.validate import validate
+
+    validate(args.run_dir)
+    return 0
+
+
+def _problem_line(problem) -> str:
+    params = ", ".join(f"{k}={v:g}" for k, v in problem.params.items()) or "none"
+    return f"{problem.name}: {problem.summary} (params {params})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from solvers.problems import PROBLEMS
+
+    parser = argparse.ArgumentParser(
+        prog="bilo", description="PDE inverse problems with BiLO, checked against FDM/FEM "
+                                 "reference solvers and the adjoint method.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    solve = commands.add_parser(
+        "solve", help="reference solution + synthetic observations -> HDF5",
+        description="Solve a reference problem with the FDM solvers and write the solution and "
+                    "synthetic observations (optionally noisy) to one HDF5 file.",
+        epilog="problems: " + "; ".join(_problem_line(p) for p in PROBLEMS.values()))
+    solve.add_argument("problem", choices=sorted(PROBLEMS))
+    solve.add_argument("--param", action="append", type=_key_value, default=[],
+                       metavar="NAME=VALUE", help="PDE parameter (repeatable)")
+    solve.add_argument("--function", action="append", type=_key_value, default=[],
+                       metavar="NAME=EXPR", help="input function as a numpy expression in x, "
+                                                 "e.g. f='sin(pi*x)' (repeatable)")
+    solve.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                       help="std of Gaussian noise added to the observations (default 0)")
+    solve.add_argument("--seed", type=int, default=None, help="noise seed")
+    solve.add_argument("--obs", default=None, metavar="LAYOUT",
+                       help="observation layout: grid (n x n space-time grid) or final "
+                            "(n points at the final time) for time-dependent problems, "
+                            "points for steady ones")
+    solve.add_argument("--n-obs", type=int, default=None, metavar="N",
+                       help="observation points per axis")
+    solve.add_argument("--nx", type=int, default=None, help="spatial nodes of the solver")
+    solve.add_argument("--nt", type=int, default=None, help="stored output times")
+    solve.add_argument("--out", required=True, metavar="FILE.h5")
+    solve.set_defaults(run=cmd_solve)
+
+    train = commands.add_parser(
+        "train", help="infer parameters from data with BiLO or PINN",
+        description="Pre-train at the initial guess, then fine-tune (BiLO: simultaneous "
+                    "lower/upper-level descent; PINN: L_res + w_dat L_dat). Writes result.h5, "
+                    "summary.json and figures to --out; checkpoints for --resume.")
+    train.add_argument("problem", help="problem name (fkpp, two_point)")
+    train.add_argument("--data", required=True, metavar="FILE.h5",
+                       help="observations, as written by `bilo solve`")
+    train.add_argument("--method", default="bilo", help="bilo or pinn (default bilo)")
+    train.add_argument("--preset", default="quick", help="quick (CPU smoke run) or paper")
+    train.add_argument("--out", required=True, metavar="RUN_DIR")
+    train.add_argument("--theta0", action="append", type=_key_value, default=[],
+                       metavar="NAME=VALUE", help="initial guess (default: the problem's)")
+    train.add_argument("--u0", default=None, metavar="FILE.h5|auto",
+                       help="numerical solution at the initial guess to fit in pre-training "
+                            "(auto: solve it now)")
+    train.add_argument("--w-rgrad", type=float, default=None,
+                       help="BiLO residual-gradient weight (default 0.1)")
+    train.add_argument("--w-dat", type=float, default=None, help="PINN data weight (default 1)")
+    train.add_argument("--pretrain-steps", type=int, default=None)
+    train.add_argument("--steps", type=int, default=None, help="fine-tuning steps")
+    train.add_argument("--lr", type=float, default=None, help="network learning rate")
+    train.add_argument("--lr-theta", type=float, default=None, help="parameter learning rate")
+    train.add_argument("--width", type=int, default=None)
+    train.add_argument("--depth", type=int, default=None, help="hidden layers")
+    train.add_argument("--n-res", type=int, nargs="+", default=None,
+                       help="residual points per coordinate axis")
+    train.add_argument("--seed", type=int, default=None)
+    train.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS")
+    train.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
+    train.add_argument("--no-validate", action="store_true",
+                       help="skip the reference solve at the inferred parameters")
+    train.set_defaults(run=cmd_train)
+
+    validate = commands.add_parser(
+        "validate", help="re-solve at the inferred parameters, compare u_NN with it")
+    validate.add_argument("run_dir", metavar="RUN_DIR")
+    validate.set_defaults(run=cmd_validate)
+
+    info = commands.add_parser("info", help="print what an HDF5 file holds")
+    info.add_argument("file", metavar="FILE.h5")
+    info.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from solvers.exchange import InputError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except InputError as exc:
+        if os.environ.get("BILO_DEBUG"):
+            raise
+        print(f"bilo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
