@@ -7,6 +7,10 @@ BILO := $(VENV)/bin/bilo
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := python3-dolfinx-real python3-mpi4py python3-h5py-mpi python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian's numpy, scipy and h5py are built against the HDF5/MPI that dolfinx uses: a PyPI h5py
+# in the same process breaks on import. So the project is installed with --no-deps and its
+# other dependencies (pyproject.toml) are listed here.
+PIP_PACKAGES := torch==2.13.0 'matplotlib>=3.6' 'pytest>=7' 'ruff>=0.4'
 DEMO_OUT ?= out/demo
 export OMP_NUM_THREADS ?= 1
 
@@ -22,8 +26,9 @@ $(STAMP): pyproject.toml constraints.txt
 	fi
 	@test -x $(PY) || { echo "== creating $(VENV) (with Debian's dolfinx/petsc4py/mpi4py/h5py)"; \
 	  /usr/bin/python3 -m venv --system-site-packages $(VENV); }
-	@echo "== pip install -e .[test] (numpy/scipy pinned to Debian's, CPU torch)"
-	@$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@echo "== pip install (numpy, scipy and h5py stay Debian's; CPU torch 2.13.0)"
+	@$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt $(PIP_PACKAGES)
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
 	@$(PY) -c "import dolfinx, torch, numpy, h5py; print('== ready: dolfinx', \
 	  dolfinx.__version__, '| torch', torch.__version__, '| numpy', numpy.__version__)"
 	@touch $@
