@@ -1,0 +1,57 @@
+"""What a PDE problem declares for the trainer.
+
+A problem names its coordinates and parameters, maps the raw network output to u so that
+boundary and initial conditions hold exactly (`output`), and writes its residual (`residual`)
+in jet arithmetic. Written once, the same code gives BiLO the residual together with its
+θ-derivatives (θ passed as jet variables) and gives PINN the plain residual (θ passed as
+tensors). The reference solver is the `solvers.problems` entry of the same name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bilo.jet import Jet, Key
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Training settings that a preset fills in for a problem."""
+
+    width: int = 128
+    depth: int = 2
+    n_res: tuple[int, ...] = (51, 51)
+    pretrain_steps: int = 10_000
+    finetune_steps: int = 50_000
+    lr_net: float = 1e-3
+    lr_theta: float = 1e-3
+
+
+class Problem:
+    name: str = ""
+    coords: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()
+    initial_guess: dict[str, float] = {}
+    # derivatives of u (multi-indices over coordinates) that the residual reads
+    residual_keys: tuple[Key, ...] = ((),)
+    presets: dict[str, Settings] = {}
+
+    def output(self, net: Jet, coords: dict[str, Jet], theta: dict[str, Jet]) -> Jet:
+        """u from the raw network output; default: no transform."""
+        return net
+
+    def residual(self, u: Jet, coords: dict[str, Jet], theta: dict[str, Jet]) -> Jet:
+        raise NotImplementedError
+
+    def extra_lower_losses(self, evaluate, theta: dict[str, Jet]) -> dict[str, torch.Tensor]:
+        """Problem-specific terms added to the lower-level loss (e.g. boundary conditions not
+        enforced by `output`); `evaluate(points, keys)` gives u's jet at points. None here."""
+        return {}
+
+    def collocation(self, n_res: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
+        """Residual points: an evenly spaced grid over the unit box, columns in `coords` order."""
+        axes = [torch.linspace(0.0, 1.0, n, dtype=dtype) for n in n_res]
+        mesh = torch.meshgrid(*axes, indexing="ij")
+        return torch.stack([m.reshape(-1) for m in mesh], dim=1)

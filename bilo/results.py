@@ -1,0 +1,136 @@
+"""What a run leaves behind: result.h5, summary.json and figures.
+
+`result.h5` (kind `result`, written atomically through `solvers.exchange.atomic_h5`):
+  /@problem, /@method               names
+  /params                           attributes: the inferred θ
+  /params_true                      attributes: θ that made the synthetic data (when known)
+  /history/step (n,)                steps at which the losses and θ were recorded
+  /history/theta (n, p)             θ trajectory, columns in /history/theta@names
+  /history/<loss> (n,)              unweighted losses (res, rgrad, dat, u0), NaN where not used
+  /grid/<axis>, /u_nn               u_NN on the data file's reference grid, axes in /u_nn@axes
+  /wall_s                           attributes: pretrain, finetune seconds
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from solvers.exchange import atomic_h5, open_h5
+
+
+def write_json_atomic(path: Path, blob: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(blob, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def relative_errors(params: dict[str, float], truth: dict[str, float]) -> dict[str, float]:
+    """|θ − θ*| / |θ*| per parameter; the absolute error where θ* = 0."""
+    return {k: abs(params[k] - truth[k]) / (abs(truth[k]) if truth[k] != 0 else 1.0)
+            for k in params if k in truth}
+
+
+def _history_arrays(history: dict[str, list]) -> dict[str, np.ndarray]:
+    n = len(history["step"])
+    arrays = {"step": np.asarray(history["step"], np.int64),
+              "theta": np.asarray(history["theta"], np.float64).reshape(n, -1)}
+    for key, values in history.items():
+        if key not in arrays:
+            column = np.full(n, np.nan)
+            column[n - len(values):] = values  # losses first recorded later (e.g. dat)
+            arrays[key] = column
+    return arrays
+
+
+def write_results(run) -> dict:
+    """Write result.h5, summary.json and figures for a finished run; return the summary."""
+    out, problem, data = run.out, run.problem, run.data
+    theta = run.theta()
+    truth = {k: data.params[k] for k in problem.params if k in data.params}
+    u_nn = run.u_on_reference_grid()
+    history = _history_arrays(run.history)
+    with atomic_h5(out / "result.h5", kind="result") as h5:
+        h5.attrs["problem"] = problem.name
+        h5.attrs["method"] = run.config.method
+        h5.attrs["data"] = str(Path(run.config.data).resolve())
+        h5.create_group("params").attrs.update(theta)
+        h5.create_group("params_true").attrs.update(truth)
+        group = h5.create_group("history")
+        for key, values in history.items():
+            group.create_dataset(key, data=values)
+        group["theta"].attrs["names"] = ",".join(problem.params)
+        for axis in data.axes:
+            h5.create_dataset(f"grid/{axis}", data=data.grid[axis])
+        h5.create_dataset("u_nn", data=u_nn, compression="gzip").attrs["axes"] = ",".join(
+            data.axes)
+        h5.create_group("wall_s").attrs.update(run.wall)
+
+    final = {k: float(v[-1]) for k, v in history.items() if k not in ("step", "theta")}
+    summary = {
+        "method": run.config.method,
+        "problem": problem.name,
+        "params": theta,
+        "params_true": truth,
+        "params_initial": run.config.theta0,
+        "rel_err": relative_errors(theta, truth),
+        "u_rel_l2_vs_reference": None,
+        "u_rel_l2_vs_data_solution": float(np.linalg.norm(u_nn - data.u)
+                                           / np.linalg.norm(data.u)),
+        "steps": {"pretrain": run.config.settings.pretrain_steps,
+                  "finetune": run.config.settings.finetune_steps},
+        "wall_s": {**{k: round(v, 3) for k, v in run.wall.items()},
+                   "total": round(sum(run.wall.values()), 3)},
+        "device": str(run.device),
+        "final_losses": final,
+        "data": str(run.config.data),
+        "noise_sigma": data.observations.sigma,
+        "n_observations": len(data.observations.values),
+        "config": run.config.to_json(),
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(out / "summary.json", summary)
+    plot_training(out / "training.png", history, problem.params, truth, run.config.method)
+    return summary
+
+
+def read_result(path: str | os.PathLike) -> dict:
+    """The arrays and attributes of a result.h5 (validated by `open_h5`)."""
+    with open_h5(path, kind="result") as h5:
+        axes = tuple(str(h5["u_nn"].attrs["axes"]).split(","))
+        return {"problem": str(h5.attrs["problem"]), "method": str(h5.attrs["method"]),
+                "params": {k: float(v) for k, v in h5["params"].attrs.items()},
+                "axes": axes, "grid": {a: h5[f"grid/{a}"][()] for a in axes},
+                "u_nn": h5["u_nn"][()]}
+
+
+def plot_training(path: Path, history: dict[str, np.ndarray], names, truth, method) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_theta) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = history["step"]
+    for key, values in history.items():
+        if key in ("step", "theta") or np.all(np.isnan(values)):
+            continue
+        ax_loss.semilogy(steps, values, label=key)
+    ax_loss.set(xlabel="step", ylabel="loss (unweighted)", title=f"{method}: losses")
+    ax_loss.legend()
+    for j, name in enumerate(names):
+        line, = ax_theta.plot(steps, history["theta"][:, j], label=name)
+        if name in truth:
+            ax_theta.axhline(truth[name], ls="--", color=line.get_color(), lw=0.8)
+    ax_theta.set(xlabel="step", ylabel="value", title="parameters (dashed: truth)")
+    ax_theta.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

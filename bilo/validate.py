@@ -1,0 +1,75 @@
+"""`bilo validate RUN_DIR`: re-solve the reference problem at the inferred parameters and
+measure the network solution against it.
+
+The solve goes through the exchange format (RUN_DIR/reference_at_inferred.h5), as it would if
+it ran on another machine. Needs numpy/scipy/h5py only, not torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bilo.results import read_result, write_json_atomic
+from solvers.exchange import InputError, read_solution, write_solution
+from solvers.problems import run_reference, sample
+
+
+def grid_points(axes: tuple[str, ...], grid: dict[str, np.ndarray]) -> np.ndarray:
+    mesh = np.meshgrid(*(grid[a] for a in axes), indexing="ij")
+    return np.column_stack([m.reshape(-1) for m in mesh])
+
+
+def validate(run_dir: str | Path) -> dict:
+    run_dir = Path(run_dir)
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        raise InputError(f"{summary_path}: missing; is {run_dir} a finished training run?")
+    result = read_result(run_dir / "result.h5")
+    reference_path = run_dir / "reference_at_inferred.h5"
+    write_solution(reference_path, run_reference(result["problem"], result["params"]))
+    reference = read_solution(reference_path)
+    u_ref = sample(reference, grid_points(result["axes"], result["grid"]),
+                   result["axes"]).reshape(result["u_nn"].shape)
+    error = float(np.linalg.norm(result["u_nn"] - u_ref) / np.linalg.norm(u_ref))
+    summary = json.loads(summary_path.read_text())
+    summary["u_rel_l2_vs_reference"] = error
+    summary["reference"] = {"file": reference_path.name, **reference.provenance}
+    write_json_atomic(summary_path, summary)
+    plot_solution(run_dir / "solution.png", result, u_ref, summary)
+    params = ", ".join(f"{k}={v:.5g}" for k, v in result["params"].items())
+    errors = ", ".join(f"{k} {v:.2e}" for k, v in summary.get("rel_err", {}).items())
+    print(f"{result['method']} on {result['problem']}: {params}"
+          + (f" (rel. err {errors})" if errors else "")
+          + f"; |u_NN - u_ref| / |u_ref| = {error:.3e} against {reference_path.name} "
+            f"({reference.provenance['solver']}, {reference.provenance['resolution']})")
+    return summary
+
+
+def plot_solution(path: Path, result: dict, u_ref: np.ndarray, summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes, grid, u_nn = result["axes"], result["grid"], result["u_nn"]
+    x = grid["x"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    if "t" in axes:
+        t = grid["t"]
+        for i, colour in zip(np.linspace(0, len(t) - 1, 5).astype(int),
+                             plt.cm.viridis(np.linspace(0, 0.9, 5)), strict=True):
+            ax.plot(x, u_ref[i], color=colour, lw=2.5, alpha=0.45)
+            ax.plot(x, u_nn[i], "--", color=colour, lw=1.2, label=f"t = {t[i]:.2f}")
+    else:
+        ax.plot(x, u_ref, lw=2.5, alpha=0.45, label="reference")
+        ax.plot(x, u_nn, "--", lw=1.2, label="network")
+    ax.set(xlabel="x", ylabel="u", title=f"{result['method']} on {result['problem']}: u_NN (dashed)"
+           f" vs reference at inferred θ (thick)\nrel. L2 {summary['u_rel_l2_vs_reference']:.2e}")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
