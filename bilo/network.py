@@ -10,13 +10,12 @@ the pre-activation w.r.t. coordinate ``k`` is the constant column ``W_x[:, k]`` 
 
 Two implementations share the same math:
 
-* ``fused=True`` (default): the whole hidden stack is one ``torch.autograd.Function`` with a
-  hand-written backward.  It runs over blocks of points (cache-sized on CPU, all points at once
-  on other devices), stores only the stacked pre-activations of the hidden layers after the
-  first and recomputes the activation jets in the backward pass.  Memory is therefore
-  proportional to the number of channels.  It supports first-order reverse mode (gradients of
-  losses built from jet channels w.r.t. weights, coordinates and θ: what training needs), not
-  double backward.
+* ``fused=True`` (default): the whole jet MLP is one ``torch.autograd.Function`` with a
+  hand-written backward.  It saves the stacked activations and pre-activations of the hidden
+  layers and recomputes the (cheap) activation derivatives and channel products in the backward
+  pass, so memory is proportional to the number of channels.  It supports first-order reverse
+  mode (gradients of losses built from jet channels w.r.t. weights, coordinates and θ: what
+  training needs), not double backward.
 * ``fused=False``: plain differentiable torch operations (any order of reverse mode; slower and
   more memory hungry), also used as a cross-check.
 """
@@ -45,9 +44,6 @@ _TORCH_ACT = {
     "softplus": nn.functional.softplus,
     "exp": torch.exp,
 }
-
-# target bytes of one (C, block, width) stack when blocking over points on the CPU
-_CPU_BLOCK_BYTES = 3 * 2**20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,11 +90,19 @@ def _plan(chans: tuple[Key, ...]) -> _Plan:
 
 # ---------------------------------------------------------------------------------------------
 # fused kernels (no autograd; in-place where possible)
+#
+# In the backward kernels the incoming gradient of a stacked tensor is ``g[c] = gfac[c] * gscale``
+# with either gfac (C, N, W) and gscale None, or -- right below the linear output layer, where
+# dL/dh[c] = dL/du[c] w_out^T is rank one -- gfac (C, N, 1) and gscale (W,).  The gradient
+# only ever appears multiplied by an activation derivative, so gscale is folded into those.
 # ---------------------------------------------------------------------------------------------
+def _scaled(ds, gscale):
+    return ds if gscale is None else [d * gscale for d in ds]
+
+
 def _first_fwd(ds, coef, plan: _Plan):
-    """First activation jet: h[c] = f^(|c|)(z0) * coef[c-1]  -> (C, B, W)."""
-    z0 = ds[0]
-    h = z0.new_empty((len(plan.chans),) + tuple(z0.shape))
+    """First activation jet: h[c] = f^(|c|)(z0) * coef[c-1]  -> (C, N, W)."""
+    h = ds[0].new_empty((len(plan.chans),) + tuple(ds[0].shape))
     h[0] = ds[0]
     for m in range(1, plan.max_order + 1):
         a, b = plan.order_slices[m]
@@ -107,29 +111,29 @@ def _first_fwd(ds, coef, plan: _Plan):
     return h
 
 
-def _first_bwd(g, ds, coef, plan: _Plan, gcoef):
-    """Backward of :func:`_first_fwd`: returns dL/dz0 and accumulates dL/dcoef into gcoef."""
-    gz0 = ds[1] * g[0]
+def _first_bwd(gfac, gscale, ds, coef, plan: _Plan, need_coef: bool):
+    """Backward of :func:`_first_fwd`: (dL/dz0, dL/dcoef)."""
+    ds = _scaled(ds, gscale)
+    gz0 = ds[1] * gfac[0]
+    gcoef = torch.empty_like(coef) if need_coef else None
     for m in range(1, plan.max_order + 1):
         a, b = plan.order_slices[m]
         if b == a:
             continue
-        acc = g[a] * coef[a - 1]
+        acc = gfac[a] * coef[a - 1]
         for c in range(a + 1, b):
-            acc.addcmul_(g[c], coef[c - 1])
+            acc.addcmul_(gfac[c], coef[c - 1])
         gz0.addcmul_(acc, ds[m + 1])
-        if gcoef is not None:
-            gcoef[a - 1 : b - 1] += (g[a:b] * ds[m]).sum(1)
-    return gz0
+        if need_coef:
+            for c in range(a, b):
+                torch.sum(gfac[c] * ds[m], 0, out=gcoef[c - 1])
+    return gz0, gcoef
 
 
-def _hidden_fwd(z, ds, plan: _Plan, keep_sums: bool):
-    """Activation jet of a stacked pre-activation z (C, B, W) (bias already in z[0])."""
-    h = torch.empty_like(z)
-    h[0] = ds[0]
-    torch.mul(z[1:], ds[1], out=h[1:])
-    sums = [] if keep_sums else None
-    for o, k, terms in plan.groups:
+def _group_sums(z, plan: _Plan):
+    """s[o, k] = sum over the k-block Faà di Bruno terms of channel o of prod_B z[B]."""
+    sums = []
+    for _, _, terms in plan.groups:
         s = None
         for mult, blocks in terms:
             if s is None:
@@ -145,35 +149,45 @@ def _hidden_fwd(z, ds, plan: _Plan, keep_sums: bool):
                 for bi in blocks[2:-1]:
                     p.mul_(z[bi])
                 s.addcmul_(p, z[blocks[-1]], value=mult)
+        sums.append(s)
+    return sums
+
+
+def _hidden_fwd(z, ds, plan: _Plan):
+    """Activation jet h = f(z) of a stacked pre-activation z (C, N, W) (bias already in z[0])."""
+    h = torch.empty_like(z)
+    h[0] = ds[0]
+    torch.mul(z[1:], ds[1], out=h[1:])
+    for (o, k, _), s in zip(plan.groups, _group_sums(z, plan), strict=True):
         h[o].addcmul_(s, ds[k])
-        if keep_sums:
-            sums.append(s)
-    return h, sums
+    return h
 
 
-def _hidden_bwd(g, z, ds, sums, plan: _Plan):
-    """Backward of :func:`_hidden_fwd`: dL/dz (C, B, W) from dL/dh."""
+def _hidden_bwd(gfac, gscale, z, ds, plan: _Plan):
+    """Backward of :func:`_hidden_fwd`: dL/dz (C, N, W)."""
+    ds = _scaled(ds, gscale)
+    c_n = z.shape[0]
     gz = torch.empty_like(z)
-    torch.mul(g[1:], ds[1], out=gz[1:])
-    gz0 = ds[1] * g[0]
-    # h[c] = f'(z0) z[c] + ...: the dependence of f'(z0) on z0
-    if z.shape[0] > 1:
-        q = g[1] * z[1]
-        for c in range(2, z.shape[0]):
-            q.addcmul_(g[c], z[c])
+    torch.mul(gfac[1:], ds[1], out=gz[1:])
+    gz0 = ds[1] * gfac[0]
+    # h[c] = f'(z0) z[c] + ...: dependence of f'(z0) on z0
+    if c_n > 1:
+        q = z[1] * gfac[1]
+        for c in range(2, c_n):
+            q.addcmul_(z[c], gfac[c])
         gz0.addcmul_(q, ds[2])
-    # h[o] += f^(k)(z0) s[o, k]: the dependence of f^(k)(z0) on z0, accumulated per k
+    # h[o] += f^(k)(z0) s[o, k]: dependence of f^(k)(z0) on z0, accumulated per k
     qk: dict[int, torch.Tensor] = {}
-    for (o, k, _), s in zip(plan.groups, sums, strict=True):
+    for (o, k, _), s in zip(plan.groups, _group_sums(z, plan), strict=True):
         if k in qk:
-            qk[k].addcmul_(g[o], s)
+            qk[k].addcmul_(s, gfac[o])
         else:
-            qk[k] = g[o] * s
+            qk[k] = s.mul_(gfac[o])
     for k, q in qk.items():
         gz0.addcmul_(q, ds[k + 1])
-    # the products of channels in s[o, k]
+    # the products of channels inside s[o, k]
     for o, k, gts in plan.grad_terms:
-        w = g[o] * ds[k]
+        w = ds[k] * gfac[o]
         for coefficient, b, others in gts:
             if len(others) == 1:
                 gz[b].addcmul_(w, z[others[0]], value=coefficient)
@@ -186,88 +200,65 @@ def _hidden_bwd(g, z, ds, sums, plan: _Plan):
     return gz
 
 
-def _blocks(n: int, device: torch.device, n_chans: int, width: int, block: int | None):
-    if block is None:
-        if device.type != "cpu":
-            block = n
-        else:
-            block = max(64, _CPU_BLOCK_BYTES // (4 * n_chans * width))
-    block = max(1, min(int(block), n))
-    return [(s, min(n, s + block)) for s in range(0, n, block)]
-
-
 class _FusedJetMLP(torch.autograd.Function):
-    """u-channels (C, N) (without output bias) from z0 (N, W), coef (C-1, W) and the weights."""
+    """u-channels (C, N) (without output bias) from z0 (N, W), coef (C-1, W) and the weights.
+
+    Saves the stacked activations h_l and pre-activations z_l of the hidden layers; activation
+    derivatives and Faà di Bruno products are recomputed in the backward pass.
+    """
 
     @staticmethod
-    def forward(ctx, z0, coef, w_out, plan, act, block, *hidden):
+    def forward(ctx, z0, coef, w_out, plan, act, *hidden):
         n, width = z0.shape
         c = len(plan.chans)
         m = plan.max_order
-        n_hidden = len(hidden) // 2
-        blocks = _blocks(n, z0.device, c, width, block)
-        u = z0.new_empty((c, n))
-        zs = []
-        for s, e in blocks:
-            nb = e - s
-            h = _first_fwd(activation_derivatives(act, z0[s:e], m), coef, plan)
-            for li in range(n_hidden):
-                weight, bias = hidden[2 * li], hidden[2 * li + 1]
-                z = torch.mm(h.view(c * nb, width), weight.t()).view(c, nb, width)
-                z[0] += bias
-                zs.append(z)
-                h, _ = _hidden_fwd(z, activation_derivatives(act, z[0], m), plan, False)
-            u[:, s:e] = torch.mv(h.view(c * nb, width), w_out[0]).view(c, nb)
-        ctx.plan, ctx.act, ctx.blocks, ctx.n_hidden = plan, act, blocks, n_hidden
-        ctx.save_for_backward(z0, coef, w_out, *hidden, *zs)
+        h = _first_fwd(activation_derivatives(act, z0, m), coef, plan)
+        hs, zs = [h], []
+        for li in range(len(hidden) // 2):
+            weight, bias = hidden[2 * li], hidden[2 * li + 1]
+            z = torch.mm(h.view(c * n, width), weight.t()).view(c, n, width)
+            z[0] += bias
+            h = _hidden_fwd(z, activation_derivatives(act, z[0], m), plan)
+            zs.append(z)
+            hs.append(h)
+        u = torch.mv(h.view(c * n, width), w_out[0]).view(c, n)
+        ctx.plan, ctx.act, ctx.n_hidden = plan, act, len(hidden) // 2
+        ctx.save_for_backward(z0, coef, w_out, *hidden, *hs, *zs)
         return u
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gu):
-        plan, act, blocks, n_hidden = ctx.plan, ctx.act, ctx.blocks, ctx.n_hidden
+        plan, act, n_hidden = ctx.plan, ctx.act, ctx.n_hidden
         saved = ctx.saved_tensors
         z0, coef, w_out = saved[:3]
         hidden = saved[3 : 3 + 2 * n_hidden]
-        zs = saved[3 + 2 * n_hidden :]
+        hs = saved[3 + 2 * n_hidden : 4 + 3 * n_hidden]
+        zs = saved[4 + 3 * n_hidden :]
         n, width = z0.shape
         c = len(plan.chans)
         m = plan.max_order
         need = ctx.needs_input_grad
-        gz0 = torch.empty_like(z0) if need[0] else None
-        gcoef = torch.zeros_like(coef) if need[1] else None
-        gw_out = torch.zeros_like(w_out) if need[2] else None
-        ghidden = [torch.zeros_like(p) if need[6 + i] else None for i, p in enumerate(hidden)]
-        for bi, (s, e) in enumerate(blocks):
-            nb = e - s
-            # recompute the activation jets of this block
-            ds_first = activation_derivatives(act, z0[s:e], m + 1)
-            hs = [_first_fwd(ds_first, coef, plan)]
-            dss, sumss = [], []
-            for li in range(n_hidden):
-                z = zs[bi * n_hidden + li]
-                ds = activation_derivatives(act, z[0], m + 1)
-                h, sums = _hidden_fwd(z, ds, plan, True)
-                hs.append(h)
-                dss.append(ds)
-                sumss.append(sums)
-            gub = gu[:, s:e]
-            if gw_out is not None:
-                gw_out[0].addmv_(hs[-1].view(c * nb, width).t(), gub.reshape(-1))
-            g = gub.unsqueeze(-1) * w_out[0]
-            for li in reversed(range(n_hidden)):
-                z = zs[bi * n_hidden + li]
-                gz = _hidden_bwd(g, z, dss[li], sumss[li], plan)
-                gw, gb = ghidden[2 * li], ghidden[2 * li + 1]
-                if gb is not None:
-                    gb += gz[0].sum(0)
-                if gw is not None:
-                    gw.addmm_(gz.view(c * nb, width).t(), hs[li].view(c * nb, width))
-                g = torch.mm(gz.view(c * nb, width), hidden[2 * li]).view(c, nb, width)
-            gzb = _first_bwd(g, ds_first, coef, plan, gcoef)
-            if gz0 is not None:
-                gz0[s:e] = gzb
-        return (gz0, gcoef, gw_out, None, None, None, *ghidden)
+        gu = gu.contiguous()
+        gw_out = None
+        if need[2]:
+            gw_out = torch.mv(hs[-1].view(c * n, width).t(), gu.view(-1)).unsqueeze(0)
+        gfac, gscale = gu.unsqueeze(-1), w_out[0]
+        ghidden: list[torch.Tensor | None] = [None] * (2 * n_hidden)
+        for li in reversed(range(n_hidden)):
+            z = zs[li]
+            gz = _hidden_bwd(gfac, gscale, z, activation_derivatives(act, z[0], m + 1), plan)
+            if need[5 + 2 * li + 1]:
+                ghidden[2 * li + 1] = gz[0].sum(0)
+            gz2 = gz.view(c * n, width)
+            if need[5 + 2 * li]:
+                ghidden[2 * li] = torch.mm(gz2.t(), hs[li].view(c * n, width))
+            gfac = torch.mm(gz2, hidden[2 * li]).view(c, n, width)
+            gscale = None
+        gz0, gcoef = _first_bwd(
+            gfac, gscale, activation_derivatives(act, z0, m + 1), coef, plan, need[1]
+        )
+        return (gz0, gcoef, gw_out, None, None, *ghidden)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +356,6 @@ class MLP(nn.Module):
         coord_names: Sequence[str],
         param_names: Sequence[str] = (),
         fused: bool = True,
-        block_size: int | None = None,
     ) -> Jet:
         """The jet of ``u`` over the variables ``coord_names + param_names``.
 
@@ -373,9 +363,7 @@ class MLP(nn.Module):
         tracks and stores every channel of ``closure(keys)``, each of shape (N,).  Gradients
         flow by ordinary (first-order) reverse mode to the weights, to ``coords`` and to
         ``params`` (when they require grad) through every channel.  ``fused=False`` selects the
-        pure-autograd implementation (supports double backward; slower).  ``block_size``: points
-        per block of the fused implementation (default: cache-sized on CPU, all points on
-        accelerators).
+        pure-autograd implementation (supports double backward; slower).
         """
         coord_names, param_names = tuple(coord_names), tuple(param_names)
         if len(coord_names) != self.n_coords or len(param_names) != self.n_params:
@@ -409,9 +397,7 @@ class MLP(nn.Module):
 
         hidden = [p for lin in self.hidden for p in (lin.weight, lin.bias)]
         if fused:
-            u = _FusedJetMLP.apply(
-                z0, coef, self.out.weight, plan, self.activation, block_size, *hidden
-            )
+            u = _FusedJetMLP.apply(z0, coef, self.out.weight, plan, self.activation, *hidden)
         else:
             u = _reference_jet_mlp(z0, coef, self.out.weight, plan, self.activation, hidden)
         channels = {(): u[0] + self.out.bias[0]}

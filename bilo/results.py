@@ -6,7 +6,8 @@
   /params_true                      attributes: θ that made the synthetic data (when known)
   /history/step (n,)                steps at which the losses and θ were recorded
   /history/theta (n, p)             θ trajectory, columns in /history/theta@names
-  /history/<loss> (n,)              unweighted losses (res, rgrad, dat, u0), NaN where not used
+  /history/<loss> (n,)              unweighted losses (res, rgrad, dat, u0), NaN in steps
+                                    where a term is not used (dat in pre-training, u0 after)
   /grid/<axis>, /u_nn               u_NN on the data file's reference grid, axes in /u_nn@axes
   /wall_s                           attributes: pretrain, finetune seconds
 """
@@ -42,11 +43,7 @@ def _history_arrays(history: dict[str, list]) -> dict[str, np.ndarray]:
     n = len(history["step"])
     arrays = {"step": np.asarray(history["step"], np.int64),
               "theta": np.asarray(history["theta"], np.float64).reshape(n, -1)}
-    for key, values in history.items():
-        if key not in arrays:
-            column = np.full(n, np.nan)
-            column[n - len(values):] = values  # losses first recorded later (e.g. dat)
-            arrays[key] = column
+    arrays.update({k: np.asarray(v, np.float64) for k, v in history.items() if k not in arrays})
     return arrays
 
 
@@ -73,7 +70,8 @@ def write_results(run) -> dict:
             data.axes)
         h5.create_group("wall_s").attrs.update(run.wall)
 
-    final = {k: float(v[-1]) for k, v in history.items() if k not in ("step", "theta")}
+    final = {k: float(v[~np.isnan(v)][-1]) for k, v in history.items()
+             if k not in ("step", "theta") and not np.all(np.isnan(v))}
     summary = {
         "method": run.config.method,
         "problem": problem.name,

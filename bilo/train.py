@@ -215,10 +215,13 @@ class Run:
     # -- loop ---------------------------------------------------------------------------------
     def _record(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
         values = {k: float(v.detach()) for k, v in losses.items()}
+        n_before = len(self.history["step"])
         self.history["step"].append(self.step)
         self.history["theta"].append(self.method.theta.detach().cpu().tolist())
-        for k, v in values.items():
-            self.history.setdefault(k, []).append(v)
+        for key in values.keys() | (self.history.keys() - {"step", "theta"}):
+            # a loss used in one phase only (u0, dat) is NaN in the other
+            column = self.history.setdefault(key, [float("nan")] * n_before)
+            column.append(values.get(key, float("nan")))
         return values
 
     def train(self) -> None:
