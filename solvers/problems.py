@@ -18,15 +18,17 @@ from scipy.interpolate import RegularGridInterpolator
 
 from solvers import fdm
 from solvers.exchange import InputError, Observations, SolutionFile
+from solvers.grf import grf
 
 _EXPRESSION_NAMES = {name: getattr(np, name) for name in (
     "sin", "cos", "tan", "exp", "log", "sqrt", "abs", "tanh", "sinh", "cosh", "arctan",
     "where", "minimum", "maximum", "clip", "heaviside")}
-_EXPRESSION_NAMES.update(pi=np.pi, e=np.e)
+_EXPRESSION_NAMES.update(pi=np.pi, e=np.e, grf=grf)
 
 
 def parse_function(name: str, expression: str) -> Callable[[np.ndarray], np.ndarray]:
-    """Turn a numpy expression in `x` (e.g. ``where(x < 0.5, 2*x, 2 - 2*x)``) into a function."""
+    """Turn a numpy expression in `x` (e.g. ``where(x < 0.5, 2*x, 2 - 2*x)``) into a function.
+    ``grf(x, seed=1, length_scale=0.2, variance=0.05)`` is a seeded Gaussian random field."""
     try:
         code = compile(expression, f"<function {name}>", "eval")
     except SyntaxError as exc:
