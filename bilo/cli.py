@@ -55,6 +55,13 @@ def cmd_info(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.method == "adjoint":
+        from adjoint.optimize import run_adjoint
+
+        summary = run_adjoint(args.problem, args.data, args.out)
+        print(f"wrote {args.out}/summary.json: {summary['steps']} L-BFGS-B iterations, "
+              f"{summary['wall_s']:.1f} s")
+        return 0
     from bilo.train import make_config, train
 
     overrides = {"width": args.width, "depth": args.depth, "pretrain_steps": args.pretrain_steps,
@@ -69,6 +76,19 @@ def cmd_train(args) -> int:
     print(f"wrote {args.out}/summary.json: params " + ", ".join(
         f"{k}={v:.5g}" for k, v in summary["params"].items())
         + f" in {summary['wall_s']['total']:.1f} s on {summary['device']}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from bilo.compare import compare
+    from solvers.exchange import InputError
+
+    try:
+        w_dats = tuple(float(w) for w in args.w_dat.split(","))
+    except ValueError:
+        raise InputError(f"--w-dat {args.w_dat}: expected numbers separated by commas") from None
+    compare(args.problem, args.data, [m.strip() for m in args.methods.split(",") if m.strip()],
+            args.out, seeds=args.seeds, w_dats=w_dats, preset=args.preset, u0=args.u0)
     return 0
 
 
@@ -125,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("problem", help="problem name (fkpp, two_point)")
     train.add_argument("--data", required=True, metavar="FILE.h5",
                        help="observations, as written by `bilo solve`")
-    train.add_argument("--method", default="bilo", help="bilo or pinn (default bilo)")
+    train.add_argument("--method", default="bilo",
+                       help="bilo, pinn or adjoint (FDM + discrete adjoint + L-BFGS-B); "
+                            "default bilo")
     train.add_argument("--preset", default="quick", help="quick (CPU smoke run) or paper")
     train.add_argument("--out", required=True, metavar="RUN_DIR")
     train.add_argument("--theta0", action="append", type=_key_value, default=[],
@@ -151,6 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-validate", action="store_true",
                        help="skip the reference solve at the inferred parameters")
     train.set_defaults(run=cmd_train)
+
+    compare = commands.add_parser(
+        "compare", help="run several methods on the same data; table + figure",
+        description="Runs each method on the same HDF5 data and writes comparison.csv, "
+                    "comparison.md and comparison.png (parameters against wall time) in --out.")
+    compare.add_argument("problem")
+    compare.add_argument("--data", required=True, metavar="FILE.h5")
+    compare.add_argument("--methods", default="adjoint,bilo,pinn",
+                         help="comma-separated: adjoint, bilo, pinn (default all three)")
+    compare.add_argument("--seeds", type=int, default=1,
+                         help="network seeds per trained method (default 1)")
+    compare.add_argument("--w-dat", default="1,10,100", help="PINN data weights (default 1,10,100)")
+    compare.add_argument("--preset", default="quick")
+    compare.add_argument("--u0", default="auto", help="u0 for pre-training (default auto)")
+    compare.add_argument("--out", required=True, metavar="DIR")
+    compare.set_defaults(run=cmd_compare)
 
     validate = commands.add_parser(
         "validate", help="re-solve at the inferred parameters, compare u_NN with it")

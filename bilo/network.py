@@ -23,6 +23,7 @@ Two implementations share the same math:
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from .jet import ACTIVATIONS, Jet, Key, activation_derivatives, closure, faa_di_bruno_terms
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "clear_scratch"]
 
 _TORCH_ACT = {
     "tanh": torch.tanh,
@@ -89,6 +90,39 @@ def _plan(chans: tuple[Key, ...]) -> _Plan:
 
 
 # ---------------------------------------------------------------------------------------------
+# scratch buffers
+#
+# A training step would otherwise map tens of MB of fresh (C, N, W) stacks per call; on the CPU,
+# glibc hands such blocks back to the OS when they are freed, and the page faults of mapping
+# them again cost more than the arithmetic.  Stacks that do not outlive a call (the activation
+# jets, recomputed in the backward pass, and the backward's gradient stacks) are therefore kept
+# in per-thread scratch buffers, one per role, and reused.  Only the saved pre-activations are
+# allocated per call.  Other devices have caching allocators and skip this.
+# ---------------------------------------------------------------------------------------------
+class _Scratch(threading.local):
+    def __init__(self):
+        self.buffers: dict[str, torch.Tensor] = {}
+
+
+_SCRATCH = _Scratch()
+
+
+def _scratch(role: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    if like.device.type != "cpu":
+        return like.new_empty(shape)
+    buf = _SCRATCH.buffers.get(role)
+    if buf is None or buf.shape != shape or buf.dtype != like.dtype:
+        buf = like.new_empty(shape)
+        _SCRATCH.buffers[role] = buf
+    return buf
+
+
+def clear_scratch() -> None:
+    """Release the CPU scratch buffers of the fused jet (of the calling thread)."""
+    _SCRATCH.buffers.clear()
+
+
+# ---------------------------------------------------------------------------------------------
 # fused kernels (no autograd; in-place where possible)
 #
 # In the backward kernels the incoming gradient of a stacked tensor is ``g[c] = gfac[c] * gscale``
@@ -100,15 +134,14 @@ def _scaled(ds, gscale):
     return ds if gscale is None else [d * gscale for d in ds]
 
 
-def _first_fwd(ds, coef, plan: _Plan):
-    """First activation jet: h[c] = f^(|c|)(z0) * coef[c-1]  -> (C, N, W)."""
-    h = ds[0].new_empty((len(plan.chans),) + tuple(ds[0].shape))
-    h[0] = ds[0]
+def _first_fwd(ds, coef, plan: _Plan, out):
+    """First activation jet: h[c] = f^(|c|)(z0) * coef[c-1], written into out (C, N, W)."""
+    out[0] = ds[0]
     for m in range(1, plan.max_order + 1):
         a, b = plan.order_slices[m]
         if b > a:
-            torch.mul(ds[m].unsqueeze(0), coef[a - 1 : b - 1].unsqueeze(1), out=h[a:b])
-    return h
+            torch.mul(ds[m].unsqueeze(0), coef[a - 1 : b - 1].unsqueeze(1), out=out[a:b])
+    return out
 
 
 def _first_bwd(gfac, gscale, ds, coef, plan: _Plan, need_coef: bool):
@@ -116,6 +149,7 @@ def _first_bwd(gfac, gscale, ds, coef, plan: _Plan, need_coef: bool):
     ds = _scaled(ds, gscale)
     gz0 = ds[1] * gfac[0]
     gcoef = torch.empty_like(coef) if need_coef else None
+    tmp = torch.empty_like(gz0) if need_coef else None
     for m in range(1, plan.max_order + 1):
         a, b = plan.order_slices[m]
         if b == a:
@@ -126,7 +160,7 @@ def _first_bwd(gfac, gscale, ds, coef, plan: _Plan, need_coef: bool):
         gz0.addcmul_(acc, ds[m + 1])
         if need_coef:
             for c in range(a, b):
-                torch.sum(gfac[c] * ds[m], 0, out=gcoef[c - 1])
+                torch.sum(torch.mul(gfac[c], ds[m], out=tmp), 0, out=gcoef[c - 1])
     return gz0, gcoef
 
 
@@ -153,23 +187,23 @@ def _group_sums(z, plan: _Plan):
     return sums
 
 
-def _hidden_fwd(z, ds, plan: _Plan):
-    """Activation jet h = f(z) of a stacked pre-activation z (C, N, W) (bias already in z[0])."""
-    h = torch.empty_like(z)
-    h[0] = ds[0]
-    torch.mul(z[1:], ds[1], out=h[1:])
-    for (o, k, _), s in zip(plan.groups, _group_sums(z, plan), strict=True):
-        h[o].addcmul_(s, ds[k])
-    return h
+def _hidden_fwd(z, ds, sums, plan: _Plan, out):
+    """Activation jet h = f(z) of a stacked pre-activation z (C, N, W) (bias included in z[0]),
+    given the activation derivatives ds at z[0] and the channel products of _group_sums."""
+    out[0] = ds[0]
+    torch.mul(z[1:], ds[1], out=out[1:])
+    for (o, k, _), s in zip(plan.groups, sums, strict=True):
+        out[o].addcmul_(s, ds[k])
+    return out
 
 
-def _hidden_bwd(gfac, gscale, z, ds, plan: _Plan):
-    """Backward of :func:`_hidden_fwd`: dL/dz (C, N, W)."""
+def _hidden_bwd(gfac, gscale, z, ds, sums, plan: _Plan, out):
+    """Backward of :func:`_hidden_fwd`: dL/dz (C, N, W) into out; consumes ``sums``."""
     ds = _scaled(ds, gscale)
     c_n = z.shape[0]
-    gz = torch.empty_like(z)
-    torch.mul(gfac[1:], ds[1], out=gz[1:])
-    gz0 = ds[1] * gfac[0]
+    gz0 = out[0]
+    torch.mul(gfac[1:], ds[1], out=out[1:])
+    torch.mul(ds[1], gfac[0], out=gz0)
     # h[c] = f'(z0) z[c] + ...: dependence of f'(z0) on z0
     if c_n > 1:
         q = z[1] * gfac[1]
@@ -178,7 +212,7 @@ def _hidden_bwd(gfac, gscale, z, ds, plan: _Plan):
         gz0.addcmul_(q, ds[2])
     # h[o] += f^(k)(z0) s[o, k]: dependence of f^(k)(z0) on z0, accumulated per k
     qk: dict[int, torch.Tensor] = {}
-    for (o, k, _), s in zip(plan.groups, _group_sums(z, plan), strict=True):
+    for (o, k, _), s in zip(plan.groups, sums, strict=True):
         if k in qk:
             qk[k].addcmul_(s, gfac[o])
         else:
@@ -190,21 +224,21 @@ def _hidden_bwd(gfac, gscale, z, ds, plan: _Plan):
         w = ds[k] * gfac[o]
         for coefficient, b, others in gts:
             if len(others) == 1:
-                gz[b].addcmul_(w, z[others[0]], value=coefficient)
+                out[b].addcmul_(w, z[others[0]], value=coefficient)
             else:
                 p = w * z[others[0]]
                 for bi in others[1:-1]:
                     p.mul_(z[bi])
-                gz[b].addcmul_(p, z[others[-1]], value=coefficient)
-    gz[0] = gz0
-    return gz
+                out[b].addcmul_(p, z[others[-1]], value=coefficient)
+    return out
 
 
 class _FusedJetMLP(torch.autograd.Function):
     """u-channels (C, N) (without output bias) from z0 (N, W), coef (C-1, W) and the weights.
 
-    Saves the stacked activations h_l and pre-activations z_l of the hidden layers; activation
-    derivatives and Faà di Bruno products are recomputed in the backward pass.
+    Saves only the stacked pre-activations z_l of the hidden layers after the first (plus the
+    inputs); activation jets, activation derivatives and channel products are recomputed in the
+    backward pass.
     """
 
     @staticmethod
@@ -212,18 +246,19 @@ class _FusedJetMLP(torch.autograd.Function):
         n, width = z0.shape
         c = len(plan.chans)
         m = plan.max_order
-        h = _first_fwd(activation_derivatives(act, z0, m), coef, plan)
-        hs, zs = [h], []
+        shape = (c, n, width)
+        h = _first_fwd(activation_derivatives(act, z0, m), coef, plan, _scratch("f0", shape, z0))
+        zs = []
         for li in range(len(hidden) // 2):
             weight, bias = hidden[2 * li], hidden[2 * li + 1]
-            z = torch.mm(h.view(c * n, width), weight.t()).view(c, n, width)
+            z = torch.mm(h.view(c * n, width), weight.t()).view(shape)
             z[0] += bias
-            h = _hidden_fwd(z, activation_derivatives(act, z[0], m), plan)
+            ds = activation_derivatives(act, z[0], m)
+            h = _hidden_fwd(z, ds, _group_sums(z, plan), plan, _scratch(f"f{li % 2 + 1}", shape, z))
             zs.append(z)
-            hs.append(h)
         u = torch.mv(h.view(c * n, width), w_out[0]).view(c, n)
         ctx.plan, ctx.act, ctx.n_hidden = plan, act, len(hidden) // 2
-        ctx.save_for_backward(z0, coef, w_out, *hidden, *hs, *zs)
+        ctx.save_for_backward(z0, coef, w_out, *hidden, *zs)
         return u
 
     @staticmethod
@@ -233,31 +268,43 @@ class _FusedJetMLP(torch.autograd.Function):
         saved = ctx.saved_tensors
         z0, coef, w_out = saved[:3]
         hidden = saved[3 : 3 + 2 * n_hidden]
-        hs = saved[3 + 2 * n_hidden : 4 + 3 * n_hidden]
-        zs = saved[4 + 3 * n_hidden :]
+        zs = saved[3 + 2 * n_hidden :]
         n, width = z0.shape
         c = len(plan.chans)
         m = plan.max_order
+        shape = (c, n, width)
         need = ctx.needs_input_grad
+        ds_first = activation_derivatives(act, z0, m + 1)
+
+        def recompute(li):
+            """(activation jet h_li, ds, sums); li = 0 is the first layer."""
+            buf = _scratch(f"b{li % 2}", shape, z0)
+            if li == 0:
+                return _first_fwd(ds_first, coef, plan, buf), None, None
+            z = zs[li - 1]
+            ds = activation_derivatives(act, z[0], m + 1)
+            sums = _group_sums(z, plan)
+            return _hidden_fwd(z, ds, sums, plan, buf), ds, sums
+
+        h, ds, sums = recompute(n_hidden)
         gu = gu.contiguous()
         gw_out = None
         if need[2]:
-            gw_out = torch.mv(hs[-1].view(c * n, width).t(), gu.view(-1)).unsqueeze(0)
+            gw_out = torch.mv(h.view(c * n, width).t(), gu.view(-1)).unsqueeze(0)
         gfac, gscale = gu.unsqueeze(-1), w_out[0]
         ghidden: list[torch.Tensor | None] = [None] * (2 * n_hidden)
         for li in reversed(range(n_hidden)):
-            z = zs[li]
-            gz = _hidden_bwd(gfac, gscale, z, activation_derivatives(act, z[0], m + 1), plan)
+            gz = _hidden_bwd(gfac, gscale, zs[li], ds, sums, plan, _scratch("gz", shape, z0))
             if need[5 + 2 * li + 1]:
                 ghidden[2 * li + 1] = gz[0].sum(0)
+            h, ds, sums = recompute(li)  # the input of this layer
             gz2 = gz.view(c * n, width)
             if need[5 + 2 * li]:
-                ghidden[2 * li] = torch.mm(gz2.t(), hs[li].view(c * n, width))
-            gfac = torch.mm(gz2, hidden[2 * li]).view(c, n, width)
-            gscale = None
-        gz0, gcoef = _first_bwd(
-            gfac, gscale, activation_derivatives(act, z0, m + 1), coef, plan, need[1]
-        )
+                ghidden[2 * li] = torch.mm(gz2.t(), h.view(c * n, width))
+            g = _scratch("g", shape, z0)
+            torch.mm(gz2, hidden[2 * li], out=g.view(c * n, width))
+            gfac, gscale = g, None
+        gz0, gcoef = _first_bwd(gfac, gscale, ds_first, coef, plan, need[1])
         return (gz0, gcoef, gw_out, None, None, *ghidden)
 
 

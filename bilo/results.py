@@ -5,6 +5,7 @@
   /params                           attributes: the inferred θ
   /params_true                      attributes: θ that made the synthetic data (when known)
   /history/step (n,)                steps at which the losses and θ were recorded
+  /history/wall (n,)                wall seconds since the run started (pre-training included)
   /history/theta (n, p)             θ trajectory, columns in /history/theta@names
   /history/<loss> (n,)              unweighted losses (res, rgrad, dat, u0), NaN in steps
                                     where a term is not used (dat in pre-training, u0 after)
@@ -23,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from solvers.exchange import atomic_h5, open_h5
+
+TRACKS = ("step", "theta", "wall")  # history entries that are not losses
 
 
 def write_json_atomic(path: Path, blob: dict) -> None:
@@ -71,7 +74,7 @@ def write_results(run) -> dict:
         h5.create_group("wall_s").attrs.update(run.wall)
 
     final = {k: float(v[~np.isnan(v)][-1]) for k, v in history.items()
-             if k not in ("step", "theta") and not np.all(np.isnan(v))}
+             if k not in TRACKS and not np.all(np.isnan(v))}
     summary = {
         "method": run.config.method,
         "problem": problem.name,
@@ -118,7 +121,7 @@ def plot_training(path: Path, history: dict[str, np.ndarray], names, truth, meth
     fig, (ax_loss, ax_theta) = plt.subplots(1, 2, figsize=(11, 4))
     steps = history["step"]
     for key, values in history.items():
-        if key in ("step", "theta") or np.all(np.isnan(values)):
+        if key in TRACKS or np.all(np.isnan(values)):
             continue
         ax_loss.semilogy(steps, values, label=key)
     ax_loss.set(xlabel="step", ylabel="loss (unweighted)", title=f"{method}: losses")

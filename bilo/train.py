@@ -20,6 +20,7 @@ import torch
 from bilo.methods import METHODS, Batch, Method
 from bilo.problems import get_problem
 from bilo.problems.base import Problem, Settings
+from bilo.results import TRACKS, write_results
 from solvers.exchange import InputError, SolutionFile, read_solution
 
 
@@ -150,7 +151,7 @@ class Run:
         ).to(self.device)
         self.batch = self._make_batch()
         self.step = 0  # steps done, pre-training then fine-tuning
-        self.history: dict[str, list] = {"step": [], "theta": []}
+        self.history: dict[str, list] = {key: [] for key in TRACKS}
         self.wall = {"pretrain": 0.0, "finetune": 0.0}
 
     # -- data ---------------------------------------------------------------------------------
@@ -218,7 +219,8 @@ class Run:
         n_before = len(self.history["step"])
         self.history["step"].append(self.step)
         self.history["theta"].append(self.method.theta.detach().cpu().tolist())
-        for key in values.keys() | (self.history.keys() - {"step", "theta"}):
+        self.history["wall"].append(sum(self.wall.values()))
+        for key in values.keys() | (self.history.keys() - set(TRACKS)):
             # a loss used in one phase only (u0, dat) is NaN in the other
             column = self.history.setdefault(key, [float("nan")] * n_before)
             column.append(values.get(key, float("nan")))
@@ -268,8 +270,6 @@ class Run:
 def train(config: RunConfig, out: str | os.PathLike, resume: bool = False,
           validate_after: bool = True) -> dict:
     """Run (or resume) a training run; write result.h5, summary.json and figures in `out`."""
-    from bilo.results import write_results
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = Run(config, out)

@@ -1,0 +1,173 @@
+"""`bilo compare`: several methods on the same data file, one table and one figure.
+
+Every method runs into its own folder under OUT (`adjoint/`, `bilo/seed0/`,
+`pinn_wdat10/seed0/`, ...) and leaves its usual summary.json; the comparison collects them
+into `comparison.csv` (one row per run), `comparison.md` (mean ± std over seeds per method)
+and `comparison.png` (parameters against wall time, as the paper's Fig. D.22).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from solvers.exchange import InputError
+
+
+@dataclass(frozen=True)
+class Variant:
+    method: str
+    w_dat: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.method if self.w_dat is None else f"{self.method}_wdat{self.w_dat:g}"
+
+
+def variants(methods: list[str], w_dats: list[float]) -> list[Variant]:
+    from bilo.methods import METHODS
+
+    known = {"adjoint", *METHODS}
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise InputError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+    out = []
+    for method in methods:
+        if method == "pinn":
+            out.extend(Variant("pinn", w) for w in w_dats)
+        else:
+            out.append(Variant(method))
+    return out
+
+
+def run_variant(variant: Variant, problem: str, data: str, out: Path, seed: int,
+                preset: str, u0: str | None, overrides: dict | None = None) -> dict:
+    if variant.method == "adjoint":
+        from adjoint.optimize import run_adjoint
+
+        return run_adjoint(problem, data, out)
+    from bilo.train import make_config, train
+
+    options = {"seed": seed, "u0": u0}
+    if variant.w_dat is not None:
+        options["w_dat"] = variant.w_dat
+    return train(make_config(problem, data, variant.method, preset, overrides, **options), out)
+
+
+def _trajectory(run_dir: Path, summary: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Wall seconds and parameter values along a run (adjoint iterations or recorded steps)."""
+    if summary["method"] == "adjoint":
+        rows = summary.get("trajectory", [])
+        wall = np.array([r["wall_s"] for r in rows])
+        return wall, {k: np.array([r[k] for r in rows]) for k in summary["params_true"]
+                      if rows and k in rows[0]}
+    import h5py
+
+    with h5py.File(run_dir / "result.h5", "r") as h5:
+        wall = h5["history/wall"][()]
+        theta = h5["history/theta"][()]
+        names = str(h5["history/theta"].attrs["names"]).split(",")
+    return wall, {name: theta[:, j] for j, name in enumerate(names) if name}
+
+
+def _scalar_errors(summary: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in summary.get("rel_err", {}).items()
+            if isinstance(v, (int, float))}
+
+
+def compare(problem: str, data: str, methods: list[str], out: str | Path, *, seeds: int = 1,
+            w_dats: tuple[float, ...] = (1.0, 10.0, 100.0), preset: str = "quick",
+            u0: str | None = "auto", overrides: dict | None = None) -> list[dict]:
+    """Run every method variant (PINN once per w_dat) and write the comparison files;
+    `overrides` replaces preset settings (width, steps, ...) of the trained methods."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, runs = [], []
+    for variant in variants(methods, list(w_dats)):
+        for seed in range(1 if variant.method == "adjoint" else seeds):
+            run_dir = out / variant.label / ("" if variant.method == "adjoint" else f"seed{seed}")
+            print(f"== {variant.label}, seed {seed} -> {run_dir}", flush=True)
+            summary = run_variant(variant, problem, data, run_dir, seed, preset, u0, overrides)
+            steps = summary["steps"]
+            rows.append({"method": variant.label, "seed": seed,
+                         **{f"rel_err_{k}": v for k, v in _scalar_errors(summary).items()},
+                         "u_rel_l2_vs_reference": summary.get("u_rel_l2_vs_reference"),
+                         "wall_s": (summary["wall_s"]["total"] if isinstance(summary["wall_s"],
+                                                                            dict)
+                                    else summary["wall_s"]),
+                         "steps": sum(steps.values()) if isinstance(steps, dict) else steps})
+            runs.append((variant.label, seed, run_dir, summary))
+    _write_csv(out / "comparison.csv", rows)
+    (out / "comparison.md").write_text(_markdown(problem, data, rows))
+    _plot(out / "comparison.png", runs)
+    print((out / "comparison.md").read_text())
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _markdown(problem: str, data: str, rows: list[dict]) -> str:
+    columns = [k for k in dict.fromkeys(k for row in rows for k in row)
+               if k not in ("method", "seed")]
+    lines = [f"# {problem}: methods on {data}", "",
+             "Mean ± std over seeds (adjoint: one deterministic run). u_rel_l2_vs_reference: the "
+             "network solution against the FDM solution at the inferred parameters (0 for the "
+             "adjoint, whose u is that solution).", "",
+             "| method | runs | " + " | ".join(columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        group = [r for r in rows if r["method"] == method]
+        cells = []
+        for column in columns:
+            values = np.array([r[column] for r in group if r.get(column) is not None], float)
+            if values.size == 0:
+                cells.append("–")
+            elif values.size == 1:
+                cells.append(f"{values[0]:.3g}")
+            else:
+                cells.append(f"{values.mean():.3g} ± {values.std(ddof=1):.2g}")
+        lines.append(f"| {method} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(path: Path, runs) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(k for *_, s in runs for k in s.get("params_true", {})
+                               if isinstance(s["params_true"][k], (int, float))))
+    if not names:
+        return
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
+    colours = {label: f"C{i}" for i, label in enumerate(dict.fromkeys(r[0] for r in runs))}
+    for label, seed, run_dir, summary in runs:
+        wall, values = _trajectory(run_dir, summary)
+        for ax, name in zip(axes[0], names, strict=True):
+            if name in values and len(wall):
+                ax.plot(wall, values[name], color=colours[label], lw=1,
+                        label=label if seed == 0 else None)
+    for ax, name in zip(axes[0], names, strict=True):
+        truth = next(s["params_true"][name] for *_, s in runs if name in s["params_true"])
+        ax.axhline(truth, color="k", ls="--", lw=0.8)
+        ax.set(xlabel="wall time (s, pre-training included)", ylabel=name,
+               title=f"{name} (dashed: truth)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def load_summary(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
