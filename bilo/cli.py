@@ -73,9 +73,10 @@ def cmd_train(args) -> int:
     config = make_config(args.problem, args.data, args.method, args.preset, overrides,
                          **{k: v for k, v in options.items() if v is not None})
     summary = train(config, args.out, resume=args.resume, validate_after=not args.no_validate)
-    print(f"wrote {args.out}/summary.json: params " + ", ".join(
-        f"{k}={v:.5g}" for k, v in summary["params"].items())
-        + f" in {summary['wall_s']['total']:.1f} s on {summary['device']}")
+    found = ", ".join([f"{k}={v:.5g}" for k, v in summary["params"].items()]
+                      + [f"{k}(x)" for k in summary["rel_err"] if k not in summary["params"]])
+    print(f"wrote {args.out}/summary.json: {found} in {summary['wall_s']['total']:.1f} s "
+          f"on {summary['device']}")
     return 0
 
 

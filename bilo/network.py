@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from torch.autograd.function import once_differentiable
 
 from .jet import ACTIVATIONS, Jet, Key, activation_derivatives, closure, faa_di_bruno_terms
 
-__all__ = ["MLP", "clear_scratch"]
+__all__ = ["MLP", "clear_buffer_pool"]
 
 _TORCH_ACT = {
     "tanh": torch.tanh,
@@ -54,6 +55,7 @@ _TORCH_ACT = {
 class _Plan:
     chans: tuple[Key, ...]  # sorted by order; chans[0] == ()
     max_order: int
+    orders: tuple[int, ...]  # order of each channel
     order_slices: tuple[tuple[int, int], ...]  # [start, stop) of the channels of order m
     # Faà di Bruno terms with k >= 2 blocks, grouped by (out channel, k):
     # (out, k, ((multiplicity, block channels), ...))
@@ -86,40 +88,63 @@ def _plan(chans: tuple[Key, ...]) -> _Plan:
                     others.remove(b)
                     gts.append((mult * nb, b, tuple(others)))
             grad_terms.append((o, k, tuple(gts)))
-    return _Plan(tuple(chans), max_order, tuple(slices), tuple(groups), tuple(grad_terms))
+    orders = tuple(len(k) for k in chans)
+    return _Plan(
+        tuple(chans), max_order, orders, tuple(slices), tuple(groups), tuple(grad_terms)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
-# scratch buffers
+# buffer pool
 #
-# A training step would otherwise map tens of MB of fresh (C, N, W) stacks per call; on the CPU,
-# glibc hands such blocks back to the OS when they are freed, and the page faults of mapping
-# them again cost more than the arithmetic.  Stacks that do not outlive a call (the activation
-# jets, recomputed in the backward pass, and the backward's gradient stacks) are therefore kept
-# in per-thread scratch buffers, one per role, and reused.  Only the saved pre-activations are
-# allocated per call.  Other devices have caching allocators and skip this.
+# A training step needs several (C, N, W) stacks; allocated afresh each call, glibc maps them
+# from (and returns them to) the OS, and on the CPU the page faults of mapping tens of MB per step
+# cost more than the arithmetic.  Large buffers therefore come from a small per-thread pool: a
+# request returns a new view of a pooled block, and the block becomes free again once that view
+# (and so every autograd graph that saved it) is gone, which a weak reference to the view
+# tells.  Other devices have caching allocators and skip this.
 # ---------------------------------------------------------------------------------------------
-class _Scratch(threading.local):
+_POOL_MAX_BLOCKS = 48
+
+
+class _Pool(threading.local):
     def __init__(self):
-        self.buffers: dict[str, torch.Tensor] = {}
+        self.blocks: list[list] = []  # [flat tensor, weakref to the view handed out or None]
 
 
-_SCRATCH = _Scratch()
+_POOL = _Pool()
 
 
-def _scratch(role: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+def _buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor of ``shape`` with the dtype and device of ``like``.
+
+    The caller must keep the returned tensor itself alive for as long as it uses the memory
+    (views derived from it do not hold the block).
+    """
     if like.device.type != "cpu":
         return like.new_empty(shape)
-    buf = _SCRATCH.buffers.get(role)
-    if buf is None or buf.shape != shape or buf.dtype != like.dtype:
-        buf = like.new_empty(shape)
-        _SCRATCH.buffers[role] = buf
-    return buf
+    numel = math.prod(shape)
+    blocks = _POOL.blocks
+    for entry in blocks:
+        flat, ref = entry
+        if flat.numel() == numel and flat.dtype == like.dtype and (ref is None or ref() is None):
+            view = flat.view(shape)
+            entry[1] = weakref.ref(view)
+            return view
+    if len(blocks) >= _POOL_MAX_BLOCKS:  # drop a free block, or give up pooling
+        free = [i for i, (_, ref) in enumerate(blocks) if ref is None or ref() is None]
+        if not free:
+            return like.new_empty(shape)
+        del blocks[free[0]]
+    flat = like.new_empty(numel)
+    view = flat.view(shape)
+    blocks.append([flat, weakref.ref(view)])
+    return view
 
 
-def clear_scratch() -> None:
-    """Release the CPU scratch buffers of the fused jet (of the calling thread)."""
-    _SCRATCH.buffers.clear()
+def clear_buffer_pool() -> None:
+    """Release the free pooled CPU buffers of the fused jet (of the calling thread)."""
+    _POOL.blocks[:] = [e for e in _POOL.blocks if e[1] is not None and e[1]() is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,55 +152,41 @@ def clear_scratch() -> None:
 #
 # In the backward kernels the incoming gradient of a stacked tensor is ``g[c] = gfac[c] * gscale``
 # with either gfac (C, N, W) and gscale None, or -- right below the linear output layer, where
-# dL/dh[c] = dL/du[c] w_out^T is rank one -- gfac (C, N, 1) and gscale (W,).  The gradient
-# only ever appears multiplied by an activation derivative, so gscale is folded into those.
+# dL/dh[c] = dL/du[c] w_out^T is rank one -- gfac (C, N, 1) and gscale (W,).
 # ---------------------------------------------------------------------------------------------
-def _scaled(ds, gscale):
-    return ds if gscale is None else [d * gscale for d in ds]
-
-
-def _first_fwd(ds, coef, plan: _Plan, out):
-    """First activation jet: h[c] = f^(|c|)(z0) * coef[c-1], written into out (C, N, W)."""
-    out[0] = ds[0]
-    for m in range(1, plan.max_order + 1):
-        a, b = plan.order_slices[m]
-        if b > a:
-            torch.mul(ds[m].unsqueeze(0), coef[a - 1 : b - 1].unsqueeze(1), out=out[a:b])
+def _derivs_into(act: str, z, out):
+    """out[k] = f^(k)(z) for k < len(out)."""
+    n = out.shape[0] - 1
+    if act != "tanh" or n > 4:
+        for k, d in enumerate(activation_derivatives(act, z, n)):
+            out[k] = d
+        return out
+    t = torch.tanh(z, out=out[0])
+    if n >= 1:
+        t2 = t * t
+        torch.neg(t2, out=out[1]).add_(1)  # s = 1 - t^2
+    if n >= 2:
+        torch.mul(t, out[1], out=out[2]).mul_(-2)  # -2 t s
+    if n >= 3:
+        torch.mul(t2, 6, out=out[3]).sub_(2).mul_(out[1])  # (6 t^2 - 2) s
+    if n >= 4:
+        torch.mul(t2, 12, out=out[4]).sub_(8).mul_(out[2])  # (12 t^2 - 8) f''
     return out
 
 
-def _first_bwd(gfac, gscale, ds, coef, plan: _Plan, need_coef: bool):
-    """Backward of :func:`_first_fwd`: (dL/dz0, dL/dcoef)."""
-    ds = _scaled(ds, gscale)
-    gz0 = ds[1] * gfac[0]
-    gcoef = torch.empty_like(coef) if need_coef else None
-    tmp = torch.empty_like(gz0) if need_coef else None
-    for m in range(1, plan.max_order + 1):
-        a, b = plan.order_slices[m]
-        if b == a:
-            continue
-        acc = gfac[a] * coef[a - 1]
-        for c in range(a + 1, b):
-            acc.addcmul_(gfac[c], coef[c - 1])
-        gz0.addcmul_(acc, ds[m + 1])
-        if need_coef:
-            for c in range(a, b):
-                torch.sum(torch.mul(gfac[c], ds[m], out=tmp), 0, out=gcoef[c - 1])
-    return gz0, gcoef
-
-
-def _group_sums(z, plan: _Plan):
-    """s[o, k] = sum over the k-block Faà di Bruno terms of channel o of prod_B z[B]."""
-    sums = []
-    for _, _, terms in plan.groups:
-        s = None
+def _group_sums(z, plan: _Plan, out):
+    """out[g] = sum over the k-block Faà di Bruno terms of group g = (channel o, k) of
+    prod_B z[B]."""
+    for s, (_, _, terms) in zip(out, plan.groups, strict=True):
+        first = True
         for mult, blocks in terms:
-            if s is None:
-                s = z[blocks[0]] * z[blocks[1]]
+            if first:
+                torch.mul(z[blocks[0]], z[blocks[1]], out=s)
                 for bi in blocks[2:]:
                     s.mul_(z[bi])
                 if mult != 1:
                     s.mul_(mult)
+                first = False
             elif len(blocks) == 2:
                 s.addcmul_(z[blocks[0]], z[blocks[1]], value=mult)
             else:
@@ -183,8 +194,7 @@ def _group_sums(z, plan: _Plan):
                 for bi in blocks[2:-1]:
                     p.mul_(z[bi])
                 s.addcmul_(p, z[blocks[-1]], value=mult)
-        sums.append(s)
-    return sums
+    return out
 
 
 def _hidden_fwd(z, ds, sums, plan: _Plan, out):
@@ -197,31 +207,40 @@ def _hidden_fwd(z, ds, sums, plan: _Plan, out):
     return out
 
 
-def _hidden_bwd(gfac, gscale, z, ds, sums, plan: _Plan, out):
-    """Backward of :func:`_hidden_fwd`: dL/dz (C, N, W) into out; consumes ``sums``."""
-    ds = _scaled(ds, gscale)
+def _hidden_bwd(gfac, gscale, z, ds, sums, plan: _Plan, out, want_scale_grad: bool):
+    """Backward of :func:`_hidden_fwd`: dL/dz (C, N, W) into ``out``.
+
+    With a rank-one gradient also returns dL/dgscale (the output weights) when asked.
+    """
     c_n = z.shape[0]
+    dsg = ds if gscale is None else [ds[0]] + [d * gscale for d in ds[1 : plan.max_order + 1]]
+    torch.mul(gfac[1:], dsg[1], out=out[1:])
+    # dL/dz0 before the factor gscale: h[0] = f(z0), h[c] = f'(z0) z[c] + sum_k f^(k)(z0) s[c, k]
     gz0 = out[0]
-    torch.mul(gfac[1:], ds[1], out=out[1:])
-    torch.mul(ds[1], gfac[0], out=gz0)
-    # h[c] = f'(z0) z[c] + ...: dependence of f'(z0) on z0
+    torch.mul(gfac[0], ds[1], out=gz0)
+    sg = gfac[0] * ds[0] if want_scale_grad else None  # the same with f^(j) -> f^(j-1)
     if c_n > 1:
         q = z[1] * gfac[1]
         for c in range(2, c_n):
             q.addcmul_(z[c], gfac[c])
         gz0.addcmul_(q, ds[2])
-    # h[o] += f^(k)(z0) s[o, k]: dependence of f^(k)(z0) on z0, accumulated per k
+        if sg is not None:
+            sg.addcmul_(q, ds[1])
     qk: dict[int, torch.Tensor] = {}
     for (o, k, _), s in zip(plan.groups, sums, strict=True):
         if k in qk:
             qk[k].addcmul_(s, gfac[o])
         else:
-            qk[k] = s.mul_(gfac[o])
+            qk[k] = s * gfac[o]
     for k, q in qk.items():
         gz0.addcmul_(q, ds[k + 1])
+        if sg is not None:
+            sg.addcmul_(q, ds[k])
+    if gscale is not None:
+        gz0.mul_(gscale)
     # the products of channels inside s[o, k]
     for o, k, gts in plan.grad_terms:
-        w = ds[k] * gfac[o]
+        w = dsg[k] * gfac[o]
         for coefficient, b, others in gts:
             if len(others) == 1:
                 out[b].addcmul_(w, z[others[0]], value=coefficient)
@@ -230,15 +249,24 @@ def _hidden_bwd(gfac, gscale, z, ds, sums, plan: _Plan, out):
                 for bi in others[1:-1]:
                     p.mul_(z[bi])
                 out[b].addcmul_(p, z[others[-1]], value=coefficient)
-    return out
+    return out, (sg.sum(0) if sg is not None else None)
 
 
 class _FusedJetMLP(torch.autograd.Function):
-    """u-channels (C, N) (without output bias) from z0 (N, W), coef (C-1, W) and the weights.
+    """u-channels (C, N) (without output bias) from z0 (N, W), coef (C-1, W) and the weights
+    of at least one hidden layer.
 
-    Saves only the stacked pre-activations z_l of the hidden layers after the first (plus the
-    inputs); activation jets, activation derivatives and channel products are recomputed in the
-    backward pass.
+    First layer: its activation jet ``h1[c] = f^(|c|)(z0) * coef[c-1]`` is never materialised;
+    the next pre-activation is ``z[c] = f^(|c|)(z0) @ (diag(coef[c-1]) W^T)`` (one matmul per
+    channel with a channel-scaled weight: the flops of the stacked product without writing and
+    re-reading the stack), and in the backward pass the weight, coefficient and z0 gradients
+    follow from ``P_c = dL/dz[c]^T f^(|c|)(z0)`` and ``dL/dz[c] @ (W diag(coef[c-1]))``.
+    Later hidden layers: one stacked matmul per layer.  Output layer: one matrix-vector product;
+    its weight gradient is assembled from partial sums of the last activation backward.
+
+    Saves the inputs and, per hidden layer, the stacked pre-activations, the activation
+    derivatives at the value channel and the Faà di Bruno channel products; the activation jets
+    of hidden layers after the first are recomputed in the backward pass.
     """
 
     @staticmethod
@@ -247,64 +275,99 @@ class _FusedJetMLP(torch.autograd.Function):
         c = len(plan.chans)
         m = plan.max_order
         shape = (c, n, width)
-        h = _first_fwd(activation_derivatives(act, z0, m), coef, plan, _scratch("f0", shape, z0))
-        zs = []
+        n_groups = len(plan.groups)
+        ds0 = _derivs_into(act, z0, _buffer((m + 2, n, width), z0))
+        w1, b1 = hidden[0], hidden[1]
+        z = _buffer(shape, z0)
+        torch.addmm(b1, ds0[0], w1.t(), out=z[0])
+        if c > 1:
+            mats = coef.unsqueeze(2) * w1.t().unsqueeze(0)  # (C-1, W_in, W_out)
+            for ci in range(1, c):
+                torch.mm(ds0[plan.orders[ci]], mats[ci - 1], out=z[ci])
+        zs, dss, sumss = [], [], []
         for li in range(len(hidden) // 2):
-            weight, bias = hidden[2 * li], hidden[2 * li + 1]
-            z = torch.mm(h.view(c * n, width), weight.t()).view(shape)
-            z[0] += bias
-            ds = activation_derivatives(act, z[0], m)
-            h = _hidden_fwd(z, ds, _group_sums(z, plan), plan, _scratch(f"f{li % 2 + 1}", shape, z))
+            ds = _derivs_into(act, z[0], _buffer((m + 2, n, width), z0))
+            sums = _group_sums(z, plan, _buffer((n_groups, n, width), z0))
+            h = _hidden_fwd(z, ds, sums, plan, _buffer(shape, z0))
             zs.append(z)
+            dss.append(ds)
+            sumss.append(sums)
+            if li + 1 < len(hidden) // 2:
+                weight, bias = hidden[2 * li + 2], hidden[2 * li + 3]
+                z = _buffer(shape, z0)
+                torch.mm(h.view(c * n, width), weight.t(), out=z.view(c * n, width))
+                z[0] += bias
         u = torch.mv(h.view(c * n, width), w_out[0]).view(c, n)
         ctx.plan, ctx.act, ctx.n_hidden = plan, act, len(hidden) // 2
-        ctx.save_for_backward(z0, coef, w_out, *hidden, *zs)
+        ctx.save_for_backward(z0, coef, w_out, ds0, *hidden, *zs, *dss, *sumss)
         return u
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gu):
-        plan, act, n_hidden = ctx.plan, ctx.act, ctx.n_hidden
+        plan, n_hidden = ctx.plan, ctx.n_hidden
         saved = ctx.saved_tensors
-        z0, coef, w_out = saved[:3]
-        hidden = saved[3 : 3 + 2 * n_hidden]
-        zs = saved[3 + 2 * n_hidden :]
+        z0, coef, w_out, ds0 = saved[:4]
+        hidden = saved[4 : 4 + 2 * n_hidden]
+        zs = saved[4 + 2 * n_hidden : 4 + 3 * n_hidden]
+        dss = saved[4 + 3 * n_hidden : 4 + 4 * n_hidden]
+        sumss = saved[4 + 4 * n_hidden :]
         n, width = z0.shape
         c = len(plan.chans)
         m = plan.max_order
         shape = (c, n, width)
         need = ctx.needs_input_grad
-        ds_first = activation_derivatives(act, z0, m + 1)
-
-        def recompute(li):
-            """(activation jet h_li, ds, sums); li = 0 is the first layer."""
-            buf = _scratch(f"b{li % 2}", shape, z0)
-            if li == 0:
-                return _first_fwd(ds_first, coef, plan, buf), None, None
-            z = zs[li - 1]
-            ds = activation_derivatives(act, z[0], m + 1)
-            sums = _group_sums(z, plan)
-            return _hidden_fwd(z, ds, sums, plan, buf), ds, sums
-
-        h, ds, sums = recompute(n_hidden)
         gu = gu.contiguous()
-        gw_out = None
-        if need[2]:
-            gw_out = torch.mv(h.view(c * n, width).t(), gu.view(-1)).unsqueeze(0)
         gfac, gscale = gu.unsqueeze(-1), w_out[0]
         ghidden: list[torch.Tensor | None] = [None] * (2 * n_hidden)
+        gw_out = None
+        gz = _buffer(shape, z0)
         for li in reversed(range(n_hidden)):
-            gz = _hidden_bwd(gfac, gscale, zs[li], ds, sums, plan, _scratch("gz", shape, z0))
-            if need[5 + 2 * li + 1]:
+            last = li == n_hidden - 1
+            _, g_scale = _hidden_bwd(
+                gfac, gscale, zs[li], dss[li], sumss[li], plan, gz, last and need[2]
+            )
+            if g_scale is not None:
+                gw_out = g_scale.unsqueeze(0)
+            if need[6 + 2 * li]:
                 ghidden[2 * li + 1] = gz[0].sum(0)
-            h, ds, sums = recompute(li)  # the input of this layer
+            if li == 0:
+                break
+            # recompute the input of this layer
+            h = _hidden_fwd(zs[li - 1], dss[li - 1], sumss[li - 1], plan, _buffer(shape, z0))
             gz2 = gz.view(c * n, width)
             if need[5 + 2 * li]:
                 ghidden[2 * li] = torch.mm(gz2.t(), h.view(c * n, width))
-            g = _scratch("g", shape, z0)
+            del h
+            g = _buffer(shape, z0)
             torch.mm(gz2, hidden[2 * li], out=g.view(c * n, width))
             gfac, gscale = g, None
-        gz0, gcoef = _first_bwd(gfac, gscale, ds_first, coef, plan, need[1])
+            gz = _buffer(shape, z0)
+
+        # first hidden layer: z[c] = f^(|c|)(z0) @ (diag(coef[c-1]) W1^T)
+        w1 = hidden[0]
+        pmat = z0.new_empty((c, width, width))  # P_c = gz[c]^T f^(|c|)(z0)
+        for ci in range(c):
+            torch.mm(gz[ci].t(), ds0[plan.orders[ci]], out=pmat[ci])
+        if need[5]:
+            gw1 = pmat[0].clone()
+            if c > 1:
+                gw1 += (pmat[1:] * coef.unsqueeze(1)).sum(0)
+            ghidden[0] = gw1
+        gcoef = (pmat[1:] * w1.unsqueeze(0)).sum(1) if need[1] else None
+        gz0 = None
+        if need[0]:
+            gz0 = torch.mm(gz[0], w1).mul_(ds0[1])
+            if c > 1:
+                wmats = w1.unsqueeze(0) * coef.unsqueeze(1)  # (C-1, W_out, W_in)
+                for o in range(1, m + 1):
+                    a, b = plan.order_slices[o]
+                    if b == a:
+                        continue
+                    acc = torch.mm(gz[a], wmats[a - 1])
+                    for ci in range(a + 1, b):
+                        acc.addmm_(gz[ci], wmats[ci - 1])
+                    gz0.addcmul_(acc, ds0[o + 1])
         return (gz0, gcoef, gw_out, None, None, *ghidden)
 
 
@@ -443,7 +506,7 @@ class MLP(nn.Module):
             coef = z0.new_zeros((0, self.width))
 
         hidden = [p for lin in self.hidden for p in (lin.weight, lin.bias)]
-        if fused:
+        if fused and hidden:
             u = _FusedJetMLP.apply(z0, coef, self.out.weight, plan, self.activation, *hidden)
         else:
             u = _reference_jet_mlp(z0, coef, self.out.weight, plan, self.activation, hidden)

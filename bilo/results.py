@@ -10,6 +10,8 @@
   /history/<loss> (n,)              unweighted losses (res, rgrad, dat, u0), NaN in steps
                                     where a term is not used (dat in pre-training, u0 after)
   /grid/<axis>, /u_nn               u_NN on the data file's reference grid, axes in /u_nn@axes
+  /functions/x (1001,)              points where the inferred functions are stored
+  /functions/<name>, <name>_true    inferred unknown function and its truth (when known)
   /wall_s                           attributes: pretrain, finetune seconds
 """
 
@@ -50,12 +52,18 @@ def _history_arrays(history: dict[str, list]) -> dict[str, np.ndarray]:
     return arrays
 
 
+FUNCTION_POINTS = np.linspace(0.0, 1.0, 1001)
+
+
 def write_results(run) -> dict:
     """Write result.h5, summary.json and figures for a finished run; return the summary."""
     out, problem, data = run.out, run.problem, run.data
     theta = run.theta()
     truth = {k: data.params[k] for k in problem.params if k in data.params}
     u_nn = run.u_on_reference_grid()
+    inferred = run.functions_on(FUNCTION_POINTS)
+    truth_functions = {name: np.interp(FUNCTION_POINTS, data.grid["x"], data.inputs[name])
+                       for name in inferred if name in data.inputs}
     history = _history_arrays(run.history)
     with atomic_h5(out / "result.h5", kind="result") as h5:
         h5.attrs["problem"] = problem.name
@@ -72,6 +80,12 @@ def write_results(run) -> dict:
         h5.create_dataset("u_nn", data=u_nn, compression="gzip").attrs["axes"] = ",".join(
             data.axes)
         h5.create_group("wall_s").attrs.update(run.wall)
+        if inferred:
+            h5.create_dataset("functions/x", data=FUNCTION_POINTS)
+            for name, values in inferred.items():
+                h5.create_dataset(f"functions/{name}", data=values)
+            for name, values in truth_functions.items():
+                h5.create_dataset(f"functions/{name}_true", data=values)
 
     final = {k: float(v[~np.isnan(v)][-1]) for k, v in history.items()
              if k not in TRACKS and not np.all(np.isnan(v))}
@@ -81,7 +95,11 @@ def write_results(run) -> dict:
         "params": theta,
         "params_true": truth,
         "params_initial": run.config.theta0,
-        "rel_err": relative_errors(theta, truth),
+        "params_fixed": run.method.constants,
+        # per parameter, and for each unknown function its relative L2 error on 1001 points
+        "rel_err": relative_errors(theta, truth) | {
+            name: float(np.linalg.norm(inferred[name] - values) / np.linalg.norm(values))
+            for name, values in truth_functions.items()},
         "u_rel_l2_vs_reference": None,
         "u_rel_l2_vs_data_solution": float(np.linalg.norm(u_nn - data.u)
                                            / np.linalg.norm(data.u)),
@@ -99,6 +117,9 @@ def write_results(run) -> dict:
     }
     write_json_atomic(out / "summary.json", summary)
     plot_training(out / "training.png", history, problem.params, truth, run.config.method)
+    if inferred:
+        initial = {name: spec.initial(FUNCTION_POINTS) for name, spec in problem.functions.items()}
+        plot_functions(out / "functions.png", inferred, truth_functions, initial, summary)
     return summary
 
 
@@ -106,10 +127,34 @@ def read_result(path: str | os.PathLike) -> dict:
     """The arrays and attributes of a result.h5 (validated by `open_h5`)."""
     with open_h5(path, kind="result") as h5:
         axes = tuple(str(h5["u_nn"].attrs["axes"]).split(","))
+        functions = ({name: h5[f"functions/{name}"][()] for name in h5["functions"]
+                      if name != "x" and not name.endswith("_true")} if "functions" in h5 else {})
         return {"problem": str(h5.attrs["problem"]), "method": str(h5.attrs["method"]),
                 "params": {k: float(v) for k, v in h5["params"].attrs.items()},
                 "axes": axes, "grid": {a: h5[f"grid/{a}"][()] for a in axes},
-                "u_nn": h5["u_nn"][()]}
+                "u_nn": h5["u_nn"][()], "functions": functions,
+                "function_x": h5["functions/x"][()] if functions else None}
+
+
+def plot_functions(path: Path, inferred, truth, initial, summary) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(inferred), figsize=(6 * len(inferred), 4), squeeze=False)
+    for ax, (name, values) in zip(axes[0], inferred.items(), strict=True):
+        ax.plot(FUNCTION_POINTS, initial[name], ":", color="grey", label="initial guess")
+        if name in truth:
+            ax.plot(FUNCTION_POINTS, truth[name], color="k", lw=2.5, alpha=0.4, label="truth")
+        ax.plot(FUNCTION_POINTS, values, "--", color="C3", label=summary["method"])
+        error = summary["rel_err"].get(name)
+        ax.set(xlabel="x", ylabel=name, title=f"{name}(x)" + (
+            f": rel. L2 error {error:.2e}" if error is not None else ""))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_training(path: Path, history: dict[str, np.ndarray], names, truth, method) -> None:
@@ -118,7 +163,9 @@ def plot_training(path: Path, history: dict[str, np.ndarray], names, truth, meth
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_theta) = plt.subplots(1, 2, figsize=(11, 4))
+    panels = 2 if len(names) else 1
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+    ax_loss = axes[0][0]
     steps = history["step"]
     for key, values in history.items():
         if key in TRACKS or np.all(np.isnan(values)):
@@ -126,12 +173,14 @@ def plot_training(path: Path, history: dict[str, np.ndarray], names, truth, meth
         ax_loss.semilogy(steps, values, label=key)
     ax_loss.set(xlabel="step", ylabel="loss (unweighted)", title=f"{method}: losses")
     ax_loss.legend()
-    for j, name in enumerate(names):
-        line, = ax_theta.plot(steps, history["theta"][:, j], label=name)
-        if name in truth:
-            ax_theta.axhline(truth[name], ls="--", color=line.get_color(), lw=0.8)
-    ax_theta.set(xlabel="step", ylabel="value", title="parameters (dashed: truth)")
-    ax_theta.legend()
+    if names:
+        ax_theta = axes[0][1]
+        for j, name in enumerate(names):
+            line, = ax_theta.plot(steps, history["theta"][:, j], label=name)
+            if name in truth:
+                ax_theta.axhline(truth[name], ls="--", color=line.get_color(), lw=0.8)
+        ax_theta.set(xlabel="step", ylabel="value", title="parameters (dashed: truth)")
+        ax_theta.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

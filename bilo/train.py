@@ -146,9 +146,10 @@ class Run:
                               dtype=torch.float32)
         kwargs = ({"w_rgrad": config.w_rgrad} if config.method == "bilo"
                   else {"w_dat": config.w_dat})
+        constants = {k: v for k, v in self.data.params.items() if k not in self.problem.params}
         self.method: Method = METHODS[config.method](
-            self.problem, s.width, s.depth, theta0, s.lr_net, s.lr_theta, **kwargs
-        ).to(self.device)
+            self.problem, s.width, s.depth, theta0, s.lr_net, s.lr_theta, constants=constants,
+            **kwargs).to(self.device)
         self.batch = self._make_batch()
         self.step = 0  # steps done, pre-training then fine-tuning
         self.history: dict[str, list] = {key: [] for key in TRACKS}
@@ -161,9 +162,12 @@ class Run:
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
         collocation = self.problem.collocation(self.config.settings.n_res).to(self.device)
         u0 = self._u0_at(collocation.cpu().numpy()) if self.config.u0 else None
+        reg_x = np.linspace(0.0, 1.0, self.config.settings.n_res[0])
         return Batch(collocation=collocation, obs_points=as_tensor(points),
                      obs_values=as_tensor(obs.values),
-                     u0=None if u0 is None else as_tensor(u0))
+                     u0=None if u0 is None else as_tensor(u0), reg_x=as_tensor(reg_x),
+                     f0={name: as_tensor(spec.initial(reg_x))
+                         for name, spec in self.problem.functions.items()})
 
     def _u0_at(self, collocation: np.ndarray) -> np.ndarray:
         from solvers.exchange import write_solution
@@ -173,7 +177,11 @@ class Run:
         if path == "auto":
             path = str(self.out / "u0.h5")
             if not Path(path).exists():
-                write_solution(path, run_reference(self.problem.name, self.config.theta0))
+                initial = {name: spec.initial for name, spec in self.problem.functions.items()}
+                fixed = {k: v for k, v in self.data.params.items()
+                         if k not in self.problem.params}
+                write_solution(path, run_reference(self.problem.name,
+                                                   {**fixed, **self.config.theta0}, initial))
         u0 = read_solution(path)
         mismatch = {k: (v, u0.params.get(k)) for k, v in self.config.theta0.items()
                     if not np.isclose(u0.params.get(k, np.nan), v)}
@@ -265,6 +273,13 @@ class Run:
     def theta(self) -> dict[str, float]:
         values = self.method.theta.detach().cpu().tolist()
         return dict(zip(self.problem.params, values, strict=True))
+
+    def functions_on(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The inferred functions at points x."""
+        x_t = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        with torch.no_grad():
+            return {name: net(x_t).cpu().numpy().astype(np.float64)
+                    for name, net in self.method.function_nets.items()}
 
 
 def train(config: RunConfig, out: str | os.PathLike, resume: bool = False,

@@ -22,19 +22,33 @@ def grid_points(axes: tuple[str, ...], grid: dict[str, np.ndarray]) -> np.ndarra
     return np.column_stack([m.reshape(-1) for m in mesh])
 
 
+def _sampled(x: np.ndarray, values: np.ndarray):
+    """A function of x from its samples (linear interpolation), as the solvers take them."""
+
+    def evaluate(points: np.ndarray) -> np.ndarray:
+        return np.interp(points, x, values)
+
+    evaluate.description = f"inferred, {len(x)} samples"
+    return evaluate
+
+
 def validate(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
         raise InputError(f"{summary_path}: missing; is {run_dir} a finished training run?")
     result = read_result(run_dir / "result.h5")
+    summary = json.loads(summary_path.read_text())
     reference_path = run_dir / "reference_at_inferred.h5"
-    write_solution(reference_path, run_reference(result["problem"], result["params"]))
+    functions = {name: _sampled(result["function_x"], values)
+                 for name, values in result["functions"].items()}
+    # parameters the run kept fixed (e.g. the heat equation's D) and the inferred ones
+    params = {**summary.get("params_fixed", {}), **result["params"]}
+    write_solution(reference_path, run_reference(result["problem"], params, functions))
     reference = read_solution(reference_path)
     u_ref = sample(reference, grid_points(result["axes"], result["grid"]),
                    result["axes"]).reshape(result["u_nn"].shape)
     error = float(np.linalg.norm(result["u_nn"] - u_ref) / np.linalg.norm(u_ref))
-    summary = json.loads(summary_path.read_text())
     summary["u_rel_l2_vs_reference"] = error
     summary["reference"] = {"file": reference_path.name, **reference.provenance}
     write_json_atomic(summary_path, summary)

@@ -114,7 +114,7 @@ def _solve_burgers(params, functions, nx, nt) -> Reference:
     # the domain interpolate instead of extrapolating.
     x = np.concatenate([[0.0], xc, [1.0]])
     u = np.pad(uc, ((0, 0), (1, 1)))
-    return Reference(("t", "x"), {"t": t, "x": x}, u, {},
+    return Reference(("t", "x"), {"t": t, "x": x}, u, {"f": functions["f"](x)},
                      "Godunov finite volumes, exact Riemann flux, CFL 0.5 (first order)",
                      f"cells={n_cells}, output times={nt}")
 
@@ -142,7 +142,7 @@ PROBLEMS: dict[str, ReferenceProblem] = {p.name: p for p in (
                      {}, {"D": "where(x < 0.5, 1 + 0.5*x, 1.5 - 0.5*x)", "f": "pi**2*sin(pi*x)"},
                      nx=1001, default_n_obs=51, solve=_solve_poisson),
     ReferenceProblem("burgers", "inviscid Burgers u_t + a u u_x = 0, u(x,0) = f(x), u(0)=u(1)=0",
-                     {"a": 0.2}, {"f": "sin(2*pi*x)"}, time_dependent=True, nx=1001, nt=101,
+                     {"a": 0.2}, {"f": "grf(x, seed=1, length_scale=0.15, variance=0.5)"}, time_dependent=True, nx=1001, nt=101,
                      default_layout="final", default_n_obs=51, solve=_solve_burgers),
     ReferenceProblem("singular", "singular forcing u'' - mu u + lam delta(x - z) = 0, u(0)=u(1)=0",
                      {"lam": 500.0, "mu": 2.5, "z": 0.5}, nx=1001, default_n_obs=51,
@@ -194,10 +194,11 @@ def sample(reference: Reference, points: np.ndarray, columns: tuple[str, ...]) -
 
 
 def run_reference(name: str, params: dict[str, float] | None = None,
-                  functions: dict[str, str] | None = None, *, nx: int | None = None,
+                  functions: dict[str, str | Callable] | None = None, *, nx: int | None = None,
                   nt: int | None = None, layout: str | None = None, n_obs: int | None = None,
                   noise: float = 0.0, seed: int | None = None) -> SolutionFile:
-    """Solve a reference problem and draw synthetic observations (Gaussian noise, seeded)."""
+    """Solve a reference problem and draw synthetic observations (Gaussian noise, seeded).
+    `functions` gives input functions as numpy expressions in x or as callables of x."""
     problem = get_problem(name)
     params = dict(params or {})
     unknown = set(params) - set(problem.params)
@@ -205,12 +206,14 @@ def run_reference(name: str, params: dict[str, float] | None = None,
         raise InputError(f"problem '{name}' has no parameter {', '.join(sorted(unknown))}; "
                          f"its parameters: {', '.join(problem.params) or '(none)'}")
     full_params = {**problem.params, **params}
-    expressions = {**problem.functions, **(functions or {})}
-    unknown = set(expressions) - set(problem.functions)
+    given = {**problem.functions, **(functions or {})}
+    unknown = set(given) - set(problem.functions)
     if unknown:
         raise InputError(f"problem '{name}' takes no function {', '.join(sorted(unknown))}; "
                          f"its functions: {', '.join(problem.functions) or '(none)'}")
-    callables = {k: parse_function(k, v) for k, v in expressions.items()}
+    callables = {k: parse_function(k, v) if isinstance(v, str) else v for k, v in given.items()}
+    expressions = {k: v if isinstance(v, str) else getattr(v, "description", "(given values)")
+                   for k, v in given.items()}
     if not np.isfinite(noise) or noise < 0:
         raise InputError(f"--noise must be a finite number >= 0, got {noise}")
 

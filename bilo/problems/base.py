@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bilo.functions import FunctionSpec
 from bilo.jet import Jet, Key
 
 
@@ -34,20 +35,27 @@ class Problem:
     coords: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
     initial_guess: dict[str, float] = {}
+    # unknown functions of x, inferred through the auxiliary variable z = f(x)
+    functions: dict[str, FunctionSpec] = {}
     # derivatives of u (multi-indices over coordinates) that the residual reads
     residual_keys: tuple[Key, ...] = ((),)
     presets: dict[str, Settings] = {}
 
-    def output(self, net: Jet, coords: dict[str, Jet], theta: dict[str, Jet]) -> Jet:
+    # In `output` and `residual`: `theta` maps each parameter name to a jet (BiLO) or a tensor
+    # (PINN), and also holds the data file's fixed parameters (e.g. the heat equation's D) as
+    # floats; `functions` maps each unknown function to its jet (BiLO: f(x) + ζ).
+    def output(self, net: Jet, coords: dict[str, Jet], theta: dict, functions: dict) -> Jet:
         """u from the raw network output; default: no transform."""
         return net
 
-    def residual(self, u: Jet, coords: dict[str, Jet], theta: dict[str, Jet]) -> Jet:
+    def residual(self, u: Jet, coords: dict[str, Jet], theta: dict, functions: dict) -> Jet:
         raise NotImplementedError
 
-    def extra_lower_losses(self, evaluate, theta: dict[str, Jet]) -> dict[str, torch.Tensor]:
-        """Problem-specific terms added to the lower-level loss (e.g. boundary conditions not
-        enforced by `output`); `evaluate(points, keys)` gives u's jet at points. None here."""
+    def constraints(self, evaluate, coords: dict, theta: dict, functions: dict) -> dict[str, Jet]:
+        """Extra conditions c = 0 not enforced by `output` (e.g. a boundary or jump condition),
+        as jets. BiLO adds mean(c²) to the residual loss and mean((∂θ c)²) to the
+        residual-gradient loss; PINN adds mean(c²). `evaluate(points)` gives u's jet at other
+        points (rows of coordinates). None by default."""
         return {}
 
     def collocation(self, n_res: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:

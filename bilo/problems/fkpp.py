@@ -22,11 +22,11 @@ class FisherKPP(Problem):
                           finetune_steps=3_000, lr_net=2e-3, lr_theta=1e-2),
     }
 
-    def output(self, net, coords, theta):
+    def output(self, net, coords, theta, functions):
         x, t = coords["x"], coords["t"]
         initial = 0.5 * (math.pi * x).sin().square()
         return initial + net * x * (1.0 - x) * t
 
-    def residual(self, u, coords, theta):
+    def residual(self, u, coords, theta, functions):
         D, rho = theta["D"], theta["rho"]
         return u.d("t") - 0.01 * D * u.d("x", "x") - rho * u * (1.0 - u)

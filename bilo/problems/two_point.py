@@ -22,9 +22,9 @@ class TwoPoint(Problem):
                           finetune_steps=200, lr_net=1e-3, lr_theta=5e-2),
     }
 
-    def output(self, net, coords, theta):
+    def output(self, net, coords, theta, functions):
         x = coords["x"]
         return theta["theta0"] * (1.0 - x) + theta["theta1"] * x + net * x * (1.0 - x)
 
-    def residual(self, u, coords, theta):
+    def residual(self, u, coords, theta, functions):
         return u.d("x", "x") - 2.0
