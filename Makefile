@@ -10,7 +10,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian's numpy, scipy and h5py are built against the HDF5/MPI that dolfinx uses: a PyPI h5py
 # in the same process breaks on import. So the project is installed with --no-deps and its
 # other dependencies (pyproject.toml) are listed here.
-PIP_PACKAGES := torch==2.13.0 'matplotlib>=3.6' 'pytest>=7' 'ruff>=0.4'
+PIP_PACKAGES := torch==2.13.0 'matplotlib>=3.6' 'nibabel>=5' 'nilearn>=0.10' 'pytest>=7' \
+  'ruff>=0.4'
 DEMO_OUT ?= out/demo
 export OMP_NUM_THREADS ?= 1
 

@@ -33,8 +33,21 @@ def _params(pairs: list[tuple[str, str]]) -> dict[str, float]:
 
 
 def cmd_solve(args) -> int:
-    from solvers.exchange import write_solution
+    from solvers.exchange import InputError, write_solution
+    from solvers.fem.cli import FEM_PROBLEMS, run_fem_solve
     from solvers.problems import run_reference
+
+    if args.problem in FEM_PROBLEMS:
+        if args.function or args.noise or args.obs or args.n_obs:
+            raise InputError(f"{args.problem}: --function and the observation options apply to "
+                             "the 1-D problems only")
+        summary = run_fem_solve(args.problem, _params(args.param), args.mesh, args.out,
+                                n_ranks=args.np, n=args.nx, nt=args.nt)
+        print(summary["line"])
+        return 0
+    if args.mesh or args.np != 1:
+        raise InputError(f"{args.problem}: --mesh and --np apply to the FEM problems "
+                         f"({', '.join(FEM_PROBLEMS)}) only")
 
     data = run_reference(args.problem, _params(args.param), dict(args.function), nx=args.nx,
                          nt=args.nt, layout=args.obs, n_obs=args.n_obs, noise=args.noise,
@@ -106,6 +119,7 @@ def _problem_line(problem) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from solvers.fem.cli import FEM_PROBLEMS, PARAMS
     from solvers.problems import PROBLEMS
 
     parser = argparse.ArgumentParser(
@@ -117,8 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         "solve", help="reference solution + synthetic observations -> HDF5",
         description="Solve a reference problem with the FDM solvers and write the solution and "
                     "synthetic observations (optionally noisy) to one HDF5 file.",
-        epilog="problems: " + "; ".join(_problem_line(p) for p in PROBLEMS.values()))
-    solve.add_argument("problem", choices=sorted(PROBLEMS))
+        epilog="problems: " + "; ".join(_problem_line(p) for p in PROBLEMS.values())
+               + "; FEM (dolfinx, --mesh, --np): " + "; ".join(
+                   f"{name} (params {', '.join(f'{k}={v:g}' for k, v in PARAMS[name].items())})"
+                   for name in FEM_PROBLEMS))
+    solve.add_argument("problem", choices=sorted([*PROBLEMS, *FEM_PROBLEMS]))
     solve.add_argument("--param", action="append", type=_key_value, default=[],
                        metavar="NAME=VALUE", help="PDE parameter (repeatable)")
     solve.add_argument("--function", action="append", type=_key_value, default=[],
@@ -133,7 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "points for steady ones")
     solve.add_argument("--n-obs", type=int, default=None, metavar="N",
                        help="observation points per axis")
-    solve.add_argument("--nx", type=int, default=None, help="spatial nodes of the solver")
+    solve.add_argument("--nx", type=int, default=None,
+                       help="spatial nodes of the solver (FEM: squares per side of the unit "
+                            "square)")
+    solve.add_argument("--mesh", default=None, metavar="MESH.xdmf",
+                       help="FEM problems: mesh written by meshes.write_mesh (default: unit "
+                            "square)")
+    solve.add_argument("--np", type=int, default=1, metavar="N",
+                       help="FEM problems: MPI ranks (runs the solve under mpirun)")
     solve.add_argument("--nt", type=int, default=None, help="stored output times")
     solve.add_argument("--out", required=True, metavar="FILE.h5")
     solve.set_defaults(run=cmd_solve)

@@ -1,0 +1,275 @@
+"""Command-line back end of the FEM solves: ``bilo solve darcy|fkpp2d`` and ``python -m
+solvers.fem.cli``.
+
+How the `bilo` CLI should call it (from ``cmd_solve``, for ``args.problem in FEM_PROBLEMS``)::
+
+    from solvers.fem.cli import FEM_PROBLEMS, run_fem_solve
+    summary = run_fem_solve(args.problem, params, args.mesh, args.out, n_ranks=args.np,
+                            n=args.nx, nt=args.nt)
+    print(summary["line"])
+
+``params`` is the ``--param NAME=VALUE`` dictionary (floats; see :data:`PARAMS` for the names
+and defaults of each problem), ``args.mesh`` an XDMF mesh written by ``meshes.write_mesh``
+(optional: the unit square with n×n squares otherwise; note n counts squares per side, not
+nodes), ``args.nt`` the number of output times, ``--np N`` the number of MPI ranks (`bilo solve`
+needs the new options ``--mesh MESH.xdmf`` and ``--np N``; ``--function`` and the observation
+options do not apply to these problems).
+With n_ranks > 1, the call relaunches ``python -m solvers.fem.cli`` under
+``mpirun --allow-run-as-root -n N`` with ``OMP_NUM_THREADS=1`` and waits for it; dolfinx is
+then imported only in the MPI ranks. Bad input raises :class:`solvers.exchange.InputError`
+(one line), also when it happens inside the relaunched ranks.
+
+Outputs (written by rank 0): the exchange file `out` (``solvers.exchange``; axes ``("vertex",)``
+for darcy, ``("t", "vertex")`` for fkpp2d) and ``<stem>_paraview.xdmf`` + ``.h5`` beside it.
+
+Problems and their parameters:
+
+* ``darcy``: −∇·(A∇u) = f, u = 0 on the boundary. A = `high` where the seeded GRF
+  ``darcy_grf(seed)`` is > 0 and `low` elsewhere (the BiLO paper: 12 and 3), or the mesh's cell
+  field named by `field` (default ``A`` if the mesh has it); f constant.
+* ``fkpp2d``: u_t = ∇·(D·P∇u) + ρu(1−u), no flux, t in [0, T], nt output times; P is the
+  mesh field named by `field` (default ``P`` if present, else 1); u0 = amp·exp(−|x−x0|²/(2σ²))
+  centred at (x0, y0) (default: the vertex nearest the mesh's centroid), σ default 5% of the
+  mesh's bounding-box diagonal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from solvers.exchange import InputError
+
+FEM_PROBLEMS = ("darcy", "fkpp2d")
+PARAMS = {
+    "darcy": {"seed": 0.0, "f": 1.0, "high": 12.0, "low": 3.0},
+    "fkpp2d": {"D": 1.0, "rho": 1.0, "T": 1.0, "amp": 0.5},  # + optional x0, y0, sigma
+}
+_OPTIONAL = {"darcy": (), "fkpp2d": ("x0", "y0", "sigma")}
+_MPI_ENV_PREFIXES = ("OMPI_", "PMIX_", "OPAL_", "PMI_", "HYDRA_")
+
+
+def _under_mpirun() -> bool:
+    return any(k in os.environ for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"))
+
+
+def _check_params(problem: str, params: dict[str, float]) -> dict[str, float]:
+    if problem not in FEM_PROBLEMS:
+        raise InputError(f"unknown FEM problem '{problem}'; choose from {', '.join(FEM_PROBLEMS)}")
+    allowed = set(PARAMS[problem]) | set(_OPTIONAL[problem])
+    unknown = set(params) - allowed
+    if unknown:
+        raise InputError(f"{problem}: unknown parameter(s) {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(sorted(allowed))}")
+    merged = {**PARAMS[problem], **{k: float(v) for k, v in params.items()}}
+    for name, value in merged.items():
+        if not np.isfinite(value):
+            raise InputError(f"{problem}: parameter {name}={value} is not finite")
+    return merged
+
+
+def mpi_command(n_ranks: int, args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The mpirun command line and environment that run ``python -m solvers.fem.cli ARGS`` on
+    `n_ranks` ranks. The environment is copied from os.environ (not inherited: an MPI library
+    initialised in this process has added variables at C level that would confuse mpirun),
+    less the variables of an enclosing MPI job; ``OMPI_MCA_*`` settings are kept."""
+    mpirun = shutil.which("mpirun")
+    if mpirun is None:
+        raise InputError("--np: mpirun not found (install Open MPI, or run without --np)")
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith("OMPI_MCA_") or not k.startswith(_MPI_ENV_PREFIXES)}
+    env["OMP_NUM_THREADS"] = "1"
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    command = [mpirun, "--allow-run-as-root", "-n", str(n_ranks), sys.executable, "-m",
+               "solvers.fem.cli", *args]
+    return command, env
+
+
+def _relaunch(problem, params, mesh_path, out, n_ranks, **options) -> dict:
+    args = [problem, "--out", str(out)]
+    for name, value in params.items():
+        args += ["--param", f"{name}={value!r}"]
+    if mesh_path is not None:
+        args += ["--mesh", str(mesh_path)]
+    for name, value in options.items():
+        if value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    command, env = mpi_command(n_ranks, args)
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        if errors:
+            raise InputError(errors[0][len("error: "):])
+        raise RuntimeError(f"mpirun -n {n_ranks} failed (exit {result.returncode}):\n"
+                           + "\n".join(result.stderr.splitlines()[-20:]))
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    return {"line": lines[-1] if lines else "", "out": str(out), "mpi_ranks": n_ranks}
+
+
+def _load_mesh(mesh_path, n: int):
+    from meshes.image_mesh import MeshData, unit_square_mesh
+    from meshes.io import read_mesh
+
+    if mesh_path is None:
+        return MeshData(unit_square_mesh(n))
+    return read_mesh(mesh_path)
+
+
+def _field(mesh_data, name: str | None, default: str):
+    """(values, location) of the mesh field `name` (or `default` if present), else None."""
+    key = name or default
+    if key in mesh_data.cell_fields:
+        return mesh_data.cell_fields[key], "cell"
+    if key in mesh_data.vertex_fields:
+        return mesh_data.vertex_fields[key], "vertex"
+    if name is not None:
+        raise InputError(f"mesh has no field '{name}' (cell fields: "
+                         f"{', '.join(mesh_data.cell_fields) or 'none'}; vertex fields: "
+                         f"{', '.join(mesh_data.vertex_fields) or 'none'})")
+    return None
+
+
+def _gaussian_seed(mesh_data, params: dict[str, float]):
+    vertices = mesh_data.mesh.vertices[:, :2]
+    if "x0" in params and "y0" in params:
+        centre = np.array([params["x0"], params["y0"]])
+    else:
+        nearest = np.argmin(np.sum((vertices - vertices.mean(axis=0)) ** 2, axis=1))
+        centre = vertices[nearest]
+    sigma = params.get("sigma", 0.05 * float(np.linalg.norm(np.ptp(vertices, axis=0))))
+    if sigma <= 0:
+        raise InputError(f"fkpp2d: sigma must be > 0, got {sigma}")
+    params.update(x0=float(centre[0]), y0=float(centre[1]), sigma=float(sigma))
+    amp = params["amp"]
+    return lambda p: amp * np.exp(-np.sum((p[:, :2] - centre) ** 2, axis=1) / (2 * sigma**2))
+
+
+def run_fem_solve(problem: str, params: dict[str, float], mesh_path=None, out="solution.h5", *,
+                  n_ranks: int = 1, n: int | None = None, nt: int | None = None,
+                  n_steps: int | None = None, field: str | None = None, solver: str = "lu",
+                  xdmf: bool = True, comm=None) -> dict | None:
+    """Solve `problem` ("darcy" or "fkpp2d") and write its outputs (see the module docstring).
+
+    Args:
+        problem: "darcy" or "fkpp2d".
+        params: parameter overrides (names in :data:`PARAMS`, plus x0, y0, sigma for fkpp2d).
+        mesh_path: XDMF mesh (``meshes.write_mesh``) or None for the unit square.
+        out: the exchange HDF5 file to write.
+        n_ranks: MPI ranks; > 1 relaunches under mpirun unless already running under it.
+        n: unit-square resolution (n×n squares; default 64) when no mesh is given.
+        nt: number of output times of fkpp2d in [0, T] (default 11).
+        n_steps: time steps of fkpp2d (default: the smallest count >= 100 hitting every output).
+        field: mesh field to use as A (darcy) or P (fkpp2d).
+        solver: "lu" (MUMPS) or "cg" (CG + BoomerAMG).
+        xdmf: also write ``<stem>_paraview.xdmf`` for ParaView.
+        comm: MPI communicator for an in-process solve (default COMM_WORLD).
+
+    Returns:
+        On rank 0 (and in the relaunching process) a summary dict with ``line`` (a one-line
+        report), ``out``, ``xdmf``, ``mpi_ranks`` and ``wall_s``; None on the other ranks.
+    """
+    params = _check_params(problem, dict(params))
+    if int(n_ranks) != n_ranks or n_ranks < 1:
+        raise InputError(f"--np must be an integer >= 1, got {n_ranks}")
+    if mesh_path is not None and not Path(mesh_path).exists():
+        raise InputError(f"{mesh_path}: mesh file does not exist")
+    options = {"n": n, "nt": nt, "n_steps": n_steps, "field": field, "solver": solver,
+               "no_xdmf": not xdmf}
+    if n_ranks > 1 and not _under_mpirun():
+        return _relaunch(problem, params, mesh_path, out, int(n_ranks), **options)
+    return _solve_here(problem, params, mesh_path, out, n=n or 64, nt=nt or 11,
+                       n_steps=n_steps, field=field, solver=solver, xdmf=xdmf, comm=comm)
+
+
+def _solve_here(problem, params, mesh_path, out, *, n, nt, n_steps, field, solver, xdmf, comm):
+    from solvers.fem.darcy import darcy_grf, darcy_paper_coefficient, solve_darcy
+    from solvers.fem.reaction_diffusion import solve_fkpp2d
+
+    started = time.perf_counter()
+    mesh_data = _load_mesh(mesh_path, n)
+    if problem == "darcy":
+        found = _field(mesh_data, field, "A")
+        if found is not None and found[1] != "cell":
+            raise InputError(f"darcy: the coefficient field '{field or 'A'}' must be per cell")
+        seed = int(params["seed"])
+        A = (found[0] if found is not None else darcy_paper_coefficient(
+            lambda p: darcy_grf(p, seed), high=params["high"], low=params["low"]))
+        solution = solve_darcy(A, params["f"], mesh=mesh_data, comm=comm, solver=solver)
+    else:
+        found = _field(mesh_data, field, "P")
+        P, P_at = (1.0, "auto") if found is None else found
+        u0 = _gaussian_seed(mesh_data, params)
+        t_out = np.linspace(0.0, params["T"], nt)
+        solution = solve_fkpp2d(mesh_data, P, params["D"], params["rho"], u0, t_out, n_steps,
+                                comm, solver=solver, P_at=P_at)
+    if solution is None:
+        return None
+    provenance = {"mesh": str(mesh_path) if mesh_path else f"unit square {n}x{n}"}
+    paths = solution.write(out, problem, params, provenance, xdmf=xdmf)
+    wall = time.perf_counter() - started
+    line = (f"{problem}: solved with {solution.info['solver']} on {solution.info['mpi_ranks']} "
+            f"rank(s) ({solution.info['resolution']}) in {wall:.2f} s -> "
+            + ", ".join(str(p) for p in paths))
+    return {"line": line, "out": str(paths[0]), "xdmf": str(paths[1]) if xdmf else None,
+            "mpi_ranks": solution.info["mpi_ranks"], "wall_s": wall}
+
+
+def _key_value(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got '{text}'") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m solvers.fem.cli",
+        description="FEM reference solves (dolfinx, P1) -> exchange HDF5 + ParaView XDMF.")
+    parser.add_argument("problem", choices=FEM_PROBLEMS)
+    parser.add_argument("--param", action="append", type=_key_value, default=[],
+                        metavar="NAME=VALUE", help="problem parameter (repeatable)")
+    parser.add_argument("--mesh", default=None, metavar="MESH.xdmf")
+    parser.add_argument("--field", default=None, help="mesh field used as A (darcy) / P (fkpp2d)")
+    parser.add_argument("--n", type=int, default=None, help="unit-square resolution (default 64)")
+    parser.add_argument("--nt", type=int, default=None, help="fkpp2d output times (default 11)")
+    parser.add_argument("--n-steps", type=int, default=None, help="fkpp2d time steps")
+    parser.add_argument("--solver", default="lu", choices=("lu", "cg"))
+    parser.add_argument("--no-xdmf", action="store_true", help="skip the ParaView XDMF output")
+    parser.add_argument("--np", type=int, default=1, dest="n_ranks", metavar="N",
+                        help="MPI ranks (relaunches under mpirun)")
+    parser.add_argument("--out", required=True, metavar="FILE.h5")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", "0")))
+    try:
+        summary = run_fem_solve(args.problem, dict(args.param), args.mesh, args.out,
+                                n_ranks=args.n_ranks, n=args.n, nt=args.nt,
+                                n_steps=args.n_steps, field=args.field, solver=args.solver,
+                                xdmf=not args.no_xdmf)
+    except InputError as exc:
+        if os.environ.get("BILO_DEBUG"):
+            raise
+        if rank == 0:
+            print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if summary is not None:
+        print(summary["line"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
