@@ -49,7 +49,9 @@ class Method:
                  lr_net: float, lr_theta: float, constants: dict[str, float] | None = None):
         self.problem = problem
         self.constants = dict(constants or {})
-        n_inputs = len(problem.params) + len(problem.functions) if self.takes_parameters else 0
+        pde = problem.pde_params
+        self.pde_index = [problem.params.index(p) for p in pde]
+        n_inputs = len(pde) + len(problem.functions) if self.takes_parameters else 0
         self.network = MLP(len(problem.coords), n_inputs, width, depth)
         self.theta = torch.nn.Parameter(theta0.clone())
         self.function_nets = torch.nn.ModuleDict(
@@ -60,7 +62,7 @@ class Method:
         self.opt_net = torch.optim.Adam(self.net_params, lr=lr_net)
         self.opt_upper = torch.optim.Adam(self.upper_params, lr=lr_theta)
         residual = [as_key(k) for k in problem.residual_keys]
-        self.slots = (*problem.params, *(aux_name(f) for f in problem.functions))
+        self.slots = (*pde, *(aux_name(f) for f in problem.functions))
         self.keys: list[Key] = residual + (
             [as_key((*k, s)) for k in residual for s in self.slots]
             if self.takes_parameters else [])
@@ -75,9 +77,15 @@ class Method:
     # -- evaluation ---------------------------------------------------------------------------
     def _theta_values(self, jets: bool) -> dict:
         """θ as jet variables (BiLO's lower level) or tensors, plus the fixed constants."""
-        values = {name: (Jet.variable(name, self.theta[j], self.keys) if jets else self.theta[j])
+        pde = self.problem.pde_params
+        values = {name: (Jet.variable(name, self.theta[j], self.keys)
+                         if jets and name in pde else self.theta[j])
                   for j, name in enumerate(self.problem.params)}
         return values | self.constants
+
+    @property
+    def theta_pde(self) -> torch.Tensor:
+        return self.theta[self.pde_index]
 
     def _function_jets(self, x: torch.Tensor, with_aux: bool) -> dict[str, Jet]:
         x_keys = [k for k in self.keys if set(k) <= {"x"}]
@@ -101,9 +109,11 @@ class Method:
         if not self.takes_parameters:
             net = self.network.jet(points, None, self.keys, problem.coords)
         elif not functions:
-            net = self.network.jet(points, self.theta, self.keys, problem.coords, problem.params)
+            net = self.network.jet(points, self.theta_pde, self.keys, problem.coords,
+                                   problem.pde_params)
         else:  # z = f(x) varies along x: the first layer needs the full jet product
-            inputs = [*coords.values(), *(theta[p] for p in problem.params), *functions.values()]
+            inputs = [*coords.values(), *(theta[p] for p in problem.pde_params),
+                      *functions.values()]
             net = mlp_jet_of_inputs(self.network, inputs)
         return problem.output(net, coords, theta, functions), coords, theta, functions
 
@@ -116,7 +126,7 @@ class Method:
                      for name, net in self.function_nets.items()}
         inputs = None
         if self.takes_parameters:
-            columns = [self.theta.expand(len(points), -1)] if problem.params else []
+            columns = ([self.theta_pde.expand(len(points), -1)] if problem.pde_params else [])
             columns += [f[:, None] for f in functions.values()]
             inputs = torch.cat(columns, dim=1)
         net = Jet.constant(self.network(points, inputs))
@@ -124,7 +134,8 @@ class Method:
         return problem.output(net, coords, theta | self.constants, functions).value
 
     def data_loss(self, batch: Batch) -> torch.Tensor:
-        return (self.predict(batch.obs_points) - batch.obs_values).square().mean()
+        theta = dict(zip(self.problem.params, self.theta, strict=True)) | self.constants
+        return self.problem.data_loss(self.predict(batch.obs_points), batch.obs_values, theta)
 
     def regulariser(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(Σ_f mean(f′²), Σ_f w_reg·mean(f′²)), with mean|f′| for total variation; None

@@ -2,22 +2,26 @@
 
 :meth:`MLP.jet` propagates all requested mixed partial derivatives (w.r.t. coordinates and PDE
 parameters θ) through the network in one pass.  Derivative channels are stacked into a tensor
-of shape ``(C, N, width)`` so every layer costs one matmul for all channels; the elementwise
-activation is pushed through with Faà di Bruno's formula.  At the first layer the derivative of
-the pre-activation w.r.t. coordinate ``k`` is the constant column ``W_x[:, k]`` (w.r.t. θ_j:
-``R[:, j]``) and all higher pre-activation derivatives vanish, so the first activation jet is
-``f^(|α|)(z) * prod_{v in α} column_v`` with no matmul at all.
+of shape ``(C, N, width)``; a hidden-to-hidden layer costs one matmul for all channels (bias on
+the value channel only) and the elementwise activation is pushed through with Faà di Bruno's
+formula, with the activation derivatives computed once per layer.  At the first layer the
+derivative of the pre-activation w.r.t. coordinate ``k`` is the constant column ``W_x[:, k]``
+(w.r.t. θ_j: ``R[:, j]``) and all higher pre-activation derivatives vanish, so the first
+activation jet is ``f^(|α|)(z) * prod_{v in α} column_v``: no matmul and no Faà di Bruno sum.
 
 Two implementations share the same math:
 
-* ``fused=True`` (default): the whole jet MLP is one ``torch.autograd.Function`` with a
-  hand-written backward.  It saves the stacked activations and pre-activations of the hidden
-  layers and recomputes the (cheap) activation derivatives and channel products in the backward
-  pass, so memory is proportional to the number of channels.  It supports first-order reverse
-  mode (gradients of losses built from jet channels w.r.t. weights, coordinates and θ: what
-  training needs), not double backward.
+* ``fused=True`` (default, networks with at least one hidden-to-hidden layer, i.e. depth >= 2):
+  the whole jet MLP is one ``torch.autograd.Function`` with a hand-written backward
+  (:class:`_FusedJetMLP`).  The first activation jet is never materialised: the next
+  pre-activation of channel ``c`` is ``f^(|c|)(z) @ (diag(column product) W^T)``.  It saves the
+  stacked pre-activations, the activation derivatives and the Faà di Bruno channel products,
+  so memory is proportional to the number of channels.  On the CPU its large buffers come from a
+  small pool that is reused across calls (see :func:`clear_buffer_pool`).  It supports
+  first-order reverse mode (gradients of losses built from jet channels w.r.t. weights,
+  coordinates and θ: what training needs), not double backward.
 * ``fused=False``: plain differentiable torch operations (any order of reverse mode; slower and
-  more memory hungry), also used as a cross-check.
+  more memory hungry), also used as a cross-check and for depth 1.
 """
 
 from __future__ import annotations
@@ -60,9 +64,12 @@ class _Plan:
     # Faà di Bruno terms with k >= 2 blocks, grouped by (out channel, k):
     # (out, k, ((multiplicity, block channels), ...))
     groups: tuple[tuple[int, int, tuple[tuple[int, tuple[int, ...]], ...]], ...]
-    # for the backward pass, per group: ((coefficient, block b, other blocks), ...) where
-    # d(prod of blocks)/d z[b] = coefficient/multiplicity-weighted prod of the other blocks
+    # for the backward pass, per group: ((coefficient, block b, other blocks), ...) where the
+    # derivative of the group's sum of mult * prod(z[blocks]) w.r.t. z[b] collects
+    # coefficient * prod(z[others]) (coefficient = mult * how often b occurs in the term)
     grad_terms: tuple[tuple[int, int, tuple[tuple[int, int, tuple[int, ...]], ...]], ...]
+    # (k, start, stop): the groups with k blocks are groups[start:stop]
+    k_ranges: tuple[tuple[int, int, int], ...]
 
 
 @lru_cache(maxsize=256)
@@ -88,9 +95,23 @@ def _plan(chans: tuple[Key, ...]) -> _Plan:
                     others.remove(b)
                     gts.append((mult * nb, b, tuple(others)))
             grad_terms.append((o, k, tuple(gts)))
+    # groups sorted by k, so that the groups of one k are a contiguous range
+    order = sorted(range(len(groups)), key=lambda i: (groups[i][1], groups[i][0]))
+    groups = [groups[i] for i in order]
+    grad_terms = [grad_terms[i] for i in order]
+    k_ranges = []
+    for k in sorted({g[1] for g in groups}):
+        idx = [i for i, g in enumerate(groups) if g[1] == k]
+        k_ranges.append((k, idx[0], idx[-1] + 1))
     orders = tuple(len(k) for k in chans)
     return _Plan(
-        tuple(chans), max_order, orders, tuple(slices), tuple(groups), tuple(grad_terms)
+        tuple(chans),
+        max_order,
+        orders,
+        tuple(slices),
+        tuple(groups),
+        tuple(grad_terms),
+        tuple(k_ranges),
     )
 
 
@@ -105,14 +126,19 @@ def _plan(chans: tuple[Key, ...]) -> _Plan:
 # tells.  Other devices have caching allocators and skip this.
 # ---------------------------------------------------------------------------------------------
 _POOL_MAX_BLOCKS = 48
+_POOL_MAX_BYTES = 1 << 30  # blocks kept per thread, in total
 
 
 class _Pool(threading.local):
     def __init__(self):
-        self.blocks: list[list] = []  # [flat tensor, weakref to the view handed out or None]
+        self.blocks: list[list] = []  # [flat tensor, weakref to the view handed out]
 
 
 _POOL = _Pool()
+
+
+def _is_free(entry) -> bool:
+    return entry[1]() is None
 
 
 def _buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
@@ -126,25 +152,30 @@ def _buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     numel = math.prod(shape)
     blocks = _POOL.blocks
     for entry in blocks:
-        flat, ref = entry
-        if flat.numel() == numel and flat.dtype == like.dtype and (ref is None or ref() is None):
+        flat = entry[0]
+        if flat.numel() == numel and flat.dtype == like.dtype and _is_free(entry):
             view = flat.view(shape)
             entry[1] = weakref.ref(view)
             return view
-    if len(blocks) >= _POOL_MAX_BLOCKS:  # drop a free block, or give up pooling
-        free = [i for i, (_, ref) in enumerate(blocks) if ref is None or ref() is None]
-        if not free:
-            return like.new_empty(shape)
-        del blocks[free[0]]
+    nbytes = numel * like.element_size()
+    # make room by dropping free blocks (oldest first); if that is not enough, do not pool
+    total = sum(e[0].numel() * e[0].element_size() for e in blocks)
+    while blocks and (len(blocks) >= _POOL_MAX_BLOCKS or total + nbytes > _POOL_MAX_BYTES):
+        free = next((i for i, e in enumerate(blocks) if _is_free(e)), None)
+        if free is None:
+            break
+        total -= blocks[free][0].numel() * blocks[free][0].element_size()
+        del blocks[free]
     flat = like.new_empty(numel)
     view = flat.view(shape)
-    blocks.append([flat, weakref.ref(view)])
+    if len(blocks) < _POOL_MAX_BLOCKS and total + nbytes <= _POOL_MAX_BYTES:
+        blocks.append([flat, weakref.ref(view)])
     return view
 
 
 def clear_buffer_pool() -> None:
     """Release the free pooled CPU buffers of the fused jet (of the calling thread)."""
-    _POOL.blocks[:] = [e for e in _POOL.blocks if e[1] is not None and e[1]() is not None]
+    _POOL.blocks[:] = [e for e in _POOL.blocks if not _is_free(e)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,8 +292,9 @@ class _FusedJetMLP(torch.autograd.Function):
     channel with a channel-scaled weight: the flops of the stacked product without writing and
     re-reading the stack), and in the backward pass the weight, coefficient and z0 gradients
     follow from ``P_c = dL/dz[c]^T f^(|c|)(z0)`` and ``dL/dz[c] @ (W diag(coef[c-1]))``.
-    Later hidden layers: one stacked matmul per layer.  Output layer: one matrix-vector product;
-    its weight gradient is assembled from partial sums of the last activation backward.
+    Later hidden layers: one stacked matmul per layer.  Output layer: contracted with the last
+    activation jet term by term, which is never materialised either; its weight gradient is
+    assembled from partial sums of the last activation backward.
 
     Saves the inputs and, per hidden layer, the stacked pre-activations, the activation
     derivatives at the value channel and the Faà di Bruno channel products; the activation jets
@@ -288,16 +320,26 @@ class _FusedJetMLP(torch.autograd.Function):
         for li in range(len(hidden) // 2):
             ds = _derivs_into(act, z[0], _buffer((m + 2, n, width), z0))
             sums = _group_sums(z, plan, _buffer((n_groups, n, width), z0))
-            h = _hidden_fwd(z, ds, sums, plan, _buffer(shape, z0))
             zs.append(z)
             dss.append(ds)
             sumss.append(sums)
             if li + 1 < len(hidden) // 2:
+                h = _hidden_fwd(z, ds, sums, plan, _buffer(shape, z0))
                 weight, bias = hidden[2 * li + 2], hidden[2 * li + 3]
                 z = _buffer(shape, z0)
                 torch.mm(h.view(c * n, width), weight.t(), out=z.view(c * n, width))
                 z[0] += bias
-        u = torch.mv(h.view(c * n, width), w_out[0]).view(c, n)
+        # output layer u[c] = h[c] w_out without materialising the last activation jet h:
+        # h[0] = f(z0), h[c] = f'(z0) z[c] + sum_k f^(k)(z0) s[c, k]
+        dsw = ds[: m + 1] * w_out[0]
+        u = z0.new_empty((c, n))
+        torch.mv(ds[0], w_out[0], out=u[0])
+        if c > 1:
+            u[1:] = torch.einsum("cnw,nw->cn", z[1:], dsw[1])
+        for k, a, b in plan.k_ranges:
+            vals = torch.einsum("gnw,nw->gn", sums[a:b], dsw[k])
+            for i, (o, _, _) in enumerate(plan.groups[a:b]):
+                u[o] += vals[i]
         ctx.plan, ctx.act, ctx.n_hidden = plan, act, len(hidden) // 2
         ctx.save_for_backward(z0, coef, w_out, ds0, *hidden, *zs, *dss, *sumss)
         return u
@@ -335,14 +377,13 @@ class _FusedJetMLP(torch.autograd.Function):
                 break
             # recompute the input of this layer
             h = _hidden_fwd(zs[li - 1], dss[li - 1], sumss[li - 1], plan, _buffer(shape, z0))
-            gz2 = gz.view(c * n, width)
             if need[5 + 2 * li]:
-                ghidden[2 * li] = torch.mm(gz2.t(), h.view(c * n, width))
+                ghidden[2 * li] = torch.mm(gz.view(c * n, width).t(), h.view(c * n, width))
             del h
             g = _buffer(shape, z0)
-            torch.mm(gz2, hidden[2 * li], out=g.view(c * n, width))
+            torch.mm(gz.view(c * n, width), hidden[2 * li], out=g.view(c * n, width))
             gfac, gscale = g, None
-            gz = _buffer(shape, z0)
+            gz = _buffer(shape, z0)  # (requested while the previous gz is still referenced)
 
         # first hidden layer: z[c] = f^(|c|)(z0) @ (diag(coef[c-1]) W1^T)
         w1 = hidden[0]

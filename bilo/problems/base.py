@@ -35,6 +35,9 @@ class Problem:
     coords: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
     initial_guess: dict[str, float] = {}
+    # parameters that enter the observation model only (e.g. segmentation thresholds): upper
+    # level variables that are neither network inputs nor in the residual
+    observation_params: tuple[str, ...] = ()
     # unknown functions of x, inferred through the auxiliary variable z = f(x)
     functions: dict[str, FunctionSpec] = {}
     # derivatives of u (multi-indices over coordinates) that the residual reads
@@ -50,6 +53,14 @@ class Problem:
 
     def residual(self, u: Jet, coords: dict[str, Jet], theta: dict, functions: dict) -> Jet:
         raise NotImplementedError
+
+    @property
+    def pde_params(self) -> tuple[str, ...]:
+        return tuple(p for p in self.params if p not in self.observation_params)
+
+    def data_loss(self, u: torch.Tensor, observed: torch.Tensor, theta: dict) -> torch.Tensor:
+        """Misfit between u at the observation points and the observed values (default MSE)."""
+        return (u - observed).square().mean()
 
     def constraints(self, evaluate, coords: dict, theta: dict, functions: dict) -> dict[str, Jet]:
         """Extra conditions c = 0 not enforced by `output` (e.g. a boundary or jump condition),
