@@ -11,6 +11,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -51,10 +52,12 @@ class RunConfig:
         return cls(settings=Settings(**settings), **blob)
 
 
-def make_config(problem_name: str, data: str, method: str = "bilo", preset: str = "quick",
-                overrides: dict | None = None, **options) -> RunConfig:
-    """A run configuration from a preset, with settings overridden where given."""
-    problem = get_problem(problem_name)
+def make_config(problem_name: str | Problem, data: str, method: str = "bilo",
+                preset: str = "quick", overrides: dict | None = None, **options) -> RunConfig:
+    """A run configuration from a preset, with settings overridden where given. The problem is
+    a registry name or a problem object built by an application."""
+    problem = get_problem(problem_name) if isinstance(problem_name, str) else problem_name
+    problem_name = problem.name
     if method not in METHODS:
         raise InputError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
     if preset not in problem.presets:
@@ -89,9 +92,16 @@ def points_in_problem_order(problem: Problem, points: np.ndarray, columns: tuple
 
 
 def reference_points(problem: Problem, data: SolutionFile) -> np.ndarray:
-    """All nodes of the data file's grid, as rows of coordinates in the problem's order."""
-    mesh = np.meshgrid(*(data.grid[a] for a in data.axes), indexing="ij")
+    """All nodes of the data file's grid (or mesh vertices × times), as rows of coordinates in
+    the problem's order, in the order of `data.u`'s entries."""
+    axes = [np.arange(data.axis_length("vertex")) if a == "vertex" else data.grid[a]
+            for a in data.axes]
+    mesh = np.meshgrid(*axes, indexing="ij")
     by_axis = {a: m.reshape(-1) for a, m in zip(data.axes, mesh, strict=True)}
+    if "vertex" in by_axis:
+        vertices = data.mesh.vertices[by_axis.pop("vertex").astype(int)]
+        by_axis.update({name: vertices[:, i] for i, name in enumerate(("x", "y", "z")[
+            :vertices.shape[1]])})
     return np.column_stack([by_axis[c] for c in problem.coords])
 
 
@@ -129,11 +139,16 @@ def _format_losses(losses: dict[str, float], theta: np.ndarray, names) -> str:
 class Run:
     """One training run in a directory."""
 
-    def __init__(self, config: RunConfig, out: str | os.PathLike):
+    def __init__(self, config: RunConfig, out: str | os.PathLike, problem: Problem | None = None,
+                 data: SolutionFile | None = None, u0: Callable | None = None):
+        """`problem`, `data` and `u0` (a function of points giving the numerical solution at the
+        initial guess) let an application pass objects built in memory (e.g. a patient's
+        problem); by default they come from the registry and the files named in `config`."""
         self.config, self.out = config, Path(out)
-        self.problem = get_problem(config.problem)
+        self.problem = problem or get_problem(config.problem)
         self.device = pick_device(config.device)
-        self.data = read_solution(config.data)
+        self.data = data or read_solution(config.data)
+        self.u0_function = u0
         if self.data.problem != config.problem:
             raise InputError(f"{config.data}: field '/@problem': is '{self.data.problem}', "
                              f"but training problem '{config.problem}'")
@@ -161,7 +176,10 @@ class Run:
         points = points_in_problem_order(self.problem, obs.points, obs.columns, self.config.data)
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
         collocation = self.problem.collocation(self.config.settings.n_res).to(self.device)
-        u0 = self._u0_at(collocation.cpu().numpy()) if self.config.u0 else None
+        if self.u0_function is not None:
+            u0 = self.u0_function(collocation.cpu().numpy())
+        else:
+            u0 = self._u0_at(collocation.cpu().numpy()) if self.config.u0 else None
         reg_x = np.linspace(0.0, 1.0, self.config.settings.n_res[0])
         return Batch(collocation=collocation, obs_points=as_tensor(points),
                      obs_values=as_tensor(obs.values),
@@ -283,11 +301,12 @@ class Run:
 
 
 def train(config: RunConfig, out: str | os.PathLike, resume: bool = False,
-          validate_after: bool = True) -> dict:
-    """Run (or resume) a training run; write result.h5, summary.json and figures in `out`."""
+          validate_after: bool = True, **objects) -> dict:
+    """Run (or resume) a training run; write result.h5, summary.json and figures in `out`.
+    `objects` (problem, data, u0) are passed to `Run`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = Run(config, out)
+    run = Run(config, out, **objects)
     if resume:
         run.load_checkpoint()
         print(f"resuming from step {run.step} ({run.checkpoint_path})")

@@ -1,0 +1,122 @@
+"""The glioblastoma growth model as a BiLO problem on one patient's brain slice.
+
+    u_t = D·D̄·∇·(P(x)∇u) + ρ·ρ̄·u(1−u)   on the brain slice, t ∈ [0, 1]
+
+in dimensionless coordinates x̂ = (x − c)/L (c: tumour-core centroid, L: characteristic length,
+both in mm), so the diffusion term carries κ = D̄/L². The residual expands
+∇·(P∇u) = PΔu + ∇P·∇u with P and ∇P sampled (bilinearly, differentiably in the points) from the
+smoothed tissue image. Output transform: u = u0(x̂) + N·t, u0 = a·exp(−|x̂|²/(2w²)), so the
+initial condition holds exactly. No-flux at the brain boundary is not imposed on the network
+(the tumour stays well inside the brain); the FEM reference imposes it.
+
+Observations: whole tumour (WT) and tumour core (TC) masks at t = 1, modelled as
+sigmoid(20(u − u_c)) with thresholds u_c^WT, u_c^TC that the data loss infers along with D, ρ.
+Observed values are coded 0 (outside WT), 1 (WT, not TC), 2 (TC).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bilo.problems.base import Problem, Settings
+
+SIGMOID_SLOPE = 20.0
+
+
+class ImageSampler:
+    """Bilinear samples of a 2-D image and of its gradient at dimensionless points.
+
+    `affine` maps (row, column) pixel indices to mm; points are x̂ = (x_mm − centroid)/L.
+    """
+
+    def __init__(self, image: np.ndarray, affine: np.ndarray, centroid_mm, length_mm: float):
+        image = np.asarray(image, dtype=np.float64)
+        linear = np.asarray(affine, dtype=np.float64)[:2, :2]
+        self.offset = np.asarray(affine, dtype=np.float64)[:2, 2]
+        self.to_pixel = np.linalg.inv(linear)
+        self.centroid = np.asarray(centroid_mm, dtype=np.float64)
+        self.length = float(length_mm)
+        d_row, d_col = np.gradient(image)  # per pixel
+        # chain rule: ∂P/∂x̂ = L · (A⁻ᵀ ∇_pixel P)
+        grad_mm = np.einsum("ji,jrc->irc", self.to_pixel, np.stack([d_row, d_col]))
+        self.stack = torch.as_tensor(np.stack([image, *(self.length * grad_mm)]),
+                                     dtype=torch.float32)
+        self.shape = image.shape
+
+    def to(self, device) -> ImageSampler:
+        self.stack = self.stack.to(device)
+        return self
+
+    def pixel_coordinates(self, points: np.ndarray) -> np.ndarray:
+        """(row, column) of dimensionless points (N, 2)."""
+        mm = self.centroid + self.length * np.asarray(points, dtype=np.float64)
+        return (mm - self.offset) @ self.to_pixel.T
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(3, N): P, ∂P/∂x̂, ∂P/∂ŷ at the points."""
+        to_pixel = torch.as_tensor(self.to_pixel, dtype=x.dtype, device=x.device)
+        shift = torch.as_tensor((self.centroid - self.offset), dtype=x.dtype, device=x.device)
+        mm_rel = torch.stack([x, y], dim=1) * self.length + shift
+        pixel = mm_rel @ to_pixel.T  # (N, 2) as (row, column)
+        rows, cols = self.shape
+        # grid_sample wants (x = column, y = row) normalised to [-1, 1] over pixel centres
+        grid = torch.stack([2 * pixel[:, 1] / (cols - 1) - 1, 2 * pixel[:, 0] / (rows - 1) - 1],
+                           dim=1)
+        sampled = torch.nn.functional.grid_sample(
+            self.stack[None].to(x.dtype), grid[None, None], mode="bilinear",
+            padding_mode="border", align_corners=True)
+        return sampled[0, :, 0, :]
+
+
+class GBMProblem(Problem):
+    name = "gbm"
+    coords = ("x", "y", "t")
+    params = ("D", "rho", "th_wt", "th_tc")
+    observation_params = ("th_wt", "th_tc")
+    initial_guess = {"D": 1.0, "rho": 1.0, "th_wt": 0.3, "th_tc": 0.6}
+    residual_keys = ((), ("t",), ("x",), ("y",), ("x", "x"), ("y", "y"))
+    presets = {
+        # n_res: (spatial collocation points, time levels)
+        "quick": Settings(width=64, depth=2, n_res=(1500, 6), pretrain_steps=1_500,
+                          finetune_steps=2_500, lr_net=2e-3, lr_theta=1e-2),
+        "paper": Settings(width=128, depth=2, n_res=(8000, 11), pretrain_steps=10_000,
+                          finetune_steps=50_000, lr_net=1e-3, lr_theta=1e-3),
+    }
+
+    def __init__(self, tissue: ImageSampler, kappa: float, rho_bar: float, ic_width: float,
+                 ic_amplitude: float, brain_points: np.ndarray, seed: int = 0):
+        self.tissue = tissue
+        self.kappa, self.rho_bar = float(kappa), float(rho_bar)
+        self.ic_width, self.ic_amplitude = float(ic_width), float(ic_amplitude)
+        self.brain_points = np.asarray(brain_points, dtype=np.float64)  # dimensionless (M, 2)
+        self.seed = seed
+
+    def initial(self, x, y):
+        return self.ic_amplitude * (-(x * x + y * y) / (2 * self.ic_width**2)).exp()
+
+    def output(self, net, coords, theta, functions):
+        return self.initial(coords["x"], coords["y"]) + net * coords["t"]
+
+    def residual(self, u, coords, theta, functions):
+        x, y = coords["x"].value, coords["y"].value
+        p, p_x, p_y = self.tissue.to(x.device)(x, y)
+        diffusion = p * (u.d("x", "x") + u.d("y", "y")) + p_x * u.d("x") + p_y * u.d("y")
+        return (u.d("t") - self.kappa * theta["D"] * diffusion
+                - self.rho_bar * theta["rho"] * u * (1.0 - u))
+
+    def data_loss(self, u, observed, theta):
+        whole = torch.sigmoid(SIGMOID_SLOPE * (u - theta["th_wt"]))
+        core = torch.sigmoid(SIGMOID_SLOPE * (u - theta["th_tc"]))
+        return ((whole - (observed >= 1).to(u.dtype)).square().mean()
+                + (core - (observed >= 2).to(u.dtype)).square().mean())
+
+    def collocation(self, n_res, dtype=torch.float32):
+        """Brain points (a fixed random subset) × evenly spaced times in [0, 1]."""
+        n_space, n_time = n_res
+        rng = np.random.default_rng(self.seed)
+        pick = rng.choice(len(self.brain_points), min(n_space, len(self.brain_points)),
+                          replace=False)
+        space = torch.as_tensor(self.brain_points[pick], dtype=dtype)
+        times = torch.linspace(0.0, 1.0, n_time, dtype=dtype)
+        return torch.cat([torch.cat([space, t.expand(len(space), 1)], dim=1) for t in times])
