@@ -46,8 +46,12 @@ class Method:
     takes_parameters = False
 
     def __init__(self, problem: Problem, width: int, depth: int, theta0: torch.Tensor,
-                 lr_net: float, lr_theta: float, constants: dict[str, float] | None = None):
+                 lr_net: float, lr_theta: float, constants: dict[str, float] | None = None,
+                 w_reg: float | None = None):
         self.problem = problem
+        # regulariser weight per unknown function: the problem's default unless overridden
+        self.w_reg = {name: spec.w_reg if w_reg is None else w_reg
+                      for name, spec in problem.functions.items()}
         self.constants = dict(constants or {})
         pde = problem.pde_params
         self.pde_index = [problem.params.index(p) for p in pde]
@@ -144,7 +148,7 @@ class Method:
             return None
         terms = {name: net.regulariser(batch.reg_x) for name, net in self.function_nets.items()}
         return (sum(terms.values()),
-                sum(self.problem.functions[name].w_reg * term for name, term in terms.items()))
+                sum(self.w_reg[name] * term for name, term in terms.items()))
 
     def lower_losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor, Jet]:
         """Unweighted loss terms, their weighted sum that trains W, and u's jet."""

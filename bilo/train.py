@@ -36,6 +36,7 @@ class RunConfig:
     u0: str | None = None  # exchange file with the numerical solution at θ0, or "auto"
     w_rgrad: float = 0.1
     w_dat: float = 1.0
+    w_reg: float | None = None  # unknown functions: the problem's default unless given
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 1000
@@ -164,7 +165,7 @@ class Run:
         constants = {k: v for k, v in self.data.params.items() if k not in self.problem.params}
         self.method: Method = METHODS[config.method](
             self.problem, s.width, s.depth, theta0, s.lr_net, s.lr_theta, constants=constants,
-            **kwargs).to(self.device)
+            w_reg=config.w_reg, **kwargs).to(self.device)
         self.batch = self._make_batch()
         self.step = 0  # steps done, pre-training then fine-tuning
         self.history: dict[str, list] = {key: [] for key in TRACKS}
