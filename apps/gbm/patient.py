@@ -1,0 +1,395 @@
+"""A GBM patient: a BraTS-style tumour segmentation and tissue probability maps on one axial slice.
+
+Patient folder layout (NIfTI, gzip'd or not; ``NAME.nii.gz`` is used when both exist):
+
+=========================  ========  ======================================================
+file                       needed    content
+=========================  ========  ======================================================
+``seg.nii.gz`` / ``.nii``  yes       BraTS label map (integers), see the conventions below
+``wm.nii.gz`` / ``.nii``   yes       white-matter probability in [0, 1], same grid as seg
+``gm.nii.gz`` / ``.nii``   yes       grey-matter probability in [0, 1], same grid as seg
+``csf.nii.gz`` / ``.nii``  no        CSF probability in [0, 1], same grid as seg
+=========================  ========  ======================================================
+
+"Same grid" means the same shape and the same voxel-to-mm affine (to 1e-3 mm). Probability maps
+must lie in [0, 1] (a tolerance of 1e-3 is allowed and clipped away); maps stored as 0-255
+(like nilearn's ICBM152 files) must be rescaled first.
+
+Label conventions, detected from the whole volume:
+
+* BraTS <= 2021 (``"brats2021"``): 1 necrotic / non-enhancing core, 2 edema, 4 enhancing tumour;
+  chosen when label 4 occurs. Also chosen when neither 3 nor 4 occurs (labels 1 and 2 mean the
+  same in both conventions, so the masks do not depend on it).
+* BraTS 2023 (``"brats2023"``): 1 necrotic core (NCR), 2 edema (ED), 3 enhancing tumour (ET);
+  chosen when label 3 occurs and 4 does not.
+
+Whole tumour WT = every label > 0; tumour core TC = necrotic + enhancing (1 and 4, or 1 and 3).
+Any other label (3 together with 4, 5, negative or non-integer values) is an error.
+
+The 2-D problem lives on one axial slice, taken as the last voxel axis (the images are not
+reoriented: a RAS/LPS-like storage, as BraTS and MNI templates use, is assumed). 2-D arrays are
+indexed like the volume, ``array[i, j]`` for voxel ``(i, j, slice_index)``, and
+:attr:`Patient.affine2d` maps homogeneous voxel coordinates ``(i, j, 1)`` to in-plane mm — the
+3×3 affine that :func:`meshes.mesh_from_mask` accepts.
+
+Every problem with the input raises :class:`solvers.exchange.InputError` with a one-line message
+that names the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from meshes.image_mesh import affine_2d
+from solvers.exchange import InputError
+
+FILE_STEMS = ("seg", "wm", "gm", "csf")
+REQUIRED = ("seg", "wm", "gm")
+PROBABILITY_TOLERANCE = 1e-3
+AFFINE_TOLERANCE_MM = 1e-3
+CONVENTIONS = {
+    # name: (necrotic label, edema label, enhancing label)
+    "brats2021": (1, 2, 4),
+    "brats2023": (1, 2, 3),
+}
+DEFAULT_GM_RATIO = 0.1
+DEFAULT_BRAIN_THRESHOLD = 0.1
+
+
+@dataclass
+class Patient:
+    """One axial slice of a patient (see the module docstring for the conventions).
+
+    Attributes:
+        wm, gm: white/grey-matter probabilities on the slice (float64, in [0, 1]).
+        csf: CSF probability on the slice, or None when the folder has no csf file.
+        wt, tc: whole-tumour and tumour-core masks (bool) on the slice.
+        labels: the label map of the slice (int16, values of `convention`).
+        slice_index: index k of the slice along the last voxel axis.
+        affine: the 4×4 voxel-to-mm affine of the volumes.
+        affine2d: 3×3 in-plane voxel-to-mm affine of the slice (``meshes`` convention).
+        spacing: in-plane voxel size (mm) along voxel axes 0 and 1.
+        slice_thickness: voxel size (mm) along the last axis.
+        convention: "brats2021" or "brats2023".
+        paths: file paths by role ("seg", "wm", "gm" and possibly "csf").
+        shape3d: shape of the volumes.
+    """
+
+    wm: np.ndarray
+    gm: np.ndarray
+    csf: np.ndarray | None
+    wt: np.ndarray
+    tc: np.ndarray
+    labels: np.ndarray
+    slice_index: int
+    affine: np.ndarray
+    affine2d: np.ndarray
+    spacing: tuple[float, float]
+    slice_thickness: float
+    convention: str
+    paths: dict[str, Path] = field(default_factory=dict)
+    shape3d: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.wt.shape)
+
+    @property
+    def pixel_area_mm2(self) -> float:
+        return float(abs(np.linalg.det(self.affine2d[:2, :2])))
+
+    @property
+    def wt_area_px(self) -> int:
+        return int(self.wt.sum())
+
+    @property
+    def tc_area_px(self) -> int:
+        return int(self.tc.sum())
+
+    def voxel_to_mm(self, ij) -> np.ndarray:
+        """In-plane mm coordinates (N, 2) of voxel coordinates (N, 2) (fractional allowed)."""
+        ij = np.asarray(ij, dtype=np.float64).reshape(-1, 2)
+        return ij @ self.affine2d[:2, :2].T + self.affine2d[:2, 2]
+
+    def mm_to_voxel(self, points_mm) -> np.ndarray:
+        """Voxel coordinates (N, 2) of in-plane mm points (N, 2)."""
+        return _mm_to_voxel(self.affine2d, points_mm)
+
+    def pixel_centres_mm(self, mask=None) -> np.ndarray:
+        """mm coordinates of the pixel centres, (nx, ny, 2); or (n, 2) for the pixels of `mask`
+        (in ``np.argwhere`` order)."""
+        if mask is not None:
+            return self.voxel_to_mm(np.argwhere(np.asarray(mask, dtype=bool)))
+        i, j = np.indices(self.shape)
+        return self.voxel_to_mm(np.column_stack([i.ravel(), j.ravel()])).reshape(
+            *self.shape, 2)
+
+
+def _mm_to_voxel(affine2d: np.ndarray, points_mm) -> np.ndarray:
+    points = np.asarray(points_mm, dtype=np.float64)
+    points = points.reshape(-1, points.shape[-1])[:, :2]
+    inverse = np.linalg.inv(affine2d[:2, :2])
+    return (points - affine2d[:2, 2]) @ inverse.T
+
+
+def find_patient_files(folder) -> dict[str, Path]:
+    """Paths of the patient files by role (``seg``, ``wm``, ``gm``, optional ``csf``);
+    InputError if the folder or a required file is missing."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"{folder}: patient folder does not exist")
+    if not folder.is_dir():
+        raise InputError(f"{folder}: patient folder is not a directory")
+    paths = {}
+    for stem in FILE_STEMS:
+        for suffix in (".nii.gz", ".nii"):
+            candidate = folder / f"{stem}{suffix}"
+            if candidate.is_file():
+                paths[stem] = candidate
+                break
+        else:
+            if stem in REQUIRED:
+                raise InputError(f"{folder / (stem + '.nii.gz')}: missing (the patient folder "
+                                 f"needs {stem}.nii.gz or {stem}.nii; see apps.gbm.patient)")
+    return paths
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(data as float64, 4×4 affine) of a NIfTI file; InputError naming the file otherwise."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj, dtype=np.float64)
+        affine = np.asarray(image.affine, dtype=np.float64)
+    except Exception as exc:  # nibabel, gzip, zlib and OS errors alike
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"{path}: unreadable NIfTI file ({type(exc).__name__}: "
+                         f"{detail[:200]})") from None
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise InputError(f"{path}: expected a 3-D volume, got shape {data.shape}")
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) \
+            or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(f"{path}: the voxel-to-mm affine is not finite and invertible")
+    return data, affine
+
+
+def _check_same_grid(path: Path, data: np.ndarray, affine: np.ndarray, seg_path: Path,
+                     seg_shape: tuple, seg_affine: np.ndarray) -> None:
+    if data.shape != seg_shape:
+        raise InputError(f"{path}: grid shape {data.shape} does not match {seg_path} "
+                         f"{seg_shape}")
+    difference = float(np.max(np.abs(affine - seg_affine)))
+    if difference > AFFINE_TOLERANCE_MM:
+        raise InputError(f"{path}: affine does not match the affine of {seg_path} (max "
+                         f"difference {difference:.4g}); resample onto the segmentation grid")
+
+
+def _check_probability(path: Path, data: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(data)
+    if not finite.all():
+        n_nan = int(np.isnan(data).sum())
+        what = f"{n_nan} NaN value(s)" if n_nan else f"{int((~finite).sum())} infinite value(s)"
+        raise InputError(f"{path}: probability map has {what}")
+    low, high = float(data.min()), float(data.max())
+    if low < -PROBABILITY_TOLERANCE or high > 1.0 + PROBABILITY_TOLERANCE:
+        hint = " (a 0-255 map must be divided by 255)" if high > 1.5 else ""
+        raise InputError(f"{path}: probability values out of [0, 1] (min {low:.4g}, max "
+                         f"{high:.4g}){hint}")
+    return np.clip(data, 0.0, 1.0)
+
+
+def detect_convention(labels: np.ndarray, path="seg") -> str:
+    """The BraTS convention of a label array (see the module docstring); InputError naming
+    `path` for labels that fit neither."""
+    values = np.asarray(labels)
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{path}: label map has {int(np.isnan(values).sum())} NaN value(s)")
+    if np.any(values != np.round(values)):
+        raise InputError(f"{path}: label map has non-integer values; expected BraTS labels")
+    present = set(np.unique(values).astype(np.int64).tolist()) - {0}
+    unknown = sorted(present - {1, 2, 3, 4})
+    if unknown:
+        raise InputError(f"{path}: unknown label(s) {', '.join(map(str, unknown))}; expected "
+                         "0, 1, 2, 4 (BraTS <= 2021) or 0, 1, 2, 3 (BraTS 2023)")
+    if 3 in present and 4 in present:
+        raise InputError(f"{path}: labels 3 and 4 both present: neither BraTS <= 2021 "
+                         "(0, 1, 2, 4) nor BraTS 2023 (0, 1, 2, 3)")
+    return "brats2023" if 3 in present else "brats2021"
+
+
+def tumour_masks(labels: np.ndarray, convention: str) -> tuple[np.ndarray, np.ndarray]:
+    """(WT, TC) boolean masks of a label array: WT = label > 0, TC = necrotic + enhancing."""
+    necrotic, _, enhancing = CONVENTIONS[convention]
+    labels = np.asarray(labels)
+    return labels > 0, (labels == necrotic) | (labels == enhancing)
+
+
+def load_patient(folder, slice: str | int = "auto") -> Patient:
+    """Read a patient folder (see the module docstring) and return one axial slice.
+
+    Args:
+        folder: folder with seg/wm/gm (and optionally csf) NIfTI files.
+        slice: "auto" (the slice along the last voxel axis with the largest WT area; the lowest
+            index on ties) or a slice index (negative counts from the end; a string of digits
+            is read as an index).
+
+    Raises:
+        InputError: naming the file, for a missing folder or file, an unreadable NIfTI, grids
+            or affines that differ from seg's, NaN values, probabilities out of [0, 1],
+            unknown labels, no tumour (no label > 0) or no tumour core (in the volume or on
+            the chosen slice).
+    """
+    paths = find_patient_files(folder)
+    seg_path = paths["seg"]
+    seg, affine = _read_nifti(seg_path)
+    convention = detect_convention(seg, seg_path)
+    wt3, tc3 = tumour_masks(seg, convention)
+    if not wt3.any():
+        raise InputError(f"{seg_path}: empty tumour: no voxel with a label > 0")
+    necrotic, _, enhancing = CONVENTIONS[convention]
+    if not tc3.any():
+        raise InputError(f"{seg_path}: no tumour-core voxels (labels {necrotic} and "
+                         f"{enhancing}, {convention}); the tumour core is needed")
+
+    n_slices = seg.shape[2]
+    if isinstance(slice, str) and slice.strip().lstrip("+-").isdigit():
+        slice = int(slice)  # e.g. from a command line
+    if isinstance(slice, str) or isinstance(slice, bool):
+        if slice != "auto":
+            raise InputError(f"slice must be 'auto' or an integer, got {slice!r}")
+        k = int(np.argmax(wt3.sum(axis=(0, 1))))
+    else:
+        try:
+            k = int(slice)
+        except (TypeError, ValueError):
+            k = None
+        if k is None or k != slice:
+            raise InputError(f"slice must be 'auto' or an integer, got {slice!r}")
+        if not -n_slices <= k < n_slices:
+            raise InputError(f"{seg_path}: slice {k} out of range (the volume has {n_slices} "
+                             "slices along its last axis)")
+        k %= n_slices
+        if not wt3[:, :, k].any():
+            raise InputError(f"{seg_path}: slice {k} has no tumour (no label > 0)")
+    if not tc3[:, :, k].any():
+        raise InputError(f"{seg_path}: slice {k} has no tumour-core voxels (labels {necrotic} "
+                         f"and {enhancing}, {convention})")
+
+    maps = {}
+    for role in ("wm", "gm", "csf"):
+        if role not in paths:
+            continue
+        data, map_affine = _read_nifti(paths[role])
+        _check_same_grid(paths[role], data, map_affine, seg_path, seg.shape, affine)
+        maps[role] = _check_probability(paths[role], data)[:, :, k].copy()
+
+    affine2d = affine_2d(affine, slice_axis=2, slice_index=k)
+    sizes = np.linalg.norm(affine[:3, :3], axis=0)
+    return Patient(
+        wm=maps["wm"], gm=maps["gm"], csf=maps.get("csf"),
+        wt=wt3[:, :, k].copy(), tc=tc3[:, :, k].copy(),
+        labels=seg[:, :, k].astype(np.int16), slice_index=k, affine=affine,
+        affine2d=affine2d, spacing=(float(sizes[0]), float(sizes[1])),
+        slice_thickness=float(sizes[2]), convention=convention, paths=paths,
+        shape3d=tuple(int(n) for n in seg.shape))
+
+
+def brain_mask(patient: Patient, threshold: float = DEFAULT_BRAIN_THRESHOLD) -> np.ndarray:
+    """Pixels of the slice where wm + gm > `threshold`, plus the whole tumour (tissue maps of a
+    patient are often unreliable inside the tumour, which is brain all the same)."""
+    return (patient.wm + patient.gm > threshold) | patient.wt
+
+
+def tissue_P(patient: Patient, gm_ratio: float = DEFAULT_GM_RATIO) -> np.ndarray:
+    """The diffusion map P = wm + gm_ratio·gm on the slice, clipped to [0, 1]."""
+    if not (np.isfinite(gm_ratio) and gm_ratio >= 0):
+        raise InputError(f"gm_ratio must be finite and >= 0, got {gm_ratio}")
+    return np.clip(patient.wm + gm_ratio * patient.gm, 0.0, 1.0)
+
+
+def smooth_field(array2d, sigma_mm: float, spacing) -> np.ndarray:
+    """Gaussian blur of a 2-D image with standard deviation `sigma_mm` (mm), the pixel size
+    being `spacing` (mm, a number or one per axis); edges are extended ('nearest').
+    sigma_mm = 0 returns a float64 copy."""
+    image = np.asarray(array2d, dtype=np.float64)
+    if image.ndim != 2:
+        raise InputError(f"smooth_field: expected a 2-D array, got shape {image.shape}")
+    if not (np.isfinite(sigma_mm) and sigma_mm >= 0):
+        raise InputError(f"smooth_field: sigma_mm must be finite and >= 0, got {sigma_mm}")
+    spacing = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (2,))
+    if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):
+        raise InputError(f"smooth_field: spacing must be > 0, got {tuple(spacing)}")
+    if sigma_mm == 0:
+        return image.copy()
+    return ndimage.gaussian_filter(image, sigma=sigma_mm / spacing, mode="nearest")
+
+
+class ImageField:
+    """A 2-D image as a function of in-plane mm coordinates: values and gradients at any points.
+
+    ``field(points_mm)`` interpolates the (optionally Gaussian-smoothed) image bilinearly at the
+    points (N, 2) (extra columns are ignored); ``field.gradient(points_mm)`` returns (N, 2)
+    d/dx, d/dy in 1/mm: the central-difference gradient of the image in voxel index space
+    (one-sided at the image edge), interpolated bilinearly and mapped to mm through the inverse
+    of the in-plane affine. The gradient is exact for a linear image; for a smooth image it is
+    second-order accurate in the pixel size. Points outside the image take the value of the
+    nearest edge pixel.
+
+    Args:
+        image: 2-D array (e.g. :func:`tissue_P` of a patient).
+        affine2d: 3×3 in-plane voxel-to-mm affine (e.g. ``patient.affine2d``).
+        sigma_mm: Gaussian smoothing (mm) applied first; 0 for none.
+    """
+
+    def __init__(self, image, affine2d, *, sigma_mm: float = 0.0):
+        affine2d = np.asarray(affine2d, dtype=np.float64)
+        if affine2d.shape != (3, 3):
+            raise InputError(f"ImageField: affine2d must be 3x3, got shape {affine2d.shape}")
+        if abs(np.linalg.det(affine2d[:2, :2])) < 1e-12:
+            raise InputError("ImageField: the affine is not invertible")
+        spacing = np.linalg.norm(affine2d[:2, :2], axis=0)
+        self.affine2d = affine2d
+        self.sigma_mm = float(sigma_mm)
+        self.values = smooth_field(image, sigma_mm, spacing)
+        if not np.all(np.isfinite(self.values)):
+            raise InputError("ImageField: the image has non-finite values")
+        self._inverse = np.linalg.inv(affine2d[:2, :2])
+        if min(self.values.shape) >= 2:
+            self._grad_ij = np.gradient(self.values)
+        else:
+            self._grad_ij = [np.zeros_like(self.values), np.zeros_like(self.values)]
+
+    def _sample(self, image: np.ndarray, voxel: np.ndarray) -> np.ndarray:
+        return ndimage.map_coordinates(image, voxel.T, order=1, mode="nearest")
+
+    def __call__(self, points_mm) -> np.ndarray:
+        voxel = _mm_to_voxel(self.affine2d, points_mm)
+        return self._sample(self.values, voxel)
+
+    def gradient(self, points_mm) -> np.ndarray:
+        voxel = _mm_to_voxel(self.affine2d, points_mm)
+        g_ij = np.column_stack([self._sample(g, voxel) for g in self._grad_ij])
+        return g_ij @ self._inverse
+
+
+__all__ = [
+    "CONVENTIONS",
+    "ImageField",
+    "Patient",
+    "brain_mask",
+    "detect_convention",
+    "find_patient_files",
+    "load_patient",
+    "smooth_field",
+    "tissue_P",
+    "tumour_masks",
+]

@@ -1,0 +1,406 @@
+"""Synthetic GBM patients on the ICBM152 2009 template: ``bilo gbm synth --seed S --out DIR``.
+
+Recipe of :func:`synthesize_patient` (all random draws from ``numpy.random.default_rng(seed)``):
+
+1. Template: the ICBM152 2009a grey/white-matter probability maps shipped inside nilearn
+   (``nilearn.datasets.GM_MNI152_FILE_PATH`` / ``WM_MNI152_FILE_PATH``; 1 mm, 197×233×189,
+   stored as uint8 0–255 and rescaled to [0, 1]). No CSF map is written (it is optional).
+2. Slice: by default the axial slice with the most white matter (pixels with wm > 0.5):
+   index 97, z = +25 mm, just above the bodies of the lateral ventricles; or the slice nearest
+   to ``slice_mm``.
+3. Domain and tissue: ``brain_mask`` (wm + gm > 0.1) and ``tissue_P`` (P = wm + gm/10) of
+   ``apps.gbm.patient`` on that slice — the same functions the inference uses — meshed by
+   ``meshes.mesh_from_mask`` (largest component, ``coarsen``), P sampled at the vertices.
+4. Draws, one attempt at a time: a tumour centre among the deep white-matter pixels (wm > 0.5,
+   at least 15 mm from the outside of the brain mask, which includes the ventricles, and at
+   least 5 mm from any pixel with P <= 0.5); the characteristic length L_gen uniform in
+   [15, 25] mm; D log-uniform in [0.5, 2]; ρ log-uniform in [0.75, 1.5]; u_c^WT uniform in
+   [0.2, 0.35]; u_c^TC uniform in [0.5, 0.7] (see :data:`RANGES`).
+5. Forward model: the scales of L_gen by the rule of ``apps.gbm.scales`` (ρ̄ = 5,
+   D̄ = L_gen²/20), the initial Gaussian of that module (σ = 2.5 mm, amplitude 0.5) at the
+   centre, and ``solvers.fem.solve_fkpp2d`` (P1, Crank–Nicolson, in-process on
+   ``MPI.COMM_SELF``) of u_t = D·D̄ ∇·(P∇u) + ρ·ρ̄ u(1−u) up to t = 1.
+6. Masks: u(1) interpolated linearly over the triangles to the pixel centres (0 off the mesh);
+   WT = u > u_c^WT, TC = u > u_c^TC (so TC ⊆ WT).
+7. Acceptance: WT >= 100 pixels, TC >= 30 pixels, WT <= 4000 pixels, the Newton solve
+   converged, and min u(1) >= −0.05 (the P1 solver with a consistent mass matrix is not
+   positivity-preserving: under-resolved fronts, in grey matter where P is small, undershoot,
+   and the logistic term amplifies negative values). Otherwise the next attempt draws again
+   (all quantities of step 4) from the same stream, so the result is a function of the seed.
+8. Labels (BraTS <= 2021): TC = necrotic 1 ∪ enhancing 4, with the enhancing tumour the rim of
+   TC (TC minus its erosion by :data:`ENHANCING_RIM_PX` = 2 pixels, 4-connected) and the
+   necrotic core inside; edema 2 = WT minus TC. Tumour on the chosen slice only.
+9. Output in ``out_dir``: ``seg.nii.gz`` (uint8), ``wm.nii.gz``, ``gm.nii.gz`` (float32 in
+   [0, 1]) on the template grid, cropped by default to ``crop_slices`` = 2 slices either side
+   of the tumour slice (the affine is shifted accordingly, as nibabel's slicer does; pass
+   ``crop_slices=None`` for the whole volume), and ``truth.json``: the draws, both the scales
+   used for generation and those estimated from the generated masks, and the parameters as the
+   inference would see them, D·D̄_gen/D̄_est and ρ·ρ̄_gen/ρ̄_est, next to the scale-free products
+   D·D̄ (mm² per unit time) and ρ·ρ̄ (per unit time).
+
+The solve runs in-process on ``MPI.COMM_SELF`` (mpi4py initialises MPI on import when needed),
+so a plain ``python`` process works; run it on one process only (under ``mpirun -n N`` every
+rank would write the same files). Time: one forward solve takes about 10–17 s on one core with
+the default mesh (coarsen = 1, 37,612 cells, 50 steps; 50 steps agree with 100 to the pixel),
+about 2–4 s with coarsen = 2 (WT Dice about 0.97 against coarsen = 1).
+
+CLI wiring for ``bilo gbm synth`` (``bilo/cli.py``)::
+
+    from apps.gbm.synth import add_synth_arguments, run_synth
+    add_synth_arguments(gbm_commands.add_parser("synth", help="synthetic GBM patient"))
+    ...
+    print(run_synth(args))   # InputError -> one-line error, as for the other commands
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from apps.gbm.patient import (
+    DEFAULT_BRAIN_THRESHOLD,
+    DEFAULT_GM_RATIO,
+    Patient,
+    brain_mask,
+    tissue_P,
+)
+from apps.gbm.scales import (
+    IC_AMPLITUDE,
+    IC_WIDTH_MM,
+    RHO_BAR,
+    estimate_scales,
+    scales_from_length,
+)
+from meshes.image_mesh import affine_2d
+from solvers.exchange import InputError
+
+GENERATOR_VERSION = 1
+RANGES = {
+    "L_mm": (15.0, 25.0),  # uniform
+    "D": (0.5, 2.0),  # log-uniform
+    "rho": (0.75, 1.5),  # log-uniform
+    "u_c_wt": (0.2, 0.35),  # uniform
+    "u_c_tc": (0.5, 0.7),  # uniform
+}
+MIN_WT_PX = 100
+MIN_TC_PX = 30
+MAX_WT_PX = 4000
+MAX_UNDERSHOOT = 0.05
+MAX_ATTEMPTS = 12
+CENTRE_BOUNDARY_MM = 15.0
+CENTRE_DEEP_WM_MM = 5.0
+ENHANCING_RIM_PX = 2
+DEFAULT_N_STEPS = 50
+DEFAULT_CROP_SLICES = 2
+MODEL_TEXT = ("u_t = D*D_bar*div(P(x) grad u) + rho*rho_bar*u*(1-u) on the brain slice, "
+              "no flux on its boundary, t in [0, 1]; P = wm + gm_ratio*gm clipped to [0, 1]; "
+              "u(x, 0) = A*exp(-|x - x0|^2/(2*w^2)); WT = u(x, 1) > u_c_wt, "
+              "TC = u(x, 1) > u_c_tc")
+
+
+def load_template() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
+    """(wm, gm, affine, paths): the ICBM152 2009 probability maps of nilearn in [0, 1]."""
+    import nibabel as nib
+    from nilearn import datasets
+
+    paths = {"wm": datasets.WM_MNI152_FILE_PATH, "gm": datasets.GM_MNI152_FILE_PATH}
+    maps = {}
+    affine = None
+    for role, path in paths.items():
+        image = nib.load(path)
+        data = np.asarray(image.dataobj, dtype=np.float64)
+        if data.max() > 1.5:  # stored as 0-255
+            data /= 255.0
+        maps[role] = np.clip(data, 0.0, 1.0)
+        affine = np.asarray(image.affine, dtype=np.float64)
+    return maps["wm"], maps["gm"], affine, {k: str(v) for k, v in paths.items()}
+
+
+def default_slice(wm: np.ndarray) -> int:
+    """The axial slice (last axis) with the most pixels of wm > 0.5 (lowest index on ties)."""
+    return int(np.argmax((wm > 0.5).sum(axis=(0, 1))))
+
+
+def slice_at_mm(affine: np.ndarray, z_mm: float, n_slices: int) -> int:
+    """Index of the axial slice nearest to z = `z_mm` (mm)."""
+    column, offset = affine[2, 2], affine[2, 3]
+    if abs(column) < 1e-12:
+        raise InputError("slice_mm: the template's last voxel axis is not axial")
+    k = int(round((z_mm - offset) / column))
+    if not 0 <= k < n_slices:
+        raise InputError(f"slice_mm={z_mm}: outside the template (slices 0..{n_slices - 1})")
+    return k
+
+
+def _template_patient(wm2, gm2, affine, k) -> Patient:
+    """A Patient for the template slice, without tumour (for brain_mask and tissue_P)."""
+    empty = np.zeros(wm2.shape, dtype=bool)
+    sizes = np.linalg.norm(affine[:3, :3], axis=0)
+    return Patient(wm=wm2, gm=gm2, csf=None, wt=empty, tc=empty,
+                   labels=np.zeros(wm2.shape, np.int16), slice_index=k, affine=affine,
+                   affine2d=affine_2d(affine, slice_axis=2, slice_index=k),
+                   spacing=(float(sizes[0]), float(sizes[1])), slice_thickness=float(sizes[2]),
+                   convention="brats2021")
+
+
+def centre_candidates(patient: Patient, P: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Pixel indices (n, 2) allowed as tumour centres (see the module docstring, step 4)."""
+    spacing = patient.spacing
+    to_boundary = ndimage.distance_transform_edt(mask, sampling=spacing)
+    to_low_P = ndimage.distance_transform_edt(P > 0.5, sampling=spacing)
+    allowed = ((patient.wm > 0.5) & (to_boundary >= CENTRE_BOUNDARY_MM)
+               & (to_low_P >= CENTRE_DEEP_WM_MM))
+    return np.argwhere(allowed)
+
+
+def _draw(rng: np.random.Generator, candidates: np.ndarray) -> dict:
+    def log_uniform(low, high):
+        return float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+    index = candidates[int(rng.integers(len(candidates)))]
+    return {"centre_voxel": [int(index[0]), int(index[1])],
+            "L_mm": float(rng.uniform(*RANGES["L_mm"])),
+            "D": log_uniform(*RANGES["D"]), "rho": log_uniform(*RANGES["rho"]),
+            "u_c_wt": float(rng.uniform(*RANGES["u_c_wt"])),
+            "u_c_tc": float(rng.uniform(*RANGES["u_c_tc"]))}
+
+
+def vertex_to_pixels(vertices: np.ndarray, cells: np.ndarray, values: np.ndarray,
+                     points: np.ndarray) -> np.ndarray:
+    """Linear interpolation of a P1 field over the triangles at `points` (n, 2); 0 off the
+    mesh."""
+    import matplotlib.tri as mtri
+
+    triangulation = mtri.Triangulation(vertices[:, 0], vertices[:, 1], cells)
+    interpolator = mtri.LinearTriInterpolator(triangulation, values)
+    result = interpolator(points[:, 0], points[:, 1])
+    return np.ma.filled(result.astype(np.float64), 0.0)
+
+
+def tumour_labels(wt: np.ndarray, tc: np.ndarray, rim_px: int = ENHANCING_RIM_PX) -> np.ndarray:
+    """BraTS <= 2021 labels: 2 edema (WT \\ TC), 4 enhancing (rim of TC), 1 necrotic (TC
+    eroded by `rim_px` pixels, 4-connected)."""
+    core = ndimage.binary_erosion(tc, iterations=rim_px) if rim_px > 0 else tc.copy()
+    labels = np.zeros(wt.shape, dtype=np.uint8)
+    labels[wt] = 2
+    labels[tc] = 4
+    labels[core] = 1
+    return labels
+
+
+def _forward(mesh_data, P_vertex, scales, params, n_steps):
+    from mpi4py import MPI
+
+    from solvers.fem import solve_fkpp2d
+
+    return solve_fkpp2d(mesh_data, P_vertex, params["D"] * scales.D_bar_mm2,
+                        params["rho"] * scales.rho_bar, scales.initial_condition,
+                        [0.0, 1.0], n_steps=n_steps, comm=MPI.COMM_SELF, P_at="vertex")
+
+
+def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    import nibabel as nib
+
+    image = nib.Nifti1Image(data, affine)
+    image.set_qform(affine, code=4)  # MNI152 space
+    image.set_sform(affine, code=4)
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, str(path))
+
+
+def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None, coarsen: int = 1,
+                       n_steps: int = DEFAULT_N_STEPS,
+                       crop_slices: int | None = DEFAULT_CROP_SLICES,
+                       gm_ratio: float = DEFAULT_GM_RATIO,
+                       brain_threshold: float = DEFAULT_BRAIN_THRESHOLD,
+                       max_attempts: int = MAX_ATTEMPTS) -> dict:
+    """Generate a synthetic patient folder (see the module docstring) and return its truth
+    record (also written to ``out_dir/truth.json``), with ``paths`` added.
+
+    Args:
+        seed: integer seed of every random draw.
+        out_dir: folder to write (created; existing files of the same names are replaced).
+        slice_mm: z (mm) of the axial slice; default: the slice with the most white matter.
+        coarsen: mesh coarsening factor (1: one square per pixel, ~37k cells, ~10 s per
+            solve on one core; 2 is 4× faster but its fronts undershoot more often).
+        n_steps: time steps of the forward solve over [0, 1].
+        crop_slices: slices kept either side of the tumour slice (None: the whole volume).
+        gm_ratio, brain_threshold: of ``tissue_P`` and ``brain_mask``.
+        max_attempts: draws tried before giving up (RuntimeError).
+    """
+    started = time.perf_counter()
+    if int(seed) != seed or seed < 0:
+        raise InputError(f"seed must be an integer >= 0, got {seed}")
+    if crop_slices is not None and (int(crop_slices) != crop_slices or crop_slices < 0):
+        raise InputError(f"crop_slices must be an integer >= 0 or None, got {crop_slices}")
+    seed = int(seed)
+    from meshes.image_mesh import mesh_from_mask
+
+    wm3, gm3, affine, template_paths = load_template()
+    n_slices = wm3.shape[2]
+    k = default_slice(wm3) if slice_mm is None else slice_at_mm(affine, slice_mm, n_slices)
+    template = _template_patient(wm3[:, :, k].copy(), gm3[:, :, k].copy(), affine, k)
+    mask = brain_mask(template, brain_threshold)
+    P = tissue_P(template, gm_ratio)
+    mesh_data = mesh_from_mask(mask, template.affine2d, coarsen=coarsen, vertex_images={"P": P})
+    P_vertex = mesh_data.vertex_fields["P"]
+    candidates = centre_candidates(template, P, mask)
+    if len(candidates) == 0:
+        raise InputError(f"slice {k}: no deep white matter to place a tumour centre in")
+    pixels = np.argwhere(mask)
+    pixel_mm = template.voxel_to_mm(pixels)
+
+    rng = np.random.default_rng(seed)
+    rejected = []
+    for _ in range(max_attempts):
+        params = _draw(rng, candidates)
+        centre_mm = template.voxel_to_mm(params["centre_voxel"])[0]
+        scales_gen = scales_from_length(params["L_mm"], centre_mm)
+        solve_started = time.perf_counter()
+        try:
+            solution = _forward(mesh_data, P_vertex, scales_gen, params, n_steps)
+        except RuntimeError as exc:  # Newton failure: blow-up of an undershoot
+            rejected.append({**params, "reason": f"forward solve failed: {exc}"})
+            continue
+        solve_wall = time.perf_counter() - solve_started
+        u1 = solution.u[-1]
+        u_image = np.zeros(mask.shape)
+        u_image[pixels[:, 0], pixels[:, 1]] = vertex_to_pixels(
+            solution.vertices, solution.cells, u1, pixel_mm)
+        wt = (u_image > params["u_c_wt"]) & mask
+        tc = (u_image > params["u_c_tc"]) & mask
+        n_wt, n_tc = int(wt.sum()), int(tc.sum())
+        reasons = []
+        if u1.min() < -MAX_UNDERSHOOT:
+            reasons.append(f"undershoot: min u(1) = {u1.min():.3g} < -{MAX_UNDERSHOOT}")
+        if n_wt < MIN_WT_PX:
+            reasons.append(f"WT area {n_wt} px < {MIN_WT_PX}")
+        if n_wt > MAX_WT_PX:
+            reasons.append(f"WT area {n_wt} px > {MAX_WT_PX}")
+        if n_tc < MIN_TC_PX:
+            reasons.append(f"TC area {n_tc} px < {MIN_TC_PX}")
+        if not reasons:
+            break
+        rejected.append({**params, "reason": "; ".join(reasons)})
+    else:
+        raise RuntimeError(f"seed {seed}: no acceptable tumour in {max_attempts} attempts; "
+                           f"last: {rejected[-1]['reason']}")
+
+    labels2d = tumour_labels(wt, tc)
+    scales_est = estimate_scales(wt, tc, template.affine2d)
+    k0 = 0 if crop_slices is None else max(0, k - crop_slices)
+    k1 = n_slices if crop_slices is None else min(n_slices, k + crop_slices + 1)
+    shift = np.eye(4)
+    shift[2, 3] = k0
+    out_affine = affine @ shift  # voxel k - k0 of the output is voxel k of the template
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seg = np.zeros((*mask.shape, k1 - k0), dtype=np.uint8)
+    seg[:, :, k - k0] = labels2d
+    paths = {"seg": out_dir / "seg.nii.gz", "wm": out_dir / "wm.nii.gz",
+             "gm": out_dir / "gm.nii.gz"}
+    _write_nifti(paths["seg"], seg, out_affine)
+    _write_nifti(paths["wm"], wm3[:, :, k0:k1].astype(np.float32), out_affine)
+    _write_nifti(paths["gm"], gm3[:, :, k0:k1].astype(np.float32), out_affine)
+
+    pixel_area = template.pixel_area_mm2
+    counts = {name: int((labels2d == value).sum())
+              for name, value in (("necrotic", 1), ("edema", 2), ("enhancing", 4))}
+    D_est = params["D"] * scales_gen.D_bar_mm2 / scales_est.D_bar_mm2
+    rho_est = params["rho"] * scales_gen.rho_bar / scales_est.rho_bar
+    truth = {
+        "generator": "apps.gbm.synth (bilo-toolkit)",
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "attempt": len(rejected),
+        "model": MODEL_TEXT,
+        "time_unit": "dimensionless: t = 0 the seed, t = 1 the scan",
+        "template": "ICBM152 2009a nonlinear symmetric GM/WM probability maps (nilearn)",
+        "template_files": {k_: Path(v).name for k_, v in template_paths.items()},
+        "template_slice_index": k,
+        "slice_index": k - k0,
+        "slice_z_mm": float((affine @ [0.0, 0.0, k, 1.0])[2]),
+        "crop": {"first_template_slice": k0, "n_slices": k1 - k0,
+                 "crop_slices": crop_slices},
+        "labels": "BraTS<=2021: 1 necrotic (TC eroded by 2 px), 2 edema (WT minus TC), "
+                  f"4 enhancing (rim of TC, {ENHANCING_RIM_PX} px)",
+        "centre_mm": [float(c) for c in centre_mm],
+        "centre_voxel": params["centre_voxel"],
+        "D": params["D"],
+        "rho": params["rho"],
+        "u_c_wt": params["u_c_wt"],
+        "u_c_tc": params["u_c_tc"],
+        "gm_ratio": gm_ratio,
+        "brain_threshold": brain_threshold,
+        "scales_generation": scales_gen.to_dict(),
+        "scales_estimated": scales_est.to_dict(),
+        "D_times_D_bar_mm2": params["D"] * scales_gen.D_bar_mm2,
+        "rho_times_rho_bar": params["rho"] * scales_gen.rho_bar,
+        "D_as_estimated": D_est,
+        "rho_as_estimated": rho_est,
+        "areas_px": {"wt": n_wt, "tc": n_tc, **counts},
+        "areas_mm2": {"wt": n_wt * pixel_area, "tc": n_tc * pixel_area},
+        "ranges": {name: list(bounds) for name, bounds in RANGES.items()},
+        "rho_bar": RHO_BAR,
+        "ic": {"width_mm": IC_WIDTH_MM, "amplitude": IC_AMPLITUDE},
+        "solver": {"name": solution.info["solver"], "scheme": solution.info["scheme"],
+                   "coarsen": coarsen, "n_steps": n_steps, "n_cells": mesh_data.n_cells,
+                   "n_vertices": mesh_data.n_vertices, "u_min": float(u1.min()),
+                   "u_max": float(u1.max()), "wall_s": solve_wall},
+        "rejected": rejected,
+        "wall_s": time.perf_counter() - started,
+    }
+    (out_dir / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+    return {**truth, "paths": {role: str(p) for role, p in
+                               {**paths, "truth": out_dir / "truth.json"}.items()}}
+
+
+def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``bilo gbm synth`` (to add to its subparser)."""
+    parser.add_argument("--seed", type=int, required=True, help="random seed (integer >= 0)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="patient folder to write")
+    parser.add_argument("--slice-mm", type=float, default=None,
+                        help="z (mm) of the axial slice (default: the one with most white "
+                             "matter, z = 25 mm)")
+    parser.add_argument("--coarsen", type=int, default=1, help="mesh coarsening (default 1)")
+    parser.add_argument("--n-steps", type=int, default=DEFAULT_N_STEPS,
+                        help=f"time steps (default {DEFAULT_N_STEPS})")
+    parser.add_argument("--crop-slices", type=int, default=DEFAULT_CROP_SLICES,
+                        help="slices kept either side of the tumour slice; -1: whole volume "
+                             f"(default {DEFAULT_CROP_SLICES})")
+    return parser
+
+
+def run_synth(args: argparse.Namespace) -> str:
+    """Run ``bilo gbm synth`` from parsed arguments; returns the one-line summary."""
+    crop = None if args.crop_slices is not None and args.crop_slices < 0 else args.crop_slices
+    truth = synthesize_patient(args.seed, args.out, slice_mm=args.slice_mm,
+                               coarsen=args.coarsen, n_steps=args.n_steps, crop_slices=crop)
+    return (f"gbm synth: seed {truth['seed']} -> {args.out}: slice {truth['slice_index']} "
+            f"(z = {truth['slice_z_mm']:g} mm), WT {truth['areas_px']['wt']} px, "
+            f"TC {truth['areas_px']['tc']} px, D = {truth['D']:.3f}, rho = {truth['rho']:.3f}, "
+            f"u_c = {truth['u_c_wt']:.3f}/{truth['u_c_tc']:.3f}, "
+            f"in {truth['wall_s']:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    parser = add_synth_arguments(argparse.ArgumentParser(
+        prog="python -m apps.gbm.synth", description="Write a synthetic GBM patient folder."))
+    args = parser.parse_args(argv)
+    try:
+        print(run_synth(args))
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

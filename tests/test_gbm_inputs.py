@@ -1,0 +1,299 @@
+"""GBM patient input (apps.gbm.patient): loading a BraTS-style patient folder, the one-line
+errors for bad input, label conventions, slice choice, tissue maps and image fields, and the
+embedded default patient (data/patient_default)."""
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from apps.gbm.patient import (
+    ImageField,
+    brain_mask,
+    load_patient,
+    smooth_field,
+    tissue_P,
+)
+from solvers.exchange import InputError
+
+nib = pytest.importorskip("nibabel")
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "patient_default"
+SHAPE = (20, 24, 6)
+AFFINE = np.array([[-1.5, 0.0, 0.0, 30.0],
+                   [0.0, 1.5, 0.0, -40.0],
+                   [0.0, 0.0, 3.0, -9.0],
+                   [0.0, 0.0, 0.0, 1.0]])
+
+
+def disc(radius, centre=(10, 12)):
+    i, j = np.indices(SHAPE[:2])
+    return (i - centre[0]) ** 2 + (j - centre[1]) ** 2 <= radius**2
+
+
+def brats_labels(enhancing=4):
+    """Tumour on slices 2 (WT radius 4) and 3 (WT radius 6, the largest), core radius 2/3."""
+    seg = np.zeros(SHAPE, dtype=np.uint8)
+    for k, (r_wt, r_tc, r_nec) in ((2, (4, 2.5, 1)), (3, (6, 3, 1.5))):
+        seg[:, :, k][disc(r_wt)] = 2
+        seg[:, :, k][disc(r_tc)] = enhancing
+        seg[:, :, k][disc(r_nec)] = 1
+    return seg
+
+
+def tissue():
+    i, _, _ = np.indices(SHAPE)
+    wm = np.clip(i / (SHAPE[0] - 1), 0, 1)
+    gm = np.clip(1.0 - wm, 0, 1) * 0.8
+    return wm.astype(np.float32), gm.astype(np.float32)
+
+
+def save(path, data, affine=AFFINE):
+    nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
+    return path
+
+
+def make_patient(folder, seg=None, wm=None, gm=None, csf=None, suffix=".nii.gz"):
+    folder.mkdir(parents=True, exist_ok=True)
+    wm_default, gm_default = tissue()
+    save(folder / f"seg{suffix}", brats_labels() if seg is None else seg)
+    save(folder / f"wm{suffix}", wm_default if wm is None else wm)
+    save(folder / f"gm{suffix}", gm_default if gm is None else gm)
+    if csf is not None:
+        save(folder / f"csf{suffix}", csf)
+    return folder
+
+
+def test_load_brats2021_auto_slice_and_geometry(tmp_path):
+    """Labels 1/2/4 -> "brats2021"; slice="auto" picks slice 3 (WT disc radius 6, 113 px)
+    over slice 2 (radius 4); WT = labels > 0, TC = labels 1 and 4; the 2-D affine maps voxel
+    (i, j) to the mm of the 4x4 affine at (i, j, 3); spacing 1.5 mm, thickness 3 mm; the tissue
+    maps come back on that slice; no csf file -> csf is None; .nii works like .nii.gz; an
+    explicit slice may be negative or a string of digits."""
+    patient = load_patient(make_patient(tmp_path / "p"))
+    assert patient.convention == "brats2021" and patient.slice_index == 3
+    assert patient.wt_area_px == disc(6).sum() == 113
+    np.testing.assert_array_equal(patient.tc, disc(3))
+    np.testing.assert_array_equal(patient.wt, disc(6))
+    assert set(np.unique(patient.labels)) == {0, 1, 2, 4}
+    assert patient.spacing == (1.5, 1.5) and patient.slice_thickness == 3.0
+    assert patient.pixel_area_mm2 == pytest.approx(2.25)
+    ij = np.array([[0.0, 0.0], [5.0, 7.0], [19.0, 23.0]])
+    expected = (AFFINE @ np.column_stack([ij, np.full(3, 3.0), np.ones(3)]).T).T[:, :2]
+    np.testing.assert_allclose(patient.voxel_to_mm(ij), expected)
+    np.testing.assert_allclose(patient.mm_to_voxel(expected), ij, atol=1e-12)
+    np.testing.assert_allclose(patient.pixel_centres_mm()[5, 7], expected[1])
+    wm, gm = tissue()
+    np.testing.assert_allclose(patient.wm, wm[:, :, 3], atol=1e-7)
+    np.testing.assert_allclose(patient.gm, gm[:, :, 3], atol=1e-7)
+    assert patient.csf is None and set(patient.paths) == {"seg", "wm", "gm"}
+    assert patient.shape3d == SHAPE
+
+    plain = load_patient(make_patient(tmp_path / "q", csf=np.zeros(SHAPE, np.float32),
+                                      suffix=".nii"), slice=2)
+    assert plain.slice_index == 2 and plain.wt_area_px == disc(4).sum()
+    assert plain.csf is not None and plain.paths["seg"].name == "seg.nii"
+    assert load_patient(tmp_path / "p", slice=-4).slice_index == 2
+    assert load_patient(tmp_path / "p", slice="2").slice_index == 2
+    with pytest.raises(InputError, match="slice must be 'auto' or an integer"):
+        load_patient(tmp_path / "p", slice="middle")
+
+
+def test_label_conventions(tmp_path):
+    """Labels 1/2/3 without 4 -> "brats2023" with TC = 1 and 3; only labels 1 and 2 ->
+    "brats2021" (both conventions agree on them), TC = label 1."""
+    p2023 = load_patient(make_patient(tmp_path / "a", seg=brats_labels(enhancing=3)))
+    assert p2023.convention == "brats2023"
+    np.testing.assert_array_equal(p2023.tc, disc(3))
+    only_12 = load_patient(make_patient(tmp_path / "b", seg=brats_labels(enhancing=1)))
+    assert only_12.convention == "brats2021"
+    np.testing.assert_array_equal(only_12.tc, disc(3))
+
+
+@pytest.mark.parametrize("role", ["seg", "wm", "gm"])
+def test_missing_file(tmp_path, role):
+    """A missing seg, wm or gm file: the message names the expected file and says missing."""
+    folder = make_patient(tmp_path / "p")
+    (folder / f"{role}.nii.gz").unlink()
+    with pytest.raises(InputError, match=rf"{role}\.nii\.gz: missing"):
+        load_patient(folder)
+
+
+def test_missing_or_bad_folder(tmp_path):
+    """A folder that does not exist, or a file given as folder."""
+    with pytest.raises(InputError, match=r"nowhere: patient folder does not exist"):
+        load_patient(tmp_path / "nowhere")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="not a directory"):
+        load_patient(tmp_path / "afile")
+
+
+def test_unreadable_nifti(tmp_path):
+    """A truncated seg.nii.gz and a text file named wm.nii.gz: "unreadable NIfTI" naming it.
+    Every message is one line."""
+    folder = make_patient(tmp_path / "p")
+    packed = (folder / "seg.nii.gz").read_bytes()
+    assert len(gzip.decompress(packed)) > 352  # a header and data
+    (folder / "seg.nii.gz").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(InputError, match=r"seg\.nii\.gz: unreadable NIfTI") as info:
+        load_patient(folder)
+    assert "\n" not in str(info.value)
+
+    folder = make_patient(tmp_path / "q")
+    (folder / "wm.nii.gz").write_text("this is not an image\n")
+    with pytest.raises(InputError, match=r"wm\.nii\.gz: unreadable NIfTI") as info:
+        load_patient(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_grid_mismatch(tmp_path):
+    """gm of another shape, or wm with a shifted affine: the message names both files."""
+    wm, gm = tissue()
+    folder = make_patient(tmp_path / "p", gm=gm[:, :-1])
+    with pytest.raises(InputError, match=r"gm\.nii\.gz: grid shape .* does not match .*"
+                                         r"seg\.nii\.gz"):
+        load_patient(folder)
+    folder = make_patient(tmp_path / "q")
+    shifted = AFFINE.copy()
+    shifted[0, 3] += 0.5
+    save(folder / "wm.nii.gz", wm, shifted)
+    with pytest.raises(InputError, match=r"wm\.nii\.gz: affine does not match .*seg\.nii\.gz"):
+        load_patient(folder)
+
+
+def test_empty_tumour_and_no_core(tmp_path):
+    """No label > 0 anywhere: "empty tumour"; edema only: "no tumour-core voxels"; an explicit
+    slice without tumour or without core: named too."""
+    with pytest.raises(InputError, match=r"seg\.nii\.gz: empty tumour"):
+        load_patient(make_patient(tmp_path / "a", seg=np.zeros(SHAPE, np.uint8)))
+    edema = (brats_labels() > 0).astype(np.uint8) * 2
+    with pytest.raises(InputError, match=r"seg\.nii\.gz: no tumour-core voxels"):
+        load_patient(make_patient(tmp_path / "b", seg=edema))
+    folder = make_patient(tmp_path / "c")
+    with pytest.raises(InputError, match=r"seg\.nii\.gz: slice 0 has no tumour"):
+        load_patient(folder, slice=0)
+    with pytest.raises(InputError, match=r"slice 6 out of range"):
+        load_patient(folder, slice=6)
+    seg = brats_labels()
+    seg[:, :, 2][seg[:, :, 2] > 0] = 2
+    with pytest.raises(InputError, match=r"slice 2 has no tumour-core"):
+        load_patient(make_patient(tmp_path / "d", seg=seg), slice=2)
+
+
+def test_probability_range(tmp_path):
+    """wm as 0-255: "out of [0, 1]" with the divide-by-255 hint; gm slightly below 0 (-0.01):
+    out of range; within the 1e-3 tolerance (1.0005): accepted and clipped to 1."""
+    wm, gm = tissue()
+    with pytest.raises(InputError, match=r"wm\.nii\.gz: probability values out of \[0, 1\].*"
+                                         r"255"):
+        load_patient(make_patient(tmp_path / "a", wm=wm * 255))
+    low = gm.copy()
+    low[0, 0, 0] = -0.01
+    with pytest.raises(InputError, match=r"gm\.nii\.gz: probability values out of"):
+        load_patient(make_patient(tmp_path / "b", gm=low))
+    high = wm.copy()
+    high[-1, 0, 3] = 1.0005
+    assert load_patient(make_patient(tmp_path / "c", wm=high)).wm.max() == 1.0
+
+
+def test_bad_labels(tmp_path):
+    """Label 5: "unknown label(s) 5"; labels 3 and 4 together; a non-integer label."""
+    seg = brats_labels()
+    seg[0, 0, 0] = 5
+    with pytest.raises(InputError, match=r"seg\.nii\.gz: unknown label\(s\) 5"):
+        load_patient(make_patient(tmp_path / "a", seg=seg))
+    seg = brats_labels()
+    seg[0, 0, 0] = 3
+    with pytest.raises(InputError, match=r"seg\.nii\.gz: labels 3 and 4 both present"):
+        load_patient(make_patient(tmp_path / "b", seg=seg))
+    seg = brats_labels().astype(np.float32)
+    seg[0, 0, 0] = 1.5
+    with pytest.raises(InputError, match=r"seg\.nii\.gz: label map has non-integer"):
+        load_patient(make_patient(tmp_path / "c", seg=seg))
+
+
+def test_nan_values(tmp_path):
+    """NaN in the label map or in a probability map: named with the count."""
+    seg = brats_labels().astype(np.float32)
+    seg[1, 1, 1] = np.nan
+    with pytest.raises(InputError, match=r"seg\.nii\.gz: label map has 1 NaN"):
+        load_patient(make_patient(tmp_path / "a", seg=seg))
+    _, gm = tissue()
+    gm[2, 2, 2] = gm[3, 3, 3] = np.nan
+    with pytest.raises(InputError, match=r"gm\.nii\.gz: probability map has 2 NaN"):
+        load_patient(make_patient(tmp_path / "b", gm=gm))
+
+
+def test_brain_mask_and_tissue_P(tmp_path):
+    """brain_mask: wm + gm > threshold, plus the tumour; tissue_P = wm + ratio*gm in [0, 1]."""
+    wm, gm = tissue()
+    wm[:3] = gm[:3] = 0.0  # no tissue in rows 0-2 ...
+    seg = brats_labels()
+    seg[0:2, 10:12, 3] = 2  # ... except tumour there
+    patient = load_patient(make_patient(tmp_path / "p", seg=seg, wm=wm, gm=gm))
+    mask = brain_mask(patient)
+    assert not mask[2].any() and mask[0:2, 10:12].all() and mask[3:].all()
+    np.testing.assert_allclose(tissue_P(patient), patient.wm + 0.1 * patient.gm)
+    np.testing.assert_allclose(tissue_P(patient, gm_ratio=0.5), patient.wm + 0.5 * patient.gm)
+    assert tissue_P(patient, gm_ratio=10).max() == 1.0
+    assert not brain_mask(patient, threshold=0.95)[3:15].all()
+
+
+def test_smooth_field_and_image_field():
+    """ImageField on a linear image f = 2i - 3j + 1 with a rotated, anisotropic affine:
+    values and gradients (mapped to mm by the inverse affine) are exact to 1e-12 at arbitrary
+    interior points; on sin(i/4)cos(j/5) the gradient is within 0.01 of the exact one;
+    smooth_field keeps a constant and a linear image (away from the edges), sigma 0 is the
+    identity, and sigma is in mm: sin(k x) is damped by exp(-(k sigma)^2/2)."""
+    angle = 0.3
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    affine2d = np.eye(3)
+    affine2d[:2, :2] = rotation @ np.diag([0.8, 1.3])
+    affine2d[:2, 2] = [-20.0, 7.0]
+    i, j = np.indices((40, 50)).astype(float)
+    image = 2 * i - 3 * j + 1
+    field = ImageField(image, affine2d)
+    rng = np.random.default_rng(1)
+    ij = rng.uniform([1, 1], [38, 48], size=(200, 2))
+    points = ij @ affine2d[:2, :2].T + affine2d[:2, 2]
+    np.testing.assert_allclose(field(points), 2 * ij[:, 0] - 3 * ij[:, 1] + 1, atol=1e-10)
+    exact = np.array([2.0, -3.0]) @ np.linalg.inv(affine2d[:2, :2])
+    np.testing.assert_allclose(field.gradient(points), np.tile(exact, (200, 1)), atol=1e-10)
+
+    np.testing.assert_allclose(smooth_field(np.full((9, 9), 0.3), 2.0, 1.0), 0.3)
+    np.testing.assert_array_equal(smooth_field(image, 0.0, (0.8, 1.3)), image)
+    smoothed = smooth_field(image, 1.0, (0.8, 1.3))
+    np.testing.assert_allclose(smoothed[10:30, 10:40], image[10:30, 10:40], atol=1e-9)
+
+    # a smooth image: the interpolated central differences are second-order accurate
+    bumpy = ImageField(np.sin(i / 4) * np.cos(j / 5), affine2d)
+    g_ij = np.column_stack([np.cos(ij[:, 0] / 4) * np.cos(ij[:, 1] / 5) / 4,
+                            -np.sin(ij[:, 0] / 4) * np.sin(ij[:, 1] / 5) / 5])
+    np.testing.assert_allclose(bumpy.gradient(points), g_ij @ np.linalg.inv(affine2d[:2, :2]),
+                               atol=0.01)
+    # smoothing by sigma_mm along axis 0 (0.8 mm pixels) damps sin(k x) by exp(-(k sigma)^2/2)
+    soft = ImageField(np.sin(i / 4), affine2d, sigma_mm=1.5)
+    k = 1 / (4 * 0.8)
+    np.testing.assert_allclose(soft.values[10:30, 25], np.exp(-0.5 * (k * 1.5) ** 2)
+                               * np.sin(i[10:30, 25] / 4), atol=2e-3)
+    with pytest.raises(InputError, match="sigma_mm"):
+        smooth_field(image, -1.0, 1.0)
+
+
+def test_embedded_patient_matches_truth(report):
+    """data/patient_default (bilo gbm synth --seed 0): loads with slice="auto" on the tumour
+    slice of truth.json, BraTS <= 2021 labels, WT/TC areas equal to truth.json's, TC inside WT,
+    WT >= 100 and TC >= 30 pixels; the data folder stays under 3 MB."""
+    truth = json.loads((EMBEDDED / "truth.json").read_text())
+    patient = load_patient(EMBEDDED)
+    size = sum(p.stat().st_size for p in EMBEDDED.iterdir())
+    report(f"embedded patient: slice {patient.slice_index}, WT {patient.wt_area_px} px, "
+           f"TC {patient.tc_area_px} px, {size / 1e6:.2f} MB")
+    assert truth["seed"] == 0 and patient.slice_index == truth["slice_index"]
+    assert patient.convention == "brats2021"
+    assert patient.wt_area_px == truth["areas_px"]["wt"] >= 100
+    assert patient.tc_area_px == truth["areas_px"]["tc"] >= 30
+    assert not (patient.tc & ~patient.wt).any()
+    assert size < 3e6

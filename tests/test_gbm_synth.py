@@ -1,0 +1,153 @@
+"""Synthetic GBM patients (apps.gbm.synth) and the characteristic scales (apps.gbm.scales).
+
+The synthetic runs use fast settings (mesh coarsened by 2, 25 time steps: ~3 s per forward
+solve); the embedded default patient is regenerated once with the default settings (~15 s)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from apps.gbm.scales import (
+    IC_AMPLITUDE,
+    IC_WIDTH_MM,
+    RHO_BAR,
+    estimate_scales,
+    initial_condition,
+    patient_scales,
+    scales_from_length,
+)
+from solvers.exchange import InputError
+
+nib = pytest.importorskip("nibabel")
+pytest.importorskip("nilearn")
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "patient_default"
+FAST = {"coarsen": 2, "n_steps": 25}
+SEED = 7
+
+
+def test_scales_rule():
+    """The rule of apps.gbm.scales on a disc of radius 12 px with 0.5 mm pixels: L = the
+    equivalent radius (6 mm within 2%), rho_bar = 5, D_bar = L^2/20 so that the front speed
+    2 sqrt(D_bar rho_bar) = L per unit time; centre = the TC centroid in mm; the initial
+    condition is 0.5 exp(-r^2/(2 (2.5 mm)^2)) there."""
+    affine2d = np.array([[0.5, 0.0, -10.0], [0.0, 0.5, 4.0], [0.0, 0.0, 1.0]])
+    i, j = np.indices((60, 60))
+    wt = (i - 30) ** 2 + (j - 20) ** 2 <= 12**2
+    tc = (i - 32) ** 2 + (j - 20) ** 2 <= 4**2
+    scales = estimate_scales(wt, tc, affine2d)
+    assert scales.L_mm == pytest.approx(np.sqrt(wt.sum() * 0.25 / np.pi))
+    assert scales.L_mm == pytest.approx(6.0, rel=0.02)
+    assert scales.rho_bar == RHO_BAR == 5.0
+    assert scales.D_bar_mm2 == pytest.approx(scales.L_mm**2 / 20)
+    assert scales.front_speed_mm == pytest.approx(scales.L_mm)
+    assert scales.diffusion_hat == pytest.approx(1 / (4 * RHO_BAR))
+    assert scales.centroid_mm == pytest.approx((32 * 0.5 - 10.0, 20 * 0.5 + 4.0))
+    points = np.array([scales.centroid_mm, np.add(scales.centroid_mm, [IC_WIDTH_MM, 0.0])])
+    np.testing.assert_allclose(scales.initial_condition(points),
+                               [IC_AMPLITUDE, IC_AMPLITUDE * np.exp(-0.5)])
+    np.testing.assert_allclose(initial_condition(points, (0.0, 0.0), 1.0, 1.0),
+                               np.exp(-0.5 * np.sum(points**2, axis=1)))
+    assert scales_from_length(20.0, (0, 0)).D_bar_mm2 == pytest.approx(20.0)
+    with pytest.raises(InputError, match="tumour-core mask is empty"):
+        estimate_scales(wt, np.zeros_like(tc), affine2d)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """Seed 7 with fast settings, twice (for determinism)."""
+    from apps.gbm.synth import synthesize_patient
+
+    first = tmp_path_factory.mktemp("synth_a")
+    second = tmp_path_factory.mktemp("synth_b")
+    truth = synthesize_patient(SEED, first, **FAST)
+    again = synthesize_patient(SEED, second, **FAST)
+    return first, truth, second, again
+
+
+def test_synthetic_patient_loads_and_is_consistent(synthetic, report):
+    """Seed 7, coarsen 2, 25 steps: the folder loads with load_patient (slice "auto" = the
+    tumour slice of truth.json), BraTS <= 2021 labels {0, 1, 2, 4} on that slice only,
+    TC inside WT, WT >= 100 px and TC >= 30 px, areas equal to truth.json's; tissue maps in
+    [0, 1]; the cropped affine puts the slice at the template's z; truth.json has the draws
+    inside their ranges, the generation and estimated scales (the estimated ones reproduced
+    from the loaded masks) and D, rho as the inference sees them."""
+    from apps.gbm.patient import load_patient
+    from apps.gbm.synth import MIN_TC_PX, MIN_WT_PX, RANGES
+
+    folder, truth, _, _ = synthetic
+    patient = load_patient(folder)
+    report(f"seed {SEED} (coarsen 2, 25 steps): attempt {truth['attempt']}, WT "
+           f"{patient.wt_area_px} px, TC {patient.tc_area_px} px, D {truth['D']:.3f}, rho "
+           f"{truth['rho']:.3f}, u_c {truth['u_c_wt']:.3f}/{truth['u_c_tc']:.3f}, "
+           f"L_gen {truth['scales_generation']['L_mm']:.1f} mm, L_est "
+           f"{truth['scales_estimated']['L_mm']:.1f} mm, {truth['wall_s']:.1f} s")
+    assert patient.convention == "brats2021"
+    assert patient.slice_index == truth["slice_index"]
+    assert patient.wt_area_px == truth["areas_px"]["wt"] >= MIN_WT_PX
+    assert patient.tc_area_px == truth["areas_px"]["tc"] >= MIN_TC_PX
+    assert not (patient.tc & ~patient.wt).any()
+    seg = np.asarray(nib.load(folder / "seg.nii.gz").dataobj)
+    assert set(np.unique(seg)) == {0, 1, 2, 4}
+    assert np.flatnonzero(seg.any(axis=(0, 1))).tolist() == [truth["slice_index"]]
+    for role in ("wm", "gm"):
+        image = nib.load(folder / f"{role}.nii.gz")
+        assert image.get_data_dtype() == np.float32
+        data = np.asarray(image.dataobj)
+        assert data.min() >= 0.0 and data.max() <= 1.0
+    z = (patient.affine @ [0.0, 0.0, patient.slice_index, 1.0])[2]
+    assert z == pytest.approx(truth["slice_z_mm"])
+
+    for name in ("seed", "slice_index", "centre_mm", "D", "rho", "u_c_wt", "u_c_tc",
+                 "scales_generation", "scales_estimated", "areas_px", "model",
+                 "generator_version", "D_times_D_bar_mm2", "rho_times_rho_bar",
+                 "D_as_estimated", "rho_as_estimated"):
+        assert name in truth, name
+    assert truth["seed"] == SEED
+    for name, (low, high) in RANGES.items():
+        value = truth["scales_generation"]["L_mm"] if name == "L_mm" else truth[name]
+        assert low <= value <= high, name
+    gen, est = truth["scales_generation"], truth["scales_estimated"]
+    loaded = patient_scales(patient)
+    assert loaded.L_mm == pytest.approx(est["L_mm"])
+    assert loaded.centroid_mm == pytest.approx(tuple(est["centroid_mm"]))
+    assert gen["D_bar_mm2"] == pytest.approx(gen["L_mm"] ** 2 / 20)
+    assert truth["D_as_estimated"] == pytest.approx(
+        truth["D"] * (gen["L_mm"] / est["L_mm"]) ** 2)
+    assert truth["D_times_D_bar_mm2"] == pytest.approx(truth["D"] * gen["D_bar_mm2"])
+    assert truth["rho_as_estimated"] == pytest.approx(truth["rho"])
+    assert json.loads((folder / "truth.json").read_text())["D"] == truth["D"]
+    # the tumour grew around the drawn centre: it is inside WT
+    centre_ij = np.rint(patient.mm_to_voxel(truth["centre_mm"])[0]).astype(int)
+    assert patient.wt[tuple(centre_ij)]
+
+
+def test_same_seed_same_patient(synthetic):
+    """Determinism: a second run with the same seed and settings writes the same labels and
+    the same draws."""
+    first, truth, second, again = synthetic
+    seg_a = np.asarray(nib.load(first / "seg.nii.gz").dataobj)
+    seg_b = np.asarray(nib.load(second / "seg.nii.gz").dataobj)
+    np.testing.assert_array_equal(seg_a, seg_b)
+    for name in ("D", "rho", "u_c_wt", "u_c_tc", "centre_mm", "attempt"):
+        assert truth[name] == again[name]
+
+
+def test_embedded_patient_is_seed_0(tmp_path, report):
+    """Regenerating seed 0 with the default settings (coarsen 1, 50 steps) reproduces
+    data/patient_default: the same draws and the same label map (up to 0.5% of the tumour
+    pixels, for round-off differences of the solver between machines; measured 0)."""
+    from apps.gbm.synth import synthesize_patient
+
+    truth = synthesize_patient(0, tmp_path)
+    stored = json.loads((EMBEDDED / "truth.json").read_text())
+    seg_new = np.asarray(nib.load(tmp_path / "seg.nii.gz").dataobj)
+    seg_old = np.asarray(nib.load(EMBEDDED / "seg.nii.gz").dataobj)
+    differing = int((seg_new != seg_old).sum())
+    report(f"seed 0 regenerated in {truth['wall_s']:.1f} s: {differing} label(s) differ from "
+           "data/patient_default")
+    for name in ("D", "rho", "u_c_wt", "u_c_tc", "centre_mm", "slice_index"):
+        assert truth[name] == pytest.approx(stored[name]), name
+    assert differing <= 0.005 * (seg_old > 0).sum()
