@@ -82,6 +82,7 @@ def cmd_train(args) -> int:
                  "n_res": tuple(args.n_res) if args.n_res else None}
     options = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
                "device": args.device, "w_rgrad": args.w_rgrad, "w_dat": args.w_dat,
+               "w_reg": args.w_reg,
                "checkpoint_every": args.checkpoint_every}
     config = make_config(args.problem, args.data, args.method, args.preset, overrides,
                          **{k: v for k, v in options.items() if v is not None})
@@ -103,6 +104,22 @@ def cmd_compare(args) -> int:
         raise InputError(f"--w-dat {args.w_dat}: expected numbers separated by commas") from None
     compare(args.problem, args.data, [m.strip() for m in args.methods.split(",") if m.strip()],
             args.out, seeds=args.seeds, w_dats=w_dats, preset=args.preset, u0=args.u0)
+    return 0
+
+
+def cmd_gbm_synth(args) -> int:
+    from apps.gbm.synth import synthesize_patient
+
+    synthesize_patient(args.seed, args.out)
+    return 0
+
+
+def cmd_gbm_run(args) -> int:
+    from apps.gbm.pipeline import run_pipeline
+
+    run_pipeline(args.patient_dir, args.out, method=args.method, preset=args.preset,
+                 n_ranks=args.np, device=args.device, w_dat=args.w_dat, seed=args.seed,
+                 slice=args.slice if args.slice == "auto" else int(args.slice))
     return 0
 
 
@@ -183,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--w-rgrad", type=float, default=None,
                        help="BiLO residual-gradient weight (default 0.1)")
     train.add_argument("--w-dat", type=float, default=None, help="PINN data weight (default 1)")
+    train.add_argument("--w-reg", type=float, default=None,
+                       help="weight of the unknown function's mean(f'^2) regulariser "
+                            "(default: the problem's, e.g. poisson 1e-3, heat 1e-2)")
     train.add_argument("--pretrain-steps", type=int, default=None)
     train.add_argument("--steps", type=int, default=None, help="fine-tuning steps")
     train.add_argument("--lr", type=float, default=None, help="network learning rate")
@@ -219,6 +239,32 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", help="re-solve at the inferred parameters, compare u_NN with it")
     validate.add_argument("run_dir", metavar="RUN_DIR")
     validate.set_defaults(run=cmd_validate)
+
+    gbm = commands.add_parser("gbm", help="glioblastoma patient pipeline: synth, run")
+    gbm_commands = gbm.add_subparsers(dest="gbm_command", required=True, metavar="COMMAND")
+    synth = gbm_commands.add_parser(
+        "synth", help="synthetic patient on the ICBM152 brain (FEM forward model)",
+        description="Draws a tumour centre in white matter, growth parameters and thresholds "
+                    "from the seed, runs the FEM forward model and writes a BraTS-style "
+                    "patient folder with truth.json.")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", required=True, metavar="DIR")
+    synth.set_defaults(run=cmd_gbm_synth)
+    gbm_run = gbm_commands.add_parser(
+        "run", help="fit D, rho and segmentation thresholds to a patient; DICE and report",
+        description="Patient folder (seg, wm, gm NIfTI) -> mesh -> scales -> FEM at the "
+                    "initial guess -> BiLO -> FEM at the inferred parameters -> DICE, "
+                    "summary.json, report.png, density NIfTI, XDMF.")
+    gbm_run.add_argument("patient_dir", metavar="PATIENT_DIR")
+    gbm_run.add_argument("--out", required=True, metavar="OUT")
+    gbm_run.add_argument("--method", default="bilo", help="bilo (default) or pinn")
+    gbm_run.add_argument("--w-dat", type=float, default=1.0, help="PINN data weight")
+    gbm_run.add_argument("--preset", default="quick", help="quick (default) or paper")
+    gbm_run.add_argument("--np", type=int, default=1, metavar="N", help="MPI ranks for FEM")
+    gbm_run.add_argument("--device", default="auto")
+    gbm_run.add_argument("--seed", type=int, default=0)
+    gbm_run.add_argument("--slice", default="auto", help="axial slice index or auto")
+    gbm_run.set_defaults(run=cmd_gbm_run)
 
     info = commands.add_parser("info", help="print what an HDF5 file holds")
     info.add_argument("file", metavar="FILE.h5")

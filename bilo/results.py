@@ -10,6 +10,7 @@
   /history/<loss> (n,)              unweighted losses (res, rgrad, dat, u0), NaN in steps
                                     where a term is not used (dat in pre-training, u0 after)
   /grid/<axis>, /u_nn               u_NN on the data file's reference grid, axes in /u_nn@axes
+  /mesh/vertices, /mesh/cells       instead of a grid axis when the data live on a mesh
   /functions/x (1001,)              points where the inferred functions are stored
   /functions/<name>, <name>_true    inferred unknown function and its truth (when known)
   /wall_s                           attributes: pretrain, finetune seconds
@@ -76,7 +77,11 @@ def write_results(run) -> dict:
             group.create_dataset(key, data=values)
         group["theta"].attrs["names"] = ",".join(problem.params)
         for axis in data.axes:
-            h5.create_dataset(f"grid/{axis}", data=data.grid[axis])
+            if axis == "vertex":
+                h5.create_dataset("mesh/vertices", data=data.mesh.vertices)
+                h5.create_dataset("mesh/cells", data=data.mesh.cells)
+            else:
+                h5.create_dataset(f"grid/{axis}", data=data.grid[axis])
         h5.create_dataset("u_nn", data=u_nn, compression="gzip").attrs["axes"] = ",".join(
             data.axes)
         h5.create_group("wall_s").attrs.update(run.wall)
@@ -131,7 +136,7 @@ def read_result(path: str | os.PathLike) -> dict:
                       if name != "x" and not name.endswith("_true")} if "functions" in h5 else {})
         return {"problem": str(h5.attrs["problem"]), "method": str(h5.attrs["method"]),
                 "params": {k: float(v) for k, v in h5["params"].attrs.items()},
-                "axes": axes, "grid": {a: h5[f"grid/{a}"][()] for a in axes},
+                "axes": axes, "grid": {a: h5[f"grid/{a}"][()] for a in axes if a != "vertex"},
                 "u_nn": h5["u_nn"][()], "functions": functions,
                 "function_x": h5["functions/x"][()] if functions else None}
 

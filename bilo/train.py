@@ -176,17 +176,22 @@ class Run:
         obs = self.data.observations
         points = points_in_problem_order(self.problem, obs.points, obs.columns, self.config.data)
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
-        collocation = self.problem.collocation(self.config.settings.n_res).to(self.device)
-        if self.u0_function is not None:
-            u0 = self.u0_function(collocation.cpu().numpy())
-        else:
-            u0 = self._u0_at(collocation.cpu().numpy()) if self.config.u0 else None
+        collocation, u0 = self._collocation(step=0)
         reg_x = np.linspace(0.0, 1.0, self.config.settings.n_res[0])
         return Batch(collocation=collocation, obs_points=as_tensor(points),
-                     obs_values=as_tensor(obs.values),
-                     u0=None if u0 is None else as_tensor(u0), reg_x=as_tensor(reg_x),
+                     obs_values=as_tensor(obs.values), u0=u0, reg_x=as_tensor(reg_x),
                      f0={name: as_tensor(spec.initial(reg_x))
                          for name, spec in self.problem.functions.items()})
+
+    def _collocation(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Residual points (drawn anew each step for problems that resample) and u0 there."""
+        points = self.problem.collocation(self.config.settings.n_res, seed=step)
+        if self.u0_function is not None:
+            u0 = self.u0_function(points.numpy())
+        else:
+            u0 = self._u0_at(points.numpy()) if self.config.u0 else None
+        to_device = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
+        return to_device(points), None if u0 is None else to_device(u0)
 
     def _u0_at(self, collocation: np.ndarray) -> np.ndarray:
         from solvers.exchange import write_solution
@@ -266,6 +271,8 @@ class Run:
             progress = Progress(phase, n_steps, self.step - offset)
             t0, wall0 = time.perf_counter(), self.wall[phase]
             while self.step < end:
+                if self.problem.resample_collocation and self.step > 0:
+                    self.batch.collocation, self.batch.u0 = self._collocation(self.step)
                 losses = step_fn(self.batch)
                 local = self.step - offset
                 last = self.step == end - 1

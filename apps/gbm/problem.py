@@ -76,20 +76,23 @@ class GBMProblem(Problem):
     observation_params = ("th_wt", "th_tc")
     initial_guess = {"D": 1.0, "rho": 1.0, "th_wt": 0.3, "th_tc": 0.6}
     residual_keys = ((), ("t",), ("x",), ("y",), ("x", "x"), ("y", "y"))
+    resample_collocation = True
     presets = {
-        # n_res: (spatial collocation points, time levels)
-        "quick": Settings(width=64, depth=2, n_res=(1500, 6), pretrain_steps=1_500,
-                          finetune_steps=2_500, lr_net=2e-3, lr_theta=1e-2),
+        # n_res: residual points per step = n_res[0]·n_res[1], drawn anew every step
+        "quick": Settings(width=64, depth=2, n_res=(500, 4), pretrain_steps=2_000,
+                          finetune_steps=3_000, lr_net=2e-3, lr_theta=3e-3),
         "paper": Settings(width=128, depth=2, n_res=(8000, 11), pretrain_steps=10_000,
                           finetune_steps=50_000, lr_net=1e-3, lr_theta=1e-3),
     }
 
     def __init__(self, tissue: ImageSampler, kappa: float, rho_bar: float, ic_width: float,
-                 ic_amplitude: float, brain_points: np.ndarray, seed: int = 0):
+                 ic_amplitude: float, brain_points: np.ndarray, pixel_size: float,
+                 seed: int = 0):
         self.tissue = tissue
         self.kappa, self.rho_bar = float(kappa), float(rho_bar)
         self.ic_width, self.ic_amplitude = float(ic_width), float(ic_amplitude)
         self.brain_points = np.asarray(brain_points, dtype=np.float64)  # dimensionless (M, 2)
+        self.pixel_size = float(pixel_size)  # dimensionless
         self.seed = seed
 
     def initial(self, x, y):
@@ -111,12 +114,12 @@ class GBMProblem(Problem):
         return ((whole - (observed >= 1).to(u.dtype)).square().mean()
                 + (core - (observed >= 2).to(u.dtype)).square().mean())
 
-    def collocation(self, n_res, dtype=torch.float32):
-        """Brain points (a fixed random subset) × evenly spaced times in [0, 1]."""
-        n_space, n_time = n_res
-        rng = np.random.default_rng(self.seed)
-        pick = rng.choice(len(self.brain_points), min(n_space, len(self.brain_points)),
-                          replace=False)
-        space = torch.as_tensor(self.brain_points[pick], dtype=dtype)
-        times = torch.linspace(0.0, 1.0, n_time, dtype=dtype)
-        return torch.cat([torch.cat([space, t.expand(len(space), 1)], dim=1) for t in times])
+    def collocation(self, n_res, dtype=torch.float32, seed: int = 0):
+        """Random points: brain pixels jittered within the pixel, random times in [0, 1]; drawn
+        anew every step (`resample_collocation`), so the front is covered over the steps."""
+        n_points = n_res[0] * n_res[1]
+        rng = np.random.default_rng([self.seed, seed])
+        pick = rng.integers(0, len(self.brain_points), n_points)
+        jitter = (rng.random((n_points, 2)) - 0.5) * self.pixel_size
+        space = self.brain_points[pick] + jitter
+        return torch.as_tensor(np.column_stack([space, rng.random(n_points)]), dtype=dtype)

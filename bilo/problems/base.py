@@ -43,6 +43,7 @@ class Problem:
     # derivatives of u (multi-indices over coordinates) that the residual reads
     residual_keys: tuple[Key, ...] = ((),)
     presets: dict[str, Settings] = {}
+    resample_collocation: bool = False
 
     # In `output` and `residual`: `theta` maps each parameter name to a jet (BiLO) or a tensor
     # (PINN), and also holds the data file's fixed parameters (e.g. the heat equation's D) as
@@ -69,8 +70,10 @@ class Problem:
         points (rows of coordinates). None by default."""
         return {}
 
-    def collocation(self, n_res: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
-        """Residual points: an evenly spaced grid over the unit box, columns in `coords` order."""
+    def collocation(self, n_res: tuple[int, ...], dtype=torch.float32, seed: int = 0
+                    ) -> torch.Tensor:
+        """Residual points: an evenly spaced grid over the unit box, columns in `coords` order.
+        Problems with `resample_collocation` draw new points for each step's `seed`."""
         axes = [torch.linspace(0.0, 1.0, n, dtype=dtype) for n in n_res]
         mesh = torch.meshgrid(*axes, indexing="ij")
         return torch.stack([m.reshape(-1) for m in mesh], dim=1)

@@ -1,0 +1,331 @@
+"""Benchmark: Taylor-jet engine vs nested autograd for Fisher-KPP PINN / BiLO training steps.
+
+Problem: Fisher-KPP residual ``r = u_t - 0.01 D u_xx - rho u (1 - u)`` on a 51 x 51 grid of
+``(x, t) in [0, 1]^2`` (2601 collocation points), network width 128 with 2 hidden tanh layers
+(``bilo.network.MLP``), float32.  One *training step* = loss (forward) + backward + Adam step on
+the network weights.  PINN loss: ``mean(r^2)`` (network of (x, t) only).  BiLO loss:
+``mean(r^2) + mean(r_D^2) + mean(r_rho^2)`` (network of (x, t, D, rho); ``r_D = dr/dD`` per
+point, counting both the explicit D of the PDE and the network input D).
+
+Variants
+  (a) PINN jet          ``MLP.jet``: channels (), t, x, xx in one forward-mode pass
+  (b) BiLO jet          ``MLP.jet``: the 12 channels of r, r_D, r_rho in one pass
+  (c) PINN textbook     nested ``torch.autograd.grad(create_graph=True)``, one call per
+                        derivative: u_t, u_x w.r.t. separate leaf tensors t, x, then u_xx
+  (d) BiLO textbook     as (c), then one more ``autograd.grad`` of r per θ_j w.r.t. per-point
+                        copies of D and rho
+  (e) PINN nested-batch nested autograd with fewer, batched calls: one call for (u_x, u_t)
+                        w.r.t. the whole coordinate tensor, one for u_xx
+  (f) BiLO nested-batch as (e), then one call for (r_D, r_rho) w.r.t. the per-point θ tensor
+
+Time: seconds per training step with torch's default number of threads.  On the CPU every
+variant runs in its own fresh Python process (so that the state of the C allocator left by one
+variant cannot help or hurt another), ``--rounds`` times in alternation (so that a fluctuating
+machine load affects all variants alike); each run does ``--warmup`` untimed and ``--steps``
+timed steps.  Reported: the median and the minimum over all timed steps.
+
+Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during one step above the memory allocated
+before it.  On the CPU there is no per-step allocator peak to read, so we report the *autograd
+graph memory*: the total bytes of the distinct tensor storages that autograd saves for the
+backward pass while the loss is built, recorded with ``torch.autograd.graph.saved_tensors_hooks``
+(each saved tensor is kept referenced until the loss is complete, so no storage can be reused
+and counted twice).  That is what a step holds at its peak (just before backward) beyond the
+weights, the optimiser state and transient temporaries; it includes the saved tensors of custom
+autograd Functions and of the double-backward graphs built by ``create_graph=True``.
+
+Usage: ``python bench/jet_vs_autograd.py [--steps 20] [--warmup 3] [--rounds 3] [--device cpu]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+if __package__ in (None, ""):  # run as a script from anywhere: make the project importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bilo.jet import Jet  # noqa: E402
+from bilo.network import MLP  # noqa: E402
+
+D_TRUE, RHO_TRUE = 1.0, 2.0
+BILO_KEYS = [
+    (),
+    ("t",),
+    ("x", "x"),
+    ("D",),
+    ("D", "t"),
+    ("D", "x", "x"),
+    ("rho",),
+    ("rho", "t"),
+    ("rho", "x", "x"),
+]
+PINN_KEYS = [(), ("t",), ("x", "x")]
+
+
+def grid(n: int, dtype, device) -> torch.Tensor:
+    s = torch.linspace(0.0, 1.0, n, dtype=dtype, device=device)
+    xx, tt = torch.meshgrid(s, s, indexing="ij")
+    return torch.stack([xx.reshape(-1), tt.reshape(-1)], 1)
+
+
+# --- losses --------------------------------------------------------------------------------------
+def pinn_jet_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    u = net.jet(coords, None, PINN_KEYS, ("x", "t"))
+    r = u.d("t") - 0.01 * theta[0] * u.d("x", "x") - theta[1] * u.value * (1 - u.value)
+    return r.value.square().mean()
+
+
+def bilo_jet_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    u = net.jet(coords, theta, BILO_KEYS, ("x", "t"), ("D", "rho"))
+    pkeys = [("D",), ("rho",)]
+    d = Jet.variable("D", theta[0], pkeys)
+    rho = Jet.variable("rho", theta[1], pkeys)
+    u0 = u.truncate(pkeys)
+    r = u.d("t") - 0.01 * d * u.d("x", "x") - rho * u0 * (1 - u0)
+    return r.value.square().mean() + r["D"].square().mean() + r["rho"].square().mean()
+
+
+def _grad(y, x):
+    return torch.autograd.grad(y, x, torch.ones_like(y), create_graph=True)[0]
+
+
+def pinn_textbook_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    x = coords[:, :1].detach().clone().requires_grad_(True)
+    t = coords[:, 1:].detach().clone().requires_grad_(True)
+    u = net(torch.cat([x, t], 1)).unsqueeze(1)
+    u_t = _grad(u, t)
+    u_x = _grad(u, x)
+    u_xx = _grad(u_x, x)
+    r = u_t - 0.01 * theta[0] * u_xx - theta[1] * u * (1 - u)
+    return r.square().mean()
+
+
+def bilo_textbook_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    n = coords.shape[0]
+    x = coords[:, :1].detach().clone().requires_grad_(True)
+    t = coords[:, 1:].detach().clone().requires_grad_(True)
+    d = theta[0].detach().expand(n, 1).clone().requires_grad_(True)
+    rho = theta[1].detach().expand(n, 1).clone().requires_grad_(True)
+    u = net(torch.cat([x, t], 1), torch.cat([d, rho], 1)).unsqueeze(1)
+    u_t = _grad(u, t)
+    u_x = _grad(u, x)
+    u_xx = _grad(u_x, x)
+    r = u_t - 0.01 * d * u_xx - rho * u * (1 - u)
+    r_d = _grad(r, d)
+    r_rho = _grad(r, rho)
+    return r.square().mean() + r_d.square().mean() + r_rho.square().mean()
+
+
+def pinn_batched_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    x = coords.detach().clone().requires_grad_(True)
+    u = net(x)
+    gu = _grad(u, x)
+    u_x, u_t = gu[:, 0], gu[:, 1]
+    u_xx = _grad(u_x, x)[:, 0]
+    r = u_t - 0.01 * theta[0] * u_xx - theta[1] * u * (1 - u)
+    return r.square().mean()
+
+
+def bilo_batched_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    x = coords.detach().clone().requires_grad_(True)
+    p = theta.detach().expand(x.shape[0], 2).clone().requires_grad_(True)
+    u = net(x, p)
+    gu = _grad(u, x)
+    u_x, u_t = gu[:, 0], gu[:, 1]
+    u_xx = _grad(u_x, x)[:, 0]
+    r = u_t - 0.01 * p[:, 0] * u_xx - p[:, 1] * u * (1 - u)
+    r_theta = _grad(r, p)
+    return r.square().mean() + r_theta[:, 0].square().mean() + r_theta[:, 1].square().mean()
+
+
+VARIANTS = {
+    "a": ("(a) PINN jet", pinn_jet_loss, 0),
+    "b": ("(b) BiLO jet", bilo_jet_loss, 2),
+    "c": ("(c) PINN textbook", pinn_textbook_loss, 0),
+    "d": ("(d) BiLO textbook", bilo_textbook_loss, 2),
+    "e": ("(e) PINN nested-batch", pinn_batched_loss, 0),
+    "f": ("(f) BiLO nested-batch", bilo_batched_loss, 2),
+}
+
+
+# --- measurement ---------------------------------------------------------------------------------
+class SavedTensorBytes:
+    """Context manager: total bytes of distinct storages saved for backward inside it."""
+
+    def __init__(self):
+        self.storages: dict[int, int] = {}
+        self._keep: list[torch.Tensor] = []
+
+    def _pack(self, t: torch.Tensor):
+        st = t.untyped_storage()
+        self.storages.setdefault(st.data_ptr(), st.nbytes())
+        self._keep.append(t)
+        return t
+
+    @staticmethod
+    def _unpack(t):
+        return t
+
+    def __enter__(self):
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        self._keep.clear()
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.storages.values())
+
+
+class Variant:
+    """One network + optimiser + loss; ``step()`` is one training step."""
+
+    def __init__(self, key: str, coords, theta, seed: int = 0):
+        self.name, self.loss_fn, n_params = VARIANTS[key]
+        torch.manual_seed(seed)
+        net = MLP(2, n_params, width=128, depth=2)
+        self.net = net.to(device=coords.device, dtype=coords.dtype)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3)
+        self.coords, self.theta = coords, theta
+        self.cuda = coords.device.type == "cuda"
+        self.times: list[float] = []
+
+    def step(self, meter=None) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        with meter if meter is not None else contextlib.nullcontext():
+            loss = self.loss_fn(self.net, self.coords, self.theta)
+        loss.backward()
+        self.opt.step()
+        return float(loss.detach())
+
+    def timed_step(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        self.step()
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter() - t0)
+
+    def memory(self) -> int:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            self.step()
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - base
+        meter = SavedTensorBytes()
+        self.step(meter)
+        return meter.nbytes
+
+
+def setup(args):
+    dev = torch.device(args.device)
+    coords = grid(args.points, torch.float32, dev)
+    theta = torch.tensor([D_TRUE, RHO_TRUE], dtype=torch.float32, device=dev)
+    return coords, theta
+
+
+def run_in_process(keys, args) -> dict:
+    """All variants in this process, stepped round robin."""
+    coords, theta = setup(args)
+    runs = {k: Variant(k, coords, theta) for k in keys}
+    for v in runs.values():
+        for _ in range(args.warmup):
+            v.step()
+    for _ in range(args.steps * args.rounds):
+        for v in runs.values():
+            v.timed_step()
+    out = {}
+    for k, v in runs.items():
+        out[k] = {"times": v.times, "memory": v.memory(), "loss": v.step()}
+    return out
+
+
+def worker(key: str, args) -> None:
+    coords, theta = setup(args)
+    v = Variant(key, coords, theta)
+    for _ in range(args.warmup):
+        v.step()
+    for _ in range(args.steps):
+        v.timed_step()
+    print(json.dumps({"times": v.times, "memory": v.memory(), "loss": v.step()}))
+
+
+def run_in_subprocesses(keys, args) -> dict:
+    out = {k: {"times": []} for k in keys}
+    base = [sys.executable, os.path.abspath(__file__), "--steps", str(args.steps)]
+    base += ["--warmup", str(args.warmup), "--points", str(args.points), "--device", args.device]
+    for _ in range(args.rounds):
+        for k in keys:
+            cmd = base + ["--worker", k]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
+            out[k]["times"] += res["times"]
+            out[k]["memory"], out[k]["loss"] = res["memory"], res["loss"]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=20, help="timed steps per run")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="runs per variant, alternating")
+    ap.add_argument("--points", type=int, default=51, help="grid points per dimension")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--variants", default="abcdef")
+    ap.add_argument("--in-process", action="store_true", help="no subprocesses (default on GPUs)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args)
+        return None
+    keys = [k for k in args.variants if k in VARIANTS]
+    in_process = args.in_process or torch.device(args.device).type != "cpu"
+    res = run_in_process(keys, args) if in_process else run_in_subprocesses(keys, args)
+
+    dev = torch.device(args.device)
+    mem_label = "peak MiB" if dev.type == "cuda" else "graph MiB"
+    print(
+        f"device={dev} threads={torch.get_num_threads()} points={args.points**2} width=128 "
+        f"hidden=2 float32; {args.rounds} x {args.steps} timed steps per variant"
+        + (" (one process)" if in_process else " (fresh process per run)")
+    )
+    print(f"{'variant':<24} {'median s':>9} {'min s':>9} {mem_label:>10} {'loss':>11}")
+    med = {}
+    for k in keys:
+        r = res[k]
+        med[k] = statistics.median(r["times"])
+        print(
+            f"{VARIANTS[k][0]:<24} {med[k]:9.4f} {min(r['times']):9.4f} "
+            f"{r['memory'] / 2**20:10.1f} {r['loss']:11.4e}"
+        )
+
+    def ratio(label, num, den):
+        if num in res and den in res:
+            t = med[num] / med[den]
+            m = res[num]["memory"] / res[den]["memory"]
+            print(f"{label:<34} time {t:5.2f}x   memory {m:5.2f}x")
+
+    ratio("BiLO jet / PINN jet", "b", "a")
+    ratio("BiLO textbook / BiLO jet", "d", "b")
+    ratio("BiLO nested-batch / BiLO jet", "f", "b")
+    ratio("PINN textbook / PINN jet", "c", "a")
+    ratio("PINN nested-batch / PINN jet", "e", "a")
+    return res
+
+
+if __name__ == "__main__":
+    main()
