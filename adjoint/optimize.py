@@ -12,9 +12,7 @@ L-BFGS-B, and writes `summary.json` in the form of the trainer's.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -25,7 +23,7 @@ import numpy as np
 import scipy.sparse
 from scipy.optimize import minimize as scipy_minimize
 
-from solvers.exchange import InputError, SolutionFile, read_solution
+from solvers.exchange import InputError, SolutionFile, read_solution, write_json_atomic
 
 # Points may lie this far (relative to the grid's length) outside the grid and are clamped.
 _GRID_TOLERANCE = 1e-12
@@ -274,20 +272,6 @@ def problem_from_data(data: SolutionFile, *, nx: int | None = None, w_reg: float
     return PoissonProblem(points[:, 0], values, source, nx=nx, w_reg=w_reg)
 
 
-def _write_json_atomic(path: Path, blob: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(blob, handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a summary is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _relative_l2(values: np.ndarray, truth: np.ndarray) -> float:
     norm = float(np.linalg.norm(truth))
     return float(np.linalg.norm(values - truth)) / (norm if norm > 0 else 1.0)
@@ -402,5 +386,5 @@ def run_adjoint(
         summary["params_fixed"] = dict(data.params)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", summary)
     return summary

@@ -19,24 +19,14 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from solvers.exchange import atomic_h5, open_h5
+from solvers.exchange import atomic_h5, open_h5, write_json_atomic
 
 TRACKS = ("step", "theta", "wall")  # history entries that are not losses
-
-
-def write_json_atomic(path: Path, blob: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(blob, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 def relative_errors(params: dict[str, float], truth: dict[str, float]) -> dict[str, float]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bilo.results import read_result, write_json_atomic
-from solvers.exchange import InputError, read_solution, write_solution
+from bilo.results import read_result
+from solvers.exchange import InputError, read_solution, write_json_atomic, write_solution
 from solvers.problems import run_reference, sample
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -106,6 +107,22 @@ def atomic_h5(path: str | os.PathLike, kind: str) -> Iterator[h5py.File]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, blob: dict) -> None:
+    """Write `blob` as JSON to `path` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(blob, handle, indent=2)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a summary is for everyone to read
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 

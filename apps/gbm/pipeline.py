@@ -18,8 +18,14 @@ import numpy as np
 from apps.gbm.patient import Patient, brain_mask, load_patient, smooth_field, tissue_P
 from apps.gbm.problem import GBMProblem, ImageSampler
 from apps.gbm.scales import Scales, patient_scales
-from bilo.results import write_json_atomic
-from solvers.exchange import Mesh, Observations, SolutionFile, read_solution, write_solution
+from solvers.exchange import (
+    Mesh,
+    Observations,
+    SolutionFile,
+    read_solution,
+    write_json_atomic,
+    write_solution,
+)
 
 # Tissue images are smoothed before the network samples P and ∇P from them (the piecewise
 # pixel map has no useful gradient); the FEM uses the unsmoothed map on its mesh.
