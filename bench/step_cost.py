@@ -19,10 +19,11 @@ Variants
   (f) BiLO nested-batch as (e), then one call for (r_D, r_rho) w.r.t. the per-point θ tensor
 
 Time: seconds per training step with torch's default number of threads.  On the CPU every
-variant runs in its own fresh Python process (so that the state of the C allocator left by one
-variant cannot help or hurt another), ``--rounds`` times in alternation (so that a fluctuating
-machine load affects all variants alike); each run does ``--warmup`` untimed and ``--steps``
-timed steps.  Reported: the median and the minimum over all timed steps.
+variant lives in its own Python process (so that the state of the C allocator left by one
+variant cannot help or hurt another); after ``--warmup`` untimed steps each, the processes take
+``--steps`` timed steps strictly one at a time, round robin (so that a fluctuating machine load
+affects all variants alike), with a short pause between steps so that the idle threads of the
+previous worker are asleep.  Reported: the median and the minimum over the timed steps.
 
 Memory: on CUDA, ``torch.cuda.max_memory_allocated`` during one step above the memory allocated
 before it.  On the CPU there is no per-step allocator peak to read, so we report the *autograd
@@ -33,7 +34,7 @@ and counted twice).  That is what a step holds at its peak (just before backward
 weights, the optimiser state and transient temporaries; it includes the saved tensors of custom
 autograd Functions and of the double-backward graphs built by ``create_graph=True``.
 
-Usage: ``python bench/jet_vs_autograd.py [--steps 20] [--warmup 3] [--rounds 3] [--device cpu]``
+Usage: ``python bench/jet_vs_autograd.py [--steps 60] [--warmup 3] [--device cpu|cuda]``
 """
 
 from __future__ import annotations
@@ -245,7 +246,7 @@ def run_in_process(keys, args) -> dict:
     for v in runs.values():
         for _ in range(args.warmup):
             v.step()
-    for _ in range(args.steps * args.rounds):
+    for _ in range(args.steps):
         for v in runs.values():
             v.timed_step()
     out = {}
@@ -254,43 +255,72 @@ def run_in_process(keys, args) -> dict:
     return out
 
 
-def worker(key: str, args) -> None:
+def serve(key: str, args) -> None:
+    """Worker process: one variant; steps on request ("step"), then "memory", then "quit"."""
     coords, theta = setup(args)
     v = Variant(key, coords, theta)
     for _ in range(args.warmup):
         v.step()
-    for _ in range(args.steps):
-        v.timed_step()
-    print(json.dumps({"times": v.times, "memory": v.memory(), "loss": v.step()}))
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "step":
+            v.timed_step()
+            print(v.times[-1], flush=True)
+        elif cmd == "memory":
+            print(json.dumps({"memory": v.memory(), "loss": v.step()}), flush=True)
+        else:
+            break
 
 
 def run_in_subprocesses(keys, args) -> dict:
+    """One worker process per variant, all alive at once but stepping strictly one at a time,
+    round robin: separate allocator states, and load fluctuations hit all variants alike."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--warmup", str(args.warmup)]
+    cmd += ["--points", str(args.points), "--device", args.device, "--threads", str(args.threads)]
+    procs = {}
+    for k in keys:  # start (and warm up) one after the other
+        procs[k] = subprocess.Popen(
+            cmd + ["--serve", k], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        if procs[k].stdout.readline().strip() != "ready":
+            raise RuntimeError(f"worker {k} failed to start")
     out = {k: {"times": []} for k in keys}
-    base = [sys.executable, os.path.abspath(__file__), "--steps", str(args.steps)]
-    base += ["--warmup", str(args.warmup), "--points", str(args.points), "--device", args.device]
-    for _ in range(args.rounds):
-        for k in keys:
-            cmd = base + ["--worker", k]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            res = json.loads(proc.stdout.strip().splitlines()[-1])
-            out[k]["times"] += res["times"]
-            out[k]["memory"], out[k]["loss"] = res["memory"], res["loss"]
+    try:
+        for _ in range(args.steps):
+            for k, proc in procs.items():
+                time.sleep(args.pause)  # let the previous worker's idle threads go to sleep
+                proc.stdin.write("step\n")
+                proc.stdin.flush()
+                out[k]["times"].append(float(proc.stdout.readline()))
+        for k, proc in procs.items():
+            proc.stdin.write("memory\n")
+            proc.stdin.flush()
+            out[k].update(json.loads(proc.stdout.readline()))
+    finally:
+        for proc in procs.values():
+            proc.stdin.write("quit\n")
+            proc.stdin.close()
+            proc.wait()
     return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=20, help="timed steps per run")
+    ap.add_argument("--steps", type=int, default=60, help="timed steps per variant")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3, help="runs per variant, alternating")
     ap.add_argument("--points", type=int, default=51, help="grid points per dimension")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--pause", type=float, default=0.02, help="seconds between two steps")
     ap.add_argument("--variants", default="abcdef")
     ap.add_argument("--in-process", action="store_true", help="no subprocesses (default on GPUs)")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker:
-        worker(args.worker, args)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.serve:
+        serve(args.serve, args)
         return None
     keys = [k for k in args.variants if k in VARIANTS]
     in_process = args.in_process or torch.device(args.device).type != "cpu"
@@ -300,8 +330,8 @@ def main(argv=None):
     mem_label = "peak MiB" if dev.type == "cuda" else "graph MiB"
     print(
         f"device={dev} threads={torch.get_num_threads()} points={args.points**2} width=128 "
-        f"hidden=2 float32; {args.rounds} x {args.steps} timed steps per variant"
-        + (" (one process)" if in_process else " (fresh process per run)")
+        f"hidden=2 float32; {args.steps} timed steps per variant, round robin"
+        + (" in one process" if in_process else ", one process per variant")
     )
     print(f"{'variant':<24} {'median s':>9} {'min s':>9} {mem_label:>10} {'loss':>11}")
     med = {}
