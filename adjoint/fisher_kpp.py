@@ -29,12 +29,11 @@ from scipy.linalg import solve_banded
 from adjoint.optimize import AdjointProblem, interpolation_matrix
 from solvers.fdm.fisher_kpp import DIFFUSION_SCALE, fisher_kpp_initial
 
-# The reference's own step-count rule and Newton settings, so the schemes agree step for step.
+# The reference's own step-count rule and step, so the schemes agree step for step.
 from solvers.fdm.reaction_diffusion import (
-    NEWTON_MAX_ITERATIONS,
-    NEWTON_RTOL,
     RANNACHER_SUBSTEPS,
     _default_step_count,
+    _theta_step,
     check_grid_size,
     check_output_times,
 )
@@ -75,6 +74,7 @@ class ReactionDiffusionScheme:
         sizes = [quarter] * RANNACHER_SUBSTEPS + [self.dt] * (self.n_steps - 1)
         thetas = [1.0] * RANNACHER_SUBSTEPS + [0.5] * (self.n_steps - 1)
         # Sub-step j = 1..M; index 0 is unused so that a[j], b[j] belong to sub-step j.
+        self.sizes, self.thetas = np.array([0.0] + sizes), np.array([0.0] + thetas)
         self.a = np.array([0.0] + [s * th for s, th in zip(sizes, thetas, strict=True)])
         self.b = np.array([0.0] + [s * (1.0 - th) for s, th in zip(sizes, thetas, strict=True)])
         self.n_substeps = len(sizes)
@@ -93,29 +93,11 @@ class ReactionDiffusionScheme:
         return states
 
     def _step(self, u: np.ndarray, j: int, c: float, rho: float | None) -> np.ndarray:
-        implicit_weight, explicit_weight = self.a[j], self.b[j]
-        explicit_part = u + explicit_weight * c * _laplacian(u)
-        if rho is not None:
-            explicit_part += explicit_weight * (rho * u * (1.0 - u))
-        jacobian = np.empty((3, u.size))
-        jacobian[0] = -implicit_weight * c
-        jacobian[2] = -implicit_weight * c
-        jacobian[1] = 1.0 + 2.0 * implicit_weight * c
+        """Sub-step j with the reference solver's own step, so both stay the same scheme."""
         if rho is None:
-            return solve_banded((1, 1), jacobian, explicit_part)
-        diagonal_without_reaction = jacobian[1].copy()
-        v = u.copy()
-        for _ in range(NEWTON_MAX_ITERATIONS):
-            residual = v - implicit_weight * (c * _laplacian(v) + rho * v * (1.0 - v)) \
-                - explicit_part
-            jacobian[1] = diagonal_without_reaction - implicit_weight * (rho * (1.0 - 2.0 * v))
-            correction = solve_banded((1, 1), jacobian, -residual)
-            v += correction
-            if not np.all(np.isfinite(v)):
-                raise RuntimeError("Newton iteration produced non-finite values; reduce dt")
-            if np.max(np.abs(correction)) <= NEWTON_RTOL * np.max(np.abs(v)):
-                return v
-        raise RuntimeError(f"Newton did not converge in {NEWTON_MAX_ITERATIONS} iterations")
+            return _theta_step(u, self.sizes[j], self.thetas[j], c, None, None)
+        return _theta_step(u, self.sizes[j], self.thetas[j], c,
+                           lambda v: rho * v * (1.0 - v), lambda v: rho * (1.0 - 2.0 * v))
 
     def full_states(self, states: np.ndarray) -> np.ndarray:
         """u at the time steps (n_steps+1, nx), boundary zeros included."""
