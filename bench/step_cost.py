@@ -34,7 +34,7 @@ and counted twice).  That is what a step holds at its peak (just before backward
 weights, the optimiser state and transient temporaries; it includes the saved tensors of custom
 autograd Functions and of the double-backward graphs built by ``create_graph=True``.
 
-Usage: ``python bench/jet_vs_autograd.py [--steps 60] [--warmup 3] [--device cpu|cuda]``
+Usage: ``python bench/step_cost.py [--steps 60] [--warmup 3] [--device cpu|cuda]``
 """
 
 from __future__ import annotations
