@@ -117,9 +117,11 @@ def cmd_gbm_synth(args) -> int:
 def cmd_gbm_run(args) -> int:
     from apps.gbm.pipeline import run_pipeline
 
+    overrides = {"pretrain_steps": args.pretrain_steps, "finetune_steps": args.steps}
     run_pipeline(args.patient_dir, args.out, method=args.method, preset=args.preset,
                  n_ranks=args.np, device=args.device, w_dat=args.w_dat, seed=args.seed,
-                 slice=args.slice if args.slice == "auto" else int(args.slice))
+                 slice=args.slice if args.slice == "auto" else int(args.slice),
+                 overrides=overrides)
     return 0
 
 
@@ -264,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     gbm_run.add_argument("--device", default="auto")
     gbm_run.add_argument("--seed", type=int, default=0)
     gbm_run.add_argument("--slice", default="auto", help="axial slice index or auto")
+    gbm_run.add_argument("--pretrain-steps", type=int, default=None,
+                         help="pre-training steps (default: the preset's)")
+    gbm_run.add_argument("--steps", type=int, default=None,
+                         help="fine-tuning steps (default: the preset's)")
     gbm_run.set_defaults(run=cmd_gbm_run)
 
     info = commands.add_parser("info", help="print what an HDF5 file holds")

@@ -56,7 +56,8 @@ class Method:
         pde = problem.pde_params
         self.pde_index = [problem.params.index(p) for p in pde]
         n_inputs = len(pde) + len(problem.functions) if self.takes_parameters else 0
-        self.network = MLP(len(problem.coords), n_inputs, width, depth)
+        self.network = MLP(len(problem.coords), n_inputs, width, depth, coord_init_scale=[
+            problem.coord_init_scale.get(c, 1.0) for c in problem.coords])
         self.theta = torch.nn.Parameter(theta0.clone())
         self.function_nets = torch.nn.ModuleDict(
             {name: FunctionNet(spec) for name, spec in problem.functions.items()})
@@ -67,6 +68,10 @@ class Method:
         self.opt_upper = torch.optim.Adam(self.upper_params, lr=lr_theta)
         residual = [as_key(k) for k in problem.residual_keys]
         self.slots = (*pde, *(aux_name(f) for f in problem.functions))
+        inf = float("inf")
+        limits = [problem.bounds.get(p, (-inf, inf)) for p in problem.params]
+        self.theta_lo = torch.tensor([lo for lo, _ in limits], dtype=theta0.dtype)
+        self.theta_hi = torch.tensor([hi for _, hi in limits], dtype=theta0.dtype)
         self.keys: list[Key] = residual + (
             [as_key((*k, s)) for k in residual for s in self.slots]
             if self.takes_parameters else [])
@@ -76,7 +81,15 @@ class Method:
         self.function_nets.to(device)
         with torch.no_grad():
             self.theta.data = self.theta.data.to(device)
+        self.theta_lo, self.theta_hi = self.theta_lo.to(device), self.theta_hi.to(device)
         return self
+
+    def _step_upper(self) -> None:
+        """One step of the upper-level optimiser, then θ projected onto the problem's bounds."""
+        self.opt_upper.step()
+        with torch.no_grad():
+            self.theta.copy_(torch.maximum(torch.minimum(self.theta, self.theta_hi),
+                                           self.theta_lo))
 
     # -- evaluation ---------------------------------------------------------------------------
     def _theta_values(self, jets: bool) -> dict:
@@ -222,7 +235,7 @@ class BiLO(Method):
         lower.backward(inputs=self.net_params)
         upper.backward(inputs=self.upper_params)
         self.opt_net.step()
-        self.opt_upper.step()
+        self._step_upper()
         return losses
 
 
@@ -245,7 +258,7 @@ class PINN(Method):
         self.opt_upper.zero_grad(set_to_none=True)
         total.backward()
         self.opt_net.step()
-        self.opt_upper.step()
+        self._step_upper()
         return losses
 
 

@@ -453,6 +453,9 @@ class MLP(nn.Module):
     are ``nn.Linear(width, width)`` (torch's default init, i.e. the same rule with ``d`` the
     fan-in), the output layer is ``nn.Linear(width, 1)``.  ``depth`` is the number of hidden
     layers (activations).  ``n_params = 0`` gives a plain PINN network of the coordinates.
+    ``coord_init_scale`` (one factor per coordinate) widens the initial range of ``W_x``'s
+    columns: a solution with features much finer than the coordinate range (a tumour front
+    a tenth of the domain's radius) then starts from sharper first-layer features.
     """
 
     def __init__(
@@ -462,6 +465,7 @@ class MLP(nn.Module):
         width: int = 128,
         depth: int = 2,
         activation: str = "tanh",
+        coord_init_scale: Sequence[float] | None = None,
     ):
         super().__init__()
         if depth < 1:
@@ -472,6 +476,9 @@ class MLP(nn.Module):
         self.width, self.depth, self.activation = int(width), int(depth), activation
         bound = 1.0 / math.sqrt(self.n_coords + self.n_params)
         self.W_x = nn.Parameter(torch.empty(width, n_coords).uniform_(-bound, bound))
+        if coord_init_scale is not None:
+            with torch.no_grad():
+                self.W_x *= torch.as_tensor(coord_init_scale, dtype=self.W_x.dtype)
         self.b = nn.Parameter(torch.empty(width).uniform_(-bound, bound))
         self.register_buffer("R", torch.empty(width, n_params).uniform_(-bound, bound))
         self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))

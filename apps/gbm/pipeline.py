@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,20 +82,35 @@ def _fem_solve(mesh_path: Path, out: Path, scales: Scales, params: dict, n_ranks
 
 
 def _interpolator(solution: SolutionFile, scales: Scales):
-    """u_FEM at dimensionless (x, y, t) points: linear on the triangles, linear in time."""
-    from matplotlib.tri import LinearTriInterpolator, Triangulation
+    """u_FEM at dimensionless (x, y, t) points: linear on the triangles (0 outside the mesh),
+    linear in time between the two output times around t."""
+    from matplotlib.tri import Triangulation
 
     vertices = _dimensionless(solution.mesh.vertices, scales)
-    triangulation = Triangulation(vertices[:, 0], vertices[:, 1], solution.mesh.cells)
+    cells = np.asarray(solution.mesh.cells)
+    find = Triangulation(vertices[:, 0], vertices[:, 1], cells).get_trifinder()
     times = solution.grid["t"]
-    per_time = [LinearTriInterpolator(triangulation, u) for u in solution.u]
+    frames = np.asarray(solution.u)  # (times, vertices)
 
     def evaluate(points: np.ndarray) -> np.ndarray:
-        at_time = np.stack([np.ma.filled(f(points[:, 0], points[:, 1]), 0.0) for f in per_time])
-        index = np.clip(np.searchsorted(times, points[:, 2]) - 1, 0, len(times) - 2)
-        weight = (points[:, 2] - times[index]) / (times[index + 1] - times[index])
-        columns = np.arange(len(points))
-        return (1 - weight) * at_time[index, columns] + weight * at_time[index + 1, columns]
+        triangle = find(points[:, 0], points[:, 1])
+        inside = triangle >= 0
+        corners = cells[triangle[inside]]  # (n, 3)
+        a, b, c = (vertices[corners[:, k]] for k in range(3))
+        # barycentric coordinates of the points in their triangles
+        det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
+        rel = points[inside, :2] - a
+        lam_b = (rel[:, 0] * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * rel[:, 1]) / det
+        lam_c = ((b[:, 0] - a[:, 0]) * rel[:, 1] - rel[:, 0] * (b[:, 1] - a[:, 1])) / det
+        weights = np.column_stack([1 - lam_b - lam_c, lam_b, lam_c])
+        t = points[inside, 2]
+        index = np.clip(np.searchsorted(times, t) - 1, 0, len(times) - 2)
+        w_time = ((t - times[index]) / (times[index + 1] - times[index]))[:, None]
+        at = (1 - w_time) * frames[index[:, None], corners] + w_time * frames[index[:, None] + 1,
+                                                                            corners]
+        values = np.zeros(len(points))
+        values[inside] = (weights * at).sum(axis=1)
+        return values
 
     return evaluate
 
@@ -108,18 +124,26 @@ def observations(patient: Patient, brain: np.ndarray, scales: Scales) -> Observa
                         columns=("x", "y", "t"), layout="segmentation")
 
 
-def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick",
-                 n_ranks: int = 1, device: str = "auto", w_dat: float = 1.0, seed: int = 0,
-                 slice: str | int = "auto", coarsen: int = 1, overrides: dict | None = None,
-                 log=print) -> dict:
-    """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
-    ...) of the training."""
-    from bilo.train import make_config, train
+@dataclass
+class Case:
+    """A patient prepared for training: the slice, the region, the scales, the BiLO problem,
+    the exchange data (observations and the FEM solution at the initial guess)."""
+
+    patient: Patient
+    brain: np.ndarray  # the training region: brain pixels within REGION_RADIUS L of the core
+    scales: Scales
+    problem: GBMProblem
+    data: SolutionFile
+    initial: SolutionFile
+    ic: dict
+    mesh_path: Path
+
+
+def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: int = 0,
+            slice: str | int = "auto", coarsen: int = 1, log=print) -> Case:
+    """Load the patient, mesh the brain, estimate the scales, solve at the initial guess."""
     from meshes import mesh_from_mask, write_mesh
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Stages(log)
     with stage("load patient"):
         patient = load_patient(patient_dir, slice=slice)
         log(f"   slice {patient.slice_index}, {patient.convention} labels, WT "
@@ -148,10 +172,9 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
         ic_width=ic["width_mm"] / scales.L_mm, ic_amplitude=ic["amplitude"],
         brain_points=_dimensionless(patient.pixel_centres_mm(brain), scales),
         pixel_size=float(np.sqrt(patient.pixel_area_mm2)) / scales.L_mm, seed=seed)
-    theta0 = dict(problem.initial_guess)
     with stage("FEM solve at the initial guess"):
-        initial = _fem_solve(out / "mesh.xdmf", out / "fem_initial.h5", scales, theta0, n_ranks,
-                             ic)
+        initial = _fem_solve(out / "mesh.xdmf", out / "fem_initial.h5", scales,
+                             problem.initial_guess, n_ranks, ic)
     data = SolutionFile(
         problem="gbm", params={}, axes=initial.axes, grid=initial.grid, u=initial.u,
         mesh=Mesh(_dimensionless(initial.mesh.vertices, scales), initial.mesh.cells,
@@ -159,18 +182,36 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
         observations=observations(patient, brain, scales),
         provenance={"patient": str(patient_dir), "u": "FEM solution at the initial guess"})
     write_solution(out / "observations.h5", data)
+    return Case(patient, brain, scales, problem, data, initial, ic, out / "mesh.xdmf")
+
+
+def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick",
+                 n_ranks: int = 1, device: str = "auto", w_dat: float = 1.0, seed: int = 0,
+                 slice: str | int = "auto", coarsen: int = 1, overrides: dict | None = None,
+                 log=print) -> dict:
+    """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
+    ...) of the training."""
+    from bilo.train import make_config, train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Stages(log)
+    case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
+                   coarsen=coarsen, log=log)
     with stage(f"{method} pre-training and fine-tuning"):
-        config = make_config(problem, str(out / "observations.h5"), method, preset, overrides,
-                             seed=seed, device=device, w_dat=w_dat, theta0=theta0)
-        trained = train(config, out / "train", validate_after=False, problem=problem,
-                        data=data, u0=_interpolator(initial, scales))
+        config = make_config(case.problem, str(out / "observations.h5"), method, preset,
+                             overrides, seed=seed, device=device, w_dat=w_dat)
+        trained = train(config, out / "train", validate_after=False, problem=case.problem,
+                        data=case.data, u0=_interpolator(case.initial, case.scales))
     inferred = trained["params"]
     with stage("FEM solve at the inferred parameters"):
-        final = _fem_solve(out / "mesh.xdmf", out / "fem_inferred.h5", scales, inferred,
-                           n_ranks, ic)
+        final = _fem_solve(case.mesh_path, out / "fem_inferred.h5", case.scales, inferred,
+                           n_ranks, case.ic)
     with stage("DICE and report"):
-        result = _evaluate(patient, brain, scales, problem, config, out, trained, final)
-    summary = _summary(patient_dir, patient, scales, method, preset, trained, result, stage)
+        result = _evaluate(case.patient, case.brain, case.scales, case.problem, config, out,
+                           trained, final)
+    summary = _summary(patient_dir, case.patient, case.scales, method, preset, trained, result,
+                       stage)
     write_json_atomic(out / "summary.json", summary)
     log(f"== done in {time.perf_counter() - stage.t0:.0f} s: " + ", ".join(
         f"{k} {v:.3f}" for k, v in summary["dice"].items()) + f" -> {out / 'summary.json'}")

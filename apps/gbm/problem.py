@@ -19,9 +19,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from apps.gbm.scales import THRESHOLD_RANGES
 from bilo.problems.base import Problem, Settings
 
 SIGMOID_SLOPE = 20.0
+# Half of each step's residual points lie within this many L of the tumour-core centroid, where
+# u has its front; the rest cover the whole training region.
+NEAR_RADIUS = 1.5
+NEAR_FRACTION = 0.5
 
 
 class ImageSampler:
@@ -74,9 +79,12 @@ class GBMProblem(Problem):
     coords = ("x", "y", "t")
     params = ("D", "rho", "th_wt", "th_tc")
     observation_params = ("th_wt", "th_tc")
-    initial_guess = {"D": 1.0, "rho": 1.0, "th_wt": 0.3, "th_tc": 0.6}
+    initial_guess = {"D": 1.0, "rho": 1.0, "th_wt": 0.275, "th_tc": 0.6}
+    bounds = {"D": (0.01, 100.0), "rho": (0.01, 100.0), **THRESHOLD_RANGES}
     residual_keys = ((), ("t",), ("x",), ("y",), ("x", "x"), ("y", "y"))
     resample_collocation = True
+    # the front is about a tenth of L wide: start the network with sharper spatial features
+    coord_init_scale = {"x": 8.0, "y": 8.0}
     presets = {
         # n_res: residual points per step = n_res[0]·n_res[1], drawn anew every step
         "quick": Settings(width=64, depth=2, n_res=(500, 4), pretrain_steps=2_000,
@@ -92,6 +100,8 @@ class GBMProblem(Problem):
         self.kappa, self.rho_bar = float(kappa), float(rho_bar)
         self.ic_width, self.ic_amplitude = float(ic_width), float(ic_amplitude)
         self.brain_points = np.asarray(brain_points, dtype=np.float64)  # dimensionless (M, 2)
+        self.near_points = self.brain_points[np.linalg.norm(self.brain_points, axis=1)
+                                             < NEAR_RADIUS]
         self.pixel_size = float(pixel_size)  # dimensionless
         self.seed = seed
 
@@ -109,17 +119,24 @@ class GBMProblem(Problem):
                 - self.rho_bar * theta["rho"] * u * (1.0 - u))
 
     def data_loss(self, u, observed, theta):
-        whole = torch.sigmoid(SIGMOID_SLOPE * (u - theta["th_wt"]))
-        core = torch.sigmoid(SIGMOID_SLOPE * (u - theta["th_tc"]))
-        return ((whole - (observed >= 1).to(u.dtype)).square().mean()
-                + (core - (observed >= 2).to(u.dtype)).square().mean())
+        """Σ_s ‖y^s − ŷ^s‖² / ‖ŷ^s‖² over s = WT, TC (the paper's eq. 36): each region's
+        misfit relative to its size, so the smaller core weighs as much as the whole tumour."""
+        loss = 0.0
+        for threshold, label in ((theta["th_wt"], 1), (theta["th_tc"], 2)):
+            predicted = torch.sigmoid(SIGMOID_SLOPE * (u - threshold))
+            mask = (observed >= label).to(u.dtype)
+            loss = loss + (predicted - mask).square().sum() / mask.sum().clamp(min=1.0)
+        return loss
 
     def collocation(self, n_res, dtype=torch.float32, seed: int = 0):
-        """Random points: brain pixels jittered within the pixel, random times in [0, 1]; drawn
-        anew every step (`resample_collocation`), so the front is covered over the steps."""
+        """Random points: brain pixels jittered within the pixel (a fraction of them near the
+        tumour, see NEAR_RADIUS), random times in [0, 1]; drawn anew every step
+        (`resample_collocation`), so the front is covered over the steps."""
         n_points = n_res[0] * n_res[1]
+        n_near = int(NEAR_FRACTION * n_points) if len(self.near_points) else 0
         rng = np.random.default_rng([self.seed, seed])
-        pick = rng.integers(0, len(self.brain_points), n_points)
-        jitter = (rng.random((n_points, 2)) - 0.5) * self.pixel_size
-        space = self.brain_points[pick] + jitter
+        space = np.concatenate([
+            self.near_points[rng.integers(0, len(self.near_points), n_near)],
+            self.brain_points[rng.integers(0, len(self.brain_points), n_points - n_near)]])
+        space = space + (rng.random((n_points, 2)) - 0.5) * self.pixel_size
         return torch.as_tensor(np.column_stack([space, rng.random(n_points)]), dtype=dtype)

@@ -46,6 +46,11 @@ RHO_BAR = 5.0
 FRONT_TIME = 1.0
 IC_WIDTH_MM = 2.5
 IC_AMPLITUDE = 0.5
+# Prior ranges of the segmentation thresholds. From the two masks of one scan alone, (D, ρ) are
+# not identifiable when the thresholds are free: other (D, ρ) with other thresholds draw the
+# same two contours (see docs/gbm.md). The thresholds are kept in these ranges, which the
+# synthetic generator also draws from.
+THRESHOLD_RANGES = {"th_wt": (0.2, 0.35), "th_tc": (0.5, 0.7)}
 
 
 @dataclass(frozen=True)

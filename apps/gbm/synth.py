@@ -73,6 +73,7 @@ from apps.gbm.scales import (
     IC_AMPLITUDE,
     IC_WIDTH_MM,
     RHO_BAR,
+    THRESHOLD_RANGES,
     estimate_scales,
     scales_from_length,
 )
@@ -84,8 +85,8 @@ RANGES = {
     "L_mm": (15.0, 25.0),  # uniform
     "D": (0.5, 2.0),  # log-uniform
     "rho": (0.75, 1.5),  # log-uniform
-    "u_c_wt": (0.2, 0.35),  # uniform
-    "u_c_tc": (0.5, 0.7),  # uniform
+    "u_c_wt": THRESHOLD_RANGES["th_wt"],  # uniform
+    "u_c_tc": THRESHOLD_RANGES["th_tc"],  # uniform
 }
 MIN_WT_PX = 100
 MIN_TC_PX = 30

@@ -35,6 +35,9 @@ class Problem:
     coords: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
     initial_guess: dict[str, float] = {}
+    # box constraints (lo, hi) on parameters: θ is projected onto them after every upper-level
+    # step (positivity of a rate; a prior range of an observation parameter)
+    bounds: dict[str, tuple[float, float]] = {}
     # parameters that enter the observation model only (e.g. segmentation thresholds): upper
     # level variables that are neither network inputs nor in the residual
     observation_params: tuple[str, ...] = ()
@@ -44,6 +47,9 @@ class Problem:
     residual_keys: tuple[Key, ...] = ((),)
     presets: dict[str, Settings] = {}
     resample_collocation: bool = False
+    # factor on the initial first-layer weights of each coordinate (default 1): larger for a
+    # coordinate along which u has features much finer than the coordinate's range
+    coord_init_scale: dict[str, float] = {}
 
     # In `output` and `residual`: `theta` maps each parameter name to a jet (BiLO) or a tensor
     # (PINN), and also holds the data file's fixed parameters (e.g. the heat equation's D) as
