@@ -75,11 +75,13 @@ def _check_params(problem: str, params: dict[str, float]) -> dict[str, float]:
     return merged
 
 
-def mpi_command(n_ranks: int, args: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The mpirun command line and environment that run ``python -m solvers.fem.cli ARGS`` on
-    `n_ranks` ranks. The environment is copied from os.environ (not inherited: an MPI library
-    initialised in this process has added variables at C level that would confuse mpirun),
-    less the variables of an enclosing MPI job; ``OMPI_MCA_*`` settings are kept."""
+def mpi_command(n_ranks: int, args: list[str],
+                module: str = "solvers.fem.cli") -> tuple[list[str], dict[str, str]]:
+    """The mpirun command line and environment that run ``python -m MODULE ARGS`` (default
+    ``solvers.fem.cli``) on `n_ranks` ranks. The environment is copied from os.environ (not
+    inherited: an MPI library initialised in this process has added variables at C level that
+    would confuse mpirun), less the variables of an enclosing MPI job; ``OMPI_MCA_*`` settings
+    are kept."""
     mpirun = shutil.which("mpirun")
     if mpirun is None:
         raise InputError("--np: mpirun not found (install Open MPI, or run without --np)")
@@ -88,8 +90,8 @@ def mpi_command(n_ranks: int, args: list[str]) -> tuple[list[str], dict[str, str
     env["OMP_NUM_THREADS"] = "1"
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    command = [mpirun, "--allow-run-as-root", "-n", str(n_ranks), sys.executable, "-m",
-               "solvers.fem.cli", *args]
+    command = [mpirun, "--allow-run-as-root", "-n", str(n_ranks), sys.executable, "-m", module,
+               *args]
     return command, env
 
 

@@ -117,10 +117,15 @@ class DistributedMesh:
 
     def vertex_function(self, values, name: str = "f") -> fem.Function:
         """A P1 function with the given values at the input vertices (values read on rank 0)."""
-        values = broadcast_array(self.comm, values)
         function = fem.Function(self.V, name=name)
-        function.x.array[:] = values[self.vertex_of_dof]
+        self.assign_vertex_values(function, values)
         return function
+
+    def assign_vertex_values(self, function: fem.Function, values) -> None:
+        """Set a P1 function (owned and ghost dofs) to values at the input vertices (read on
+        rank 0)."""
+        values = broadcast_array(self.comm, values)
+        function.x.array[:] = values[self.vertex_of_dof]
 
     def cell_function(self, values, name: str = "f") -> fem.Function:
         """A DG0 function with the given values on the input cells (values read on rank 0)."""
@@ -144,6 +149,10 @@ class DistributedMesh:
         if np.isnan(values).any():
             raise RuntimeError("gather: some vertices received no value")
         return values
+
+    def vertex_values_on_all_ranks(self, function: fem.Function) -> np.ndarray:
+        """The values of a P1 function at the input vertices, in input order, on every rank."""
+        return broadcast_array(self.comm, self.gather_vertex_values(function))
 
     def evaluate(self, function: fem.Function, points) -> np.ndarray | None:
         """Values of `function` at `points` (k, 2), on rank 0 (NaN outside the mesh)."""
@@ -177,27 +186,154 @@ class DistributedMesh:
         return fem.locate_dofs_topological(self.V, tdim - 1, facets)
 
 
+def sum_over_ranks(comm, value):
+    """The sum of `value` over the ranks, bitwise the same on every rank (reduced on rank 0 and
+    broadcast: an allreduce may round differently per rank, and ranks that run an optimiser on
+    replicated numbers must never disagree)."""
+    return comm.bcast(comm.reduce(value, op=MPI.SUM, root=0), root=0)
+
+
+class PointObservation:
+    """u ↦ (u(x_i))_i for P1 functions, and its transpose; each point is handled by one rank.
+
+    A point is assigned to the lowest rank that owns a cell containing it; on that rank its
+    value is the P1 interpolant in that cell, Σ_k φ_k(x_i) u_k with the barycentric weights φ_k.
+    Raises ValueError if a point lies outside the mesh.
+    """
+
+    def __init__(self, dm: DistributedMesh, points):
+        self.dm = dm
+        points = broadcast_array(dm.comm, points)
+        self.n_points = len(points)
+        points3 = np.zeros((len(points), 3))
+        points3[:, : points.shape[1]] = points
+        tree = geometry.BoundingBoxTree(dm.mesh, dm.mesh.topology.dim)
+        candidates = geometry.compute_collisions(tree, points3)
+        colliding = geometry.compute_colliding_cells(dm.mesh, candidates, points3)
+        cell_of_point = np.array([colliding.links(i)[0] if len(colliding.links(i)) else -1
+                                  for i in range(len(points3))], dtype=np.int64)
+        found_on = np.array(dm.comm.allgather(cell_of_point >= 0))
+        if not found_on.any(axis=0).all():
+            missing = int(np.argmin(found_on.any(axis=0)))
+            raise ValueError(f"observation point {points[missing].tolist()} is outside the mesh")
+        self.points = np.flatnonzero(np.argmax(found_on, axis=0) == dm.comm.rank)
+        geometry_nodes = dm.mesh.geometry.dofmap.array.reshape(-1, 3)
+        cell_dofs = dm.V.dofmap.list.array.reshape(-1, 3)
+        self.dofs = np.empty((len(self.points), 3), dtype=np.int32)
+        self.weights = np.empty((len(self.points), 3))
+        for row, point in enumerate(self.points):
+            cell = cell_of_point[point]
+            corners = dm.mesh.geometry.x[geometry_nodes[cell], :2]
+            local = np.linalg.solve((corners[1:] - corners[0]).T, points[point, :2] - corners[0])
+            self.weights[row] = [1.0 - local.sum(), local[0], local[1]]
+            self.dofs[row] = cell_dofs[cell]  # same local vertex order as the geometry
+
+    def values(self, function: fem.Function) -> np.ndarray:
+        """u at every point, the same array on every rank."""
+        local = np.sum(self.weights * function.x.array[self.dofs], axis=1)
+        values = np.empty(self.n_points)
+        for index, part in self.dm.comm.allgather((self.points, local)):
+            values[index] = part
+        return values
+
+    def transpose(self, weights) -> fem.Function:
+        """The P1 dof vector Σ_i weights_i φ(x_i) (weights: one per point, same on every rank),
+        the derivative of Σ_i weights_i u(x_i) with respect to the dofs of u."""
+        result = fem.Function(self.dm.V)
+        np.add.at(result.x.array, self.dofs.ravel(),
+                  (self.weights * np.asarray(weights)[self.points, None]).ravel())
+        result.vector.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        result.x.scatter_forward()
+        return result
+
+
+def gradient_seminorm(dm: DistributedMesh, function: fem.Function) -> tuple[float, np.ndarray]:
+    """(½∫|∇a|² dx, its gradient with respect to the P1 values of a, in input vertex order); both
+    the same on every rank."""
+    test = ufl.TestFunction(dm.V)
+    value = fem.assemble_scalar(fem.form(0.5 * ufl.inner(ufl.grad(function), ufl.grad(function))
+                                         * ufl.dx))
+    gradient = fem.Function(dm.V)
+    fem_petsc.assemble_vector(gradient.vector,
+                              fem.form(ufl.inner(ufl.grad(function), ufl.grad(test)) * ufl.dx))
+    gradient.vector.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+    return sum_over_ranks(dm.comm, value), dm.vertex_values_on_all_ranks(gradient)
+
+
+class DiffusionOperator:
+    """The P1 matrix K(κ) of −∇·(κ∇u) = f with u = 0 on the whole boundary, and its solves.
+
+    Dirichlet rows and columns are both replaced by the identity, so K is symmetric and the
+    adjoint system Kᵀλ = r is solved with K itself (PETSc's transposed solve is not available
+    with CG + BoomerAMG). `assemble()` re-reads κ (a P1 or DG0 function whose values may
+    change between calls).
+    """
+
+    def __init__(self, dm: DistributedMesh, kappa: fem.Function, solver: str = "lu"):
+        self.dm, self.kappa = dm, kappa
+        u, v = ufl.TrialFunction(dm.V), ufl.TestFunction(dm.V)
+        self.bilinear = fem.form(kappa * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)
+        self.bc = fem.dirichletbc(PETSc.ScalarType(0.0), dm.boundary_dofs(), dm.V)
+        self.A = fem_petsc.create_matrix(self.bilinear)
+        self.ksp = _new_ksp(dm.comm, solver)
+
+    def assemble(self) -> None:
+        self.A.zeroEntries()
+        fem_petsc.assemble_matrix(self.A, self.bilinear, bcs=[self.bc])
+        self.A.assemble()
+        self.ksp.setOperators(self.A)
+
+    def solve(self, source: fem.Function) -> fem.Function:
+        """u with K u = b, b_i = ∫ f φ_i dx (0 on the boundary)."""
+        rhs = fem.form(source * ufl.TestFunction(self.dm.V) * ufl.dx)
+        b = fem_petsc.assemble_vector(rhs)
+        fem_petsc.apply_lifting(b, [self.bilinear], bcs=[[self.bc]])
+        b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        fem_petsc.set_bc(b, [self.bc])
+        uh = self._solve(b, "diffusion solve")
+        b.destroy()
+        return uh
+
+    def solve_adjoint(self, objective_derivative: fem.Function) -> fem.Function:
+        """λ with Kᵀλ = −∂J/∂u off the boundary and λ = 0 on it (the Dirichlet rows of K pin u
+        to 0 whatever J is), for ∂J/∂u given as a P1 dof vector."""
+        b = objective_derivative.vector.copy()
+        b.scale(-1.0)
+        fem_petsc.set_bc(b, [self.bc])
+        lam = self._solve(b, "adjoint diffusion solve")
+        b.destroy()
+        return lam
+
+    def _solve(self, b: PETSc.Vec, what: str) -> fem.Function:
+        result = fem.Function(self.dm.V)
+        self.ksp.solve(b, result.vector)
+        _check_ksp(self.ksp, what)
+        result.x.scatter_forward()
+        return result
+
+    def coefficient_sensitivity(self, u: fem.Function, lam: fem.Function) -> np.ndarray:
+        """λᵀ ∂(K u)/∂κ_k = ∫ φ_k ∇u·∇λ dx for every P1 value κ_k of κ, in input vertex order on
+        every rank (λ vanishes on the boundary, where the rows of K do not depend on κ)."""
+        kappa_hat = ufl.TestFunction(self.dm.V)
+        form = fem.form(kappa_hat * ufl.inner(ufl.grad(u), ufl.grad(lam)) * ufl.dx)
+        sensitivity = fem.Function(self.dm.V)
+        fem_petsc.assemble_vector(sensitivity.vector, form)
+        sensitivity.vector.ghostUpdate(addv=PETSc.InsertMode.ADD,
+                                       mode=PETSc.ScatterMode.REVERSE)
+        return self.dm.vertex_values_on_all_ranks(sensitivity)
+
+    def destroy(self) -> None:
+        for obj in (self.ksp, self.A):
+            obj.destroy()
+
+
 def solve_diffusion(dm: DistributedMesh, kappa: fem.Function, source: fem.Function,
                     solver: str = "lu") -> fem.Function:
     """P1 solution of −∇·(κ∇u) = f with u = 0 on the whole boundary (κ and f functions)."""
-    u, v = ufl.TrialFunction(dm.V), ufl.TestFunction(dm.V)
-    a = fem.form(kappa * ufl.inner(ufl.grad(u), ufl.grad(v)) * ufl.dx)
-    rhs = fem.form(source * v * ufl.dx)
-    bc = fem.dirichletbc(PETSc.ScalarType(0.0), dm.boundary_dofs(), dm.V)
-    A = fem_petsc.assemble_matrix(a, bcs=[bc])
-    A.assemble()
-    b = fem_petsc.assemble_vector(rhs)
-    fem_petsc.apply_lifting(b, [a], bcs=[[bc]])
-    b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
-    fem_petsc.set_bc(b, [bc])
-    ksp = _new_ksp(dm.comm, solver)
-    ksp.setOperators(A)
-    uh = fem.Function(dm.V, name="u")
-    ksp.solve(b, uh.vector)
-    _check_ksp(ksp, "diffusion solve")
-    uh.x.scatter_forward()
-    for obj in (ksp, A, b):
-        obj.destroy()
+    operator = DiffusionOperator(dm, kappa, solver)
+    operator.assemble()
+    uh = operator.solve(source)
+    operator.destroy()
     return uh
 
 
@@ -214,25 +350,50 @@ class ReactionDiffusionStepper:
                  solver: str = "lu"):
         self.dm = dm
         self.u = dm.vertex_function(u0, name="u")
+        self.u_initial = self.u.x.array.copy()
         self.u_old = fem.Function(dm.V, name="u_old")
         self.dt = fem.Constant(dm.mesh, PETSc.ScalarType(1.0))
         self.theta = fem.Constant(dm.mesh, PETSc.ScalarType(0.5))
-        rho = fem.Constant(dm.mesh, PETSc.ScalarType(rho))
-        kappa = fem.Constant(dm.mesh, PETSc.ScalarType(D)) * P
+        self.D = fem.Constant(dm.mesh, PETSc.ScalarType(D))
+        self.rho = fem.Constant(dm.mesh, PETSc.ScalarType(rho))
         v = ufl.TestFunction(dm.V)
 
-        def rate(w):
-            return (-kappa * ufl.inner(ufl.grad(w), ufl.grad(v)) + rho * w * (1 - w) * v) * ufl.dx
+        def diffusion(w):
+            return P * ufl.inner(ufl.grad(w), ufl.grad(v)) * ufl.dx
 
-        residual = ((self.u - self.u_old) / self.dt * v * ufl.dx
-                    - self.theta * rate(self.u) - (1 - self.theta) * rate(self.u_old))
-        self.residual = fem.form(residual)
-        self.jacobian = fem.form(ufl.derivative(residual, self.u, ufl.TrialFunction(dm.V)))
+        def growth(w):
+            return w * (1 - w) * v * ufl.dx
+
+        def theta_average(term):
+            return self.theta * term(self.u) + (1 - self.theta) * term(self.u_old)
+
+        # The residual is affine in D and ρ; their coefficients are its parameter derivatives.
+        self.parameter_derivatives = {"D": theta_average(diffusion),
+                                      "rho": -theta_average(growth)}
+        self.residual_form = ((self.u - self.u_old) / self.dt * v * ufl.dx
+                              + self.D * self.parameter_derivatives["D"]
+                              + self.rho * self.parameter_derivatives["rho"])
+        self.residual = fem.form(self.residual_form)
+        self.jacobian = fem.form(ufl.derivative(self.residual_form, self.u,
+                                                ufl.TrialFunction(dm.V)))
         self.A = fem_petsc.create_matrix(self.jacobian)
         self.b = fem_petsc.create_vector(self.residual)
         self.du = self.A.createVecRight()
         self.ksp = _new_ksp(dm.comm, solver)
         self.newton_iterations = 0
+
+    def restart(self, D: float, rho: float) -> None:
+        """Back to u0 with new parameters, reusing the compiled forms and the matrix."""
+        self.D.value, self.rho.value = D, rho
+        self.u.x.array[:] = self.u_initial
+        self.newton_iterations = 0
+
+    def assemble_jacobian(self) -> None:
+        """∂G/∂u at the current u, uⁿ, dt and θ into `A`, set as the linear solver's operator."""
+        self.A.zeroEntries()
+        fem_petsc.assemble_matrix(self.A, self.jacobian)
+        self.A.assemble()
+        self.ksp.setOperators(self.A)
 
     def step(self, dt: float, theta: float) -> int:
         """Advance by dt; returns the number of Newton iterations."""
@@ -245,10 +406,7 @@ class ReactionDiffusionStepper:
             fem_petsc.assemble_vector(self.b, self.residual)
             self.b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
             self.b.scale(-1.0)
-            self.A.zeroEntries()
-            fem_petsc.assemble_matrix(self.A, self.jacobian)
-            self.A.assemble()
-            self.ksp.setOperators(self.A)
+            self.assemble_jacobian()
             self.ksp.solve(self.b, self.du)
             _check_ksp(self.ksp, "Newton step")
             self.u.vector.axpy(1.0, self.du)
@@ -263,6 +421,10 @@ class ReactionDiffusionStepper:
         raise RuntimeError(f"Newton iteration did not converge in {NEWTON_MAX_ITERATIONS} "
                            "iterations; reduce dt")
 
+    def snapshot(self) -> np.ndarray:
+        """This rank's dof values of u (owned and ghost), to hand back to the adjoint."""
+        return self.u.x.array.copy()
+
     def values(self) -> np.ndarray | None:
         """Current u at the input vertices on rank 0 (None elsewhere)."""
         return self.dm.gather_vertex_values(self.u)
@@ -270,6 +432,67 @@ class ReactionDiffusionStepper:
     def destroy(self) -> None:
         for obj in (self.ksp, self.A, self.b, self.du):
             obj.destroy()
+
+
+class ReactionDiffusionAdjoint:
+    """The discrete adjoint of a :class:`ReactionDiffusionStepper`'s sub-steps, for (D, ρ).
+
+    Sub-step j (size dt_j, θ_j) solves G_j(w_j; w_{j−1}, D, ρ) = 0, the stepper's residual.
+    For J depending on the states, the adjoint states solve backwards from the last sub-step M
+
+        (∂G_j/∂w_j)ᵀ λ_j = −∂J/∂w_j − (∂G_{j+1}/∂w_j)ᵀ λ_{j+1},   λ_{M+1} = 0,
+
+    and dJ/dp = Σ_j λ_jᵀ ∂G_j/∂p. The Jacobian is the stepper's own form and matrix; it is
+    symmetric (mass, P-weighted stiffness and ∫ρ(1−2u)δu v dx), so the transposed systems are
+    solved with it directly.
+    """
+
+    def __init__(self, stepper: ReactionDiffusionStepper):
+        self.stepper = stepper
+        V = stepper.dm.V
+        self.lam = fem.Function(V, name="lambda")
+        weighted_residual = ufl.action(stepper.residual_form, self.lam)  # λᵀG
+        self.old_state_coupling = fem.form(
+            ufl.derivative(weighted_residual, stepper.u_old, ufl.TestFunction(V)))
+        self.parameter_terms = {name: fem.form(ufl.action(form, self.lam))
+                                for name, form in stepper.parameter_derivatives.items()}
+        self.coupling = fem_petsc.create_vector(self.old_state_coupling)
+
+    def parameter_gradient(self, substeps, states, sources) -> dict[str, float]:
+        """dJ/dD and dJ/dρ, the same on every rank.
+
+        Args:
+            substeps: (dt_j, θ_j) of sub-steps j = 1..M, as the forward solve took them.
+            states: the stepper's snapshots w_0..w_M.
+            sources: {j: ∂J/∂w_j as a P1 function} for the sub-steps J depends on (j >= 1).
+        """
+        stepper = self.stepper
+        totals = dict.fromkeys(self.parameter_terms, 0.0)
+        for j in range(len(substeps), 0, -1):
+            stepper.dt.value, stepper.theta.value = substeps[j - 1]
+            stepper.u.x.array[:] = states[j]
+            stepper.u_old.x.array[:] = states[j - 1]
+            rhs = stepper.b
+            with rhs.localForm() as local:
+                local.set(0.0)
+            if j in sources:
+                rhs.axpy(-1.0, sources[j].vector)
+            if j < len(substeps):
+                rhs.axpy(-1.0, self.coupling)
+            stepper.assemble_jacobian()
+            stepper.ksp.solve(rhs, self.lam.vector)
+            _check_ksp(stepper.ksp, "adjoint step")
+            self.lam.x.scatter_forward()
+            for name, form in self.parameter_terms.items():
+                totals[name] += fem.assemble_scalar(form)
+            with self.coupling.localForm() as local:
+                local.set(0.0)
+            fem_petsc.assemble_vector(self.coupling, self.old_state_coupling)
+            self.coupling.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        return {name: sum_over_ranks(stepper.dm.comm, total) for name, total in totals.items()}
+
+    def destroy(self) -> None:
+        self.coupling.destroy()
 
 
 def xdmf_mesh_summary(path, comm=None) -> tuple[int, float]:

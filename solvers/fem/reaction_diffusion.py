@@ -49,6 +49,16 @@ def output_steps(times: np.ndarray, n_steps: int) -> np.ndarray:
     return steps
 
 
+def time_steps(dt: float, n_steps: int, scheme: str) -> list[list[tuple[float, float]]]:
+    """The (step size, θ) sub-steps of each of the n_steps time steps: with "cn", four
+    implicit-Euler quarter steps (Rannacher start-up) and then one Crank–Nicolson step each;
+    with "be", one implicit-Euler step each."""
+    if scheme == "be":
+        return [[(dt, 1.0)] for _ in range(n_steps)]
+    start_up = [(dt / RANNACHER_SUBSTEPS, 1.0)] * RANNACHER_SUBSTEPS
+    return [start_up] + [[(dt, 0.5)] for _ in range(n_steps - 1)]
+
+
 def _coefficient_location(P, n_vertices: int, n_cells: int, P_at: str) -> str:
     if P_at in ("vertex", "cell"):
         return P_at
@@ -119,16 +129,10 @@ def solve_fkpp2d(mesh, P, D: float, rho: float, u0, t_out, n_steps: int | None =
                   else dm.vertex_function(p_values, "P"))
     stepper = dx.ReactionDiffusionStepper(dm, p_function, D, rho, u_initial, solver=solver)
     snapshots = [u_initial] if dm.rank == 0 else None
-    dt = times[-1] / n_steps
     next_output = 1
-    for step in range(1, n_steps + 1):
-        if scheme == "be":
-            stepper.step(dt, 1.0)
-        elif step == 1:
-            for _ in range(RANNACHER_SUBSTEPS):
-                stepper.step(dt / RANNACHER_SUBSTEPS, 1.0)
-        else:
-            stepper.step(dt, 0.5)
+    for step, substeps in enumerate(time_steps(times[-1] / n_steps, n_steps, scheme), start=1):
+        for size, theta in substeps:
+            stepper.step(size, theta)
         if step == steps[next_output]:
             values = stepper.values()
             if dm.rank == 0:

@@ -1,0 +1,336 @@
+"""Discrete adjoints of the P1 finite-element solvers (``solvers.fem``), on one rank or under MPI.
+
+* :class:`DarcyAdjointProblem`: −∇·(A(x)∇u) = f, u = 0 on ∂Ω; the unknown is A, a P1 field.
+* :class:`ReactionDiffusion2DAdjointProblem`: u_t = ∇·(D·P∇u) + ρu(1−u), no flux; the unknowns
+  are (D, ρ), through the exact Crank–Nicolson/Newton sub-steps of ``solve_fkpp2d``.
+
+Parallel layout: m is the whole parameter vector (A at every mesh vertex in the mesh's input
+order, or (D, ρ)), the same on every rank, so that :func:`adjoint.taylor_test` and
+:func:`adjoint.minimize` (scipy) run unchanged on every rank and take the same steps. Each rank
+reads the entries of its owned and ghost dofs; gradients are assembled over the owned dofs
+(ghost contributions added to their owners) and gathered into input order on every rank, and
+scalars are summed on rank 0 and broadcast, so every rank holds bitwise the same J and gradient.
+
+    python -m adjoint.fem darcy fkpp2d              # Taylor tests of both gradients
+    mpirun -n 2 python -m adjoint.fem darcy fkpp2d  # the same on two ranks
+
+dolfinx is imported (through ``solvers.fem.dolfinx_adapter``) when a problem is constructed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from adjoint.fisher_kpp import POSITIVE
+from adjoint.optimize import AdjointProblem
+from adjoint.taylor import taylor_test
+from solvers.exchange import write_json_atomic
+from solvers.fem.darcy import _mesh_arrays, darcy_grf, sample_field
+from solvers.fem.reaction_diffusion import (
+    SCHEMES,
+    _coefficient_location,
+    default_step_count,
+    time_steps,
+)
+
+
+def _mesh_or_unit_square(mesh, n: int):
+    if mesh is None:
+        from meshes.image_mesh import unit_square_mesh
+
+        mesh = unit_square_mesh(n)
+    return _mesh_arrays(mesh)
+
+
+class DarcyAdjointProblem(AdjointProblem):
+    """Infer A(x) of −∇·(A∇u) = f, u = 0 on the boundary, from values of u at points.
+
+    A is the P1 function with the values m at the mesh's vertices (input order), and
+
+        J(m) = 1/(2n) Σ_i (u(x_i) − d_i)² + (w_reg/2) ∫|∇A|² dx,
+
+    u the P1 solution of the Darcy solver's system K(A) u = b (Dirichlet rows by the identity).
+    Gradient: Kᵀλ = −∂J/∂u, then dJ/dA_k = λᵀ ∂(K u)/∂A_k + w_reg ∫∇A·∇φ_k dx
+    = ∫ φ_k ∇u·∇λ dx + w_reg ∫∇A·∇φ_k dx: one factorisation serves both solves.
+
+    Args:
+        points: (n, 2) observation points inside the mesh.
+        values: (n,) observed u.
+        f: the source: a scalar, a callable of points or one value per vertex.
+        n: the unit square cut into n×n squares, unless `mesh` is given.
+        mesh: ``solvers.exchange.Mesh`` or ``meshes.MeshData`` (every rank passes the same).
+        comm: MPI communicator (default COMM_WORLD).
+        w_reg: weight of the H1-seminorm regulariser of A.
+        A0: the initial guess, a constant.
+        solver: "lu" (MUMPS) or "cg" (CG + BoomerAMG), as in solve_darcy.
+    """
+
+    function = "A"
+
+    def __init__(self, points, values, f=1.0, *, n: int = 16, mesh=None, comm=None,
+                 w_reg: float = 1e-4, A0: float = 1.0, solver: str = "lu"):
+        from solvers.fem import dolfinx_adapter as dx
+
+        super().__init__()
+        self._adapter = dx
+        self.x, cells, _ = _mesh_or_unit_square(mesh, n)
+        self.values = np.asarray(values, dtype=np.float64).ravel()
+        if len(self.values) != len(points):
+            raise ValueError(f"{len(points)} observation points but {len(self.values)} values")
+        self.w_reg, self.A0 = float(w_reg), float(A0)
+        self.dm = dx.DistributedMesh(self.x, cells, comm)
+        self.source = self.dm.vertex_function(sample_field(f, self.x, cells, "f", "vertex"))
+        self.coefficient = self.dm.vertex_function(np.full(len(self.x), self.A0), "A")
+        self.operator = dx.DiffusionOperator(self.dm, self.coefficient, solver)
+        self.observation = dx.PointObservation(self.dm, points)
+
+    def initial_guess(self) -> np.ndarray:
+        return np.full(len(self.x), self.A0)
+
+    def bounds(self):
+        return [(POSITIVE, None)] * len(self.x)
+
+    def _solve(self, m):
+        self.dm.assign_vertex_values(self.coefficient, m)
+        self.operator.assemble()
+        u = self.operator.solve(self.source)
+        return u, self.observation.values(u)
+
+    def _objective(self, m, state) -> float:
+        residual = state[1] - self.values
+        seminorm, _ = self._adapter.gradient_seminorm(self.dm, self.coefficient)
+        return 0.5 * float(np.mean(residual**2)) + self.w_reg * seminorm
+
+    def _gradient(self, m, state) -> np.ndarray:
+        u, observed = state
+        residual = observed - self.values
+        lam = self.operator.solve_adjoint(self.observation.transpose(residual / residual.size))
+        _, seminorm_gradient = self._adapter.gradient_seminorm(self.dm, self.coefficient)
+        return self.operator.coefficient_sensitivity(u, lam) + self.w_reg * seminorm_gradient
+
+    def predict(self, m) -> np.ndarray:
+        """u at the observation points for A given by m (on every rank)."""
+        return self._state(m)[1][1].copy()
+
+    def close(self) -> None:
+        """Free the PETSc objects (collective: call on every rank)."""
+        self.operator.destroy()
+
+
+def gaussian_initial_condition(vertices, amplitude: float = 0.5,
+                               width: float = 0.1) -> np.ndarray:
+    """amplitude·exp(−|x − c|²/(2σ²)) at the vertices: c the centre of their bounding box,
+    σ = width × its diagonal."""
+    low, high = vertices.min(axis=0), vertices.max(axis=0)
+    sigma = width * float(np.linalg.norm(high - low))
+    return amplitude * np.exp(-np.sum((vertices - (low + high) / 2) ** 2, axis=1)
+                              / (2 * sigma**2))
+
+
+class ReactionDiffusion2DAdjointProblem(AdjointProblem):
+    """Infer (D, ρ) of u_t = ∇·(D·P∇u) + ρu(1−u), no-flux boundary, from u(x_i, T) at points.
+
+        J(D, ρ) = 1/(2n) Σ_i (u(x_i, T) − d_i)²,
+
+    u the solution of ``solve_fkpp2d``'s scheme (P1, Crank–Nicolson with Rannacher start-up, or
+    backward Euler; Newton per sub-step), computed by the solver's own stepper and sub-step
+    schedule. Every sub-step state is kept; the backward sweep
+    (``ReactionDiffusionAdjoint``) solves one transposed Newton Jacobian per sub-step and sums
+    λ_jᵀ ∂G_j/∂(D, ρ).
+
+    Args:
+        points: (n, 2) observation points inside the mesh.
+        values: (n,) observed u at t_final.
+        t_final: the observation time T.
+        n_steps: uniform time steps (default: solve_fkpp2d's, at least 100).
+        u0: the initial condition, a callable of points or one value per vertex; default
+            :func:`gaussian_initial_condition`.
+        P: the diffusion map (scalar, callable, per-vertex or per-cell values; see P_at).
+        n, mesh, comm: the mesh, as in :class:`DarcyAdjointProblem`.
+        initial: the initial guess (D, ρ).
+        scheme, solver, P_at: as in solve_fkpp2d.
+    """
+
+    names = ("D", "rho")
+
+    def __init__(self, points, values, t_final: float = 1.0, *, n_steps: int | None = None,
+                 u0=None, P=1.0, n: int = 16, mesh=None, comm=None, initial=(1.0, 1.0),
+                 scheme: str = "cn", solver: str = "lu", P_at: str = "auto"):
+        from solvers.fem import dolfinx_adapter as dx
+
+        super().__init__()
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+        self.values = np.asarray(values, dtype=np.float64).ravel()
+        if len(self.values) != len(points):
+            raise ValueError(f"{len(points)} observation points but {len(self.values)} values")
+        self.initial = np.array(initial, dtype=np.float64)
+        vertices, cells, _ = _mesh_or_unit_square(mesh, n)
+        self.n_steps = (default_step_count(np.array([0.0, t_final])) if n_steps is None
+                        else int(n_steps))
+        self.substeps = [sub for step in time_steps(t_final / self.n_steps, self.n_steps, scheme)
+                         for sub in step]
+        where = _coefficient_location(P, len(vertices), len(cells), P_at)
+        p_values = sample_field(P, vertices, cells, "P", where)
+        u_initial = (gaussian_initial_condition(vertices) if u0 is None
+                     else sample_field(u0, vertices, cells, "u0", "vertex"))
+        self.dm = dm = dx.DistributedMesh(vertices, cells, comm)
+        p_function = (dm.cell_function(p_values, "P") if where == "cell"
+                      else dm.vertex_function(p_values, "P"))
+        self.stepper = dx.ReactionDiffusionStepper(dm, p_function, *self.initial, u_initial,
+                                                   solver=solver)
+        self.adjoint = dx.ReactionDiffusionAdjoint(self.stepper)
+        self.observation = dx.PointObservation(dm, points)
+
+    def initial_guess(self) -> np.ndarray:
+        return self.initial.copy()
+
+    def bounds(self):
+        return [(POSITIVE, None)] * 2
+
+    def _solve(self, m):
+        self.stepper.restart(*m)
+        states = [self.stepper.snapshot()]
+        for size, theta in self.substeps:
+            self.stepper.step(size, theta)
+            states.append(self.stepper.snapshot())
+        return states, self.observation.values(self.stepper.u)
+
+    def _objective(self, m, state) -> float:
+        return 0.5 * float(np.mean((state[1] - self.values) ** 2))
+
+    def _gradient(self, m, state) -> np.ndarray:
+        states, observed = state
+        residual = observed - self.values
+        final_source = self.observation.transpose(residual / residual.size)
+        gradient = self.adjoint.parameter_gradient(self.substeps, states,
+                                                   {len(self.substeps): final_source})
+        return np.array([gradient[name] for name in self.names])
+
+    def predict(self, m) -> np.ndarray:
+        """u(x_i, T) at the observation points for (D, ρ) = m (on every rank)."""
+        return self._state(m)[1][1].copy()
+
+    def close(self) -> None:
+        """Free the PETSc objects (collective: call on every rank)."""
+        self.adjoint.destroy()
+        self.stepper.destroy()
+
+
+# --------------------------------------------------------------------------- demo problems
+
+@dataclass
+class Demo:
+    """A problem with noise-free data, its true parameters, and the point and direction at
+    which to Taylor-test its gradient (direction None: taylor_test's random one)."""
+
+    problem: AdjointProblem
+    truth: np.ndarray
+    taylor_point: np.ndarray
+    taylor_direction: np.ndarray | None = None
+
+
+def _grid_points(low: float, high: float, count: int) -> np.ndarray:
+    """count × count points evenly inside (low, high)², away from the boundary."""
+    axis = np.linspace(low, high, count + 2)[1:-1]
+    return np.array([[x, y] for x in axis for y in axis])
+
+
+def _smooth_field(vertices, seed: int) -> np.ndarray:
+    """A seeded smooth random field at the vertices, scaled to max |value| = 1."""
+    field = darcy_grf(vertices, seed=seed)
+    return field / np.max(np.abs(field))
+
+
+def demo_darcy(n: int = 16, comm=None) -> Demo:
+    """Darcy on the unit square (n×n squares), f = 1, w_reg = 1e-5, noise-free data at 7×7
+    points from A = 1 + sin(2πx) sin(πy)/2. Taylor test at A = 1 + g₂/4 along g₁ (g_s: smooth
+    random fields, seeds 2 and 1), where the misfit and the regulariser contribute about
+    equally to the directional derivative; a rough direction would leave only the
+    regulariser's curvature in the remainders."""
+    points = _grid_points(0.0, 1.0, 7)
+    truth = DarcyAdjointProblem(points, np.zeros(len(points)), n=n, comm=comm)
+    A_true = 1.0 + 0.5 * np.sin(2 * np.pi * truth.x[:, 0]) * np.sin(np.pi * truth.x[:, 1])
+    data = truth.predict(A_true)
+    truth.close()
+    problem = DarcyAdjointProblem(points, data, n=n, comm=comm, w_reg=1e-5)
+    return Demo(problem, A_true, 1.0 + 0.25 * _smooth_field(problem.x, 2),
+                _smooth_field(problem.x, 1))
+
+
+DEMO_SIDE = 10.0
+DEMO_TRUE = (2.0, 1.5)
+
+
+def demo_reaction_diffusion(n: int = 16, n_steps: int = 20, comm=None) -> Demo:
+    """Fisher–KPP on a 10×10 square (n×n squares), P = 1 − x/20, the default Gaussian u0
+    (σ = 1.41), T = 1 in n_steps Crank–Nicolson steps, noise-free data at 6×6 points from
+    (D, ρ) = (2, 1.5). Start and Taylor point (1, 1)."""
+    from meshes.image_mesh import unit_square_mesh
+
+    square = unit_square_mesh(n)
+    square.vertices[:, :2] *= DEMO_SIDE
+    points = _grid_points(0.0, DEMO_SIDE, 6)
+
+    def P(p):
+        return 1.0 - p[:, 0] / (2 * DEMO_SIDE)
+
+    def build(values):
+        return ReactionDiffusion2DAdjointProblem(points, values, 1.0, n_steps=n_steps, P=P,
+                                                 mesh=square, comm=comm)
+
+    truth = build(np.zeros(len(points)))
+    data = truth.predict(DEMO_TRUE)
+    truth.close()
+    problem = build(data)
+    return Demo(problem, np.array(DEMO_TRUE), problem.initial_guess())
+
+
+DEMOS = {"darcy": demo_darcy, "fkpp2d": demo_reaction_diffusion}
+
+
+def taylor_check(name: str, n: int = 16, comm=None) -> dict:
+    """Build demo `name` ("darcy" or "fkpp2d"), Taylor-test its gradient and free it.
+
+    Returns (on every rank) J, the gradient at the Taylor point, the observed rates, the
+    Taylor table (`table`), the number of ranks and the cells per rank (rank 0; else None).
+    """
+    demo = DEMOS[name](n=n, comm=comm)
+    problem = demo.problem
+    gradient = problem.gradient(demo.taylor_point)
+    taylor = taylor_test(problem.objective, problem.gradient, demo.taylor_point,
+                         dm=demo.taylor_direction)
+    cells_per_rank = problem.dm.cells_per_rank()
+    problem.close()
+    return {"objective": taylor.objective, "gradient": gradient.tolist(),
+            "rates_first": taylor.rates_first.tolist(),
+            "rates_second": taylor.rates_second.tolist(), "min_rate": taylor.min_rate,
+            "passed": taylor.passed(), "table": str(taylor), "mpi_ranks": problem.dm.comm.size,
+            "cells_per_rank": cells_per_rank}
+
+
+def main(argv=None) -> int:
+    """Taylor tests of the demo problems' gradients; rank 0 prints the tables and, with
+    --json, writes J, the gradient and the rates per problem. Exit status 1 if one fails."""
+    parser = argparse.ArgumentParser(prog="python -m adjoint.fem", description=main.__doc__)
+    parser.add_argument("problems", nargs="+", choices=sorted(DEMOS))
+    parser.add_argument("--n", type=int, default=16, help="squares per side of the mesh")
+    parser.add_argument("--json", help="write the results here (rank 0)")
+    args = parser.parse_args(argv)
+    from solvers.fem.dolfinx_adapter import mpi_comm_world
+
+    results = {name: taylor_check(name, n=args.n) for name in args.problems}
+    if mpi_comm_world().rank == 0:
+        for name, result in results.items():
+            print(f"{name} on {result['mpi_ranks']} rank(s):\n{result['table']}")
+        if args.json:
+            write_json_atomic(args.json, results)
+    return 0 if all(result["passed"] for result in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
