@@ -43,14 +43,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# Until the GBM patient pipeline lands, the main job is the paper's Fisher-KPP inverse problem:
-# synthetic noisy data at (D, rho) = (2, 2), BiLO from (1, 1), validated against FDM.
+# The main job: the embedded synthetic patient (data/patient_default) through the whole GBM
+# pipeline (mesh, FEM at the initial guess, BiLO, FEM at the inferred parameters, DICE, report).
 demo: $(STAMP)
-	$(BILO) solve fkpp --param D=2 --param rho=2 --noise 0.01 --seed 0 --out $(DEMO_OUT)/fkpp_data.h5
-	$(BILO) info $(DEMO_OUT)/fkpp_data.h5
-	$(BILO) train fkpp --data $(DEMO_OUT)/fkpp_data.h5 --method bilo --preset quick --u0 auto \
-	  --out $(DEMO_OUT)/fkpp_bilo
-	@echo "== results in $(DEMO_OUT)/fkpp_bilo: summary.json, result.h5, training.png, solution.png"
+	$(BILO) gbm run data/patient_default --preset quick --out $(DEMO_OUT)/gbm
+	@echo "== results in $(DEMO_OUT)/gbm: summary.json, report.png, density_{nn,fem}.nii.gz, *.xdmf"
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info

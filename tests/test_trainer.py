@@ -135,3 +135,20 @@ def test_compare_writes_table_with_every_method(fkpp_data, tmp_path):
         assert method in table
     assert (tmp_path / "comparison.csv").read_text().count("\n") == 8
     assert (tmp_path / "comparison.png").exists()
+
+
+@pytest.mark.parametrize("method", ["bilo", "pinn"])
+def test_parameter_bounds_are_kept_by_every_upper_step(method):
+    """Two-point problem y'' = 2 with bounds θ0 ∈ [0, 0.2], θ1 ∈ [0.9, 1.1] declared on the
+    problem: from θ = (0.5, 0.5), outside both boxes, one fine-tuning step leaves θ on the box:
+    θ0 = 0.2 (its upper bound), θ1 = 0.9 (its lower bound), to float precision."""
+    from bilo.methods import METHODS, Batch
+    from bilo.problems import get_problem
+
+    problem = get_problem("two_point")
+    problem.bounds = {"theta0": (0.0, 0.2), "theta1": (0.9, 1.1)}
+    m = METHODS[method](problem, 16, 2, torch.tensor([0.5, 0.5]), 1e-3, 1e-3)
+    x = torch.linspace(0, 1, 11)[:, None]
+    batch = Batch(collocation=x, obs_points=x, obs_values=x[:, 0] ** 2)
+    m.finetune_step(batch)
+    assert m.theta.detach().tolist() == pytest.approx([0.2, 0.9], abs=1e-7)

@@ -87,8 +87,8 @@ class GBMProblem(Problem):
     coord_init_scale = {"x": 8.0, "y": 8.0}
     presets = {
         # n_res: residual points per step = n_res[0]·n_res[1], drawn anew every step
-        "quick": Settings(width=64, depth=2, n_res=(500, 4), pretrain_steps=2_000,
-                          finetune_steps=3_000, lr_net=2e-3, lr_theta=3e-3),
+        "quick": Settings(width=64, depth=2, n_res=(500, 4), pretrain_steps=5_000,
+                          finetune_steps=5_000, lr_net=2e-3, lr_theta=3e-3),
         "paper": Settings(width=128, depth=2, n_res=(8000, 11), pretrain_steps=10_000,
                           finetune_steps=50_000, lr_net=1e-3, lr_theta=1e-3),
     }
