@@ -293,7 +293,7 @@ def _plot_report(patient, images, masks, scores, params, path: Path) -> None:
     fig.suptitle(f"slice {patient.slice_index}: D = {params['D']:.3f}, ρ = {params['rho']:.3f}, "
                  f"u_c WT {params['th_wt']:.3f}, TC {params['th_tc']:.3f} "
                  "(solid: observed, dashed: predicted)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))  # room for the suptitle
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
