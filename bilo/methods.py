@@ -88,8 +88,7 @@ class Method:
         """One step of the upper-level optimiser, then θ projected onto the problem's bounds."""
         self.opt_upper.step()
         with torch.no_grad():
-            self.theta.copy_(torch.maximum(torch.minimum(self.theta, self.theta_hi),
-                                           self.theta_lo))
+            self.theta.clamp_(self.theta_lo, self.theta_hi)
 
     # -- evaluation ---------------------------------------------------------------------------
     def _theta_values(self, jets: bool) -> dict:

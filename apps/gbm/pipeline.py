@@ -208,8 +208,7 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
         final = _fem_solve(case.mesh_path, out / "fem_inferred.h5", case.scales, inferred,
                            n_ranks, case.ic)
     with stage("DICE and report"):
-        result = _evaluate(case.patient, case.brain, case.scales, case.problem, config, out,
-                           trained, final)
+        result = _evaluate(case, config, out, trained, final)
     summary = _summary(patient_dir, case.patient, case.scales, method, preset, trained, result,
                        stage)
     write_json_atomic(out / "summary.json", summary)
@@ -218,13 +217,14 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     return summary
 
 
-def _evaluate(patient, brain, scales, problem, config, out, trained, final) -> dict:
+def _evaluate(case: Case, config, out, trained, final) -> dict:
     """u_NN and u_FEM at t = 1 on the brain pixels, their masks, DICE, and the outputs."""
     import torch
 
     from bilo.train import Run
 
-    run = Run(config, out / "train", problem=problem, data=read_solution(out / "observations.h5"))
+    patient, brain, scales = case.patient, case.brain, case.scales
+    run = Run(config, out / "train", problem=case.problem, data=case.data)
     run.load_checkpoint()
     points = np.column_stack([_dimensionless(patient.pixel_centres_mm(brain), scales),
                               np.ones(int(brain.sum()))])

@@ -138,8 +138,8 @@ class GBMProblem(Problem):
 
     def collocation(self, n_res, dtype=torch.float32, seed: int = 0):
         """Random points: brain pixels jittered within the pixel (a fraction of them near the
-        tumour, see NEAR_RADIUS), random times in [0, 1]; drawn anew every step
-        (`resample_collocation`), so the front is covered over the steps."""
+        tumour, see NEAR_RADIUS), times in [0, 1] skewed to early ones (TIME_POWER); drawn
+        anew every step (`resample_collocation`), so the front is covered over the steps."""
         n_points = n_res[0] * n_res[1]
         n_near = int(NEAR_FRACTION * n_points) if len(self.near_points) else 0
         rng = np.random.default_rng([self.seed, seed])
