@@ -96,6 +96,7 @@ def compare(problem: str, data: str, methods: list[str], out: str | Path, *, see
             rows.append({"method": variant.label, "seed": seed,
                          **{f"rel_err_{k}": v for k, v in _scalar_errors(summary).items()},
                          "u_rel_l2_vs_reference": summary.get("u_rel_l2_vs_reference"),
+                         "reference_rel_l2_vs_data": summary.get("reference_rel_l2_vs_data"),
                          "wall_s": (summary["wall_s"]["total"] if isinstance(summary["wall_s"],
                                                                             dict)
                                     else summary["wall_s"]),
@@ -122,7 +123,8 @@ def _markdown(problem: str, data: str, rows: list[dict]) -> str:
     lines = [f"# {problem}: methods on {data}", "",
              "Mean ± std over seeds (adjoint: one deterministic run). u_rel_l2_vs_reference: the "
              "network solution against the FDM solution at the inferred parameters (0 for the "
-             "adjoint, whose u is that solution).", "",
+             "adjoint, whose u is that solution). reference_rel_l2_vs_data: that FDM solution "
+             "against the observations.", "",
              "| method | runs | " + " | ".join(columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for method in dict.fromkeys(r["method"] for r in rows):

@@ -50,6 +50,7 @@ def validate(run_dir: str | Path) -> dict:
                    result["axes"]).reshape(result["u_nn"].shape)
     error = float(np.linalg.norm(result["u_nn"] - u_ref) / np.linalg.norm(u_ref))
     summary["u_rel_l2_vs_reference"] = error
+    summary["reference_rel_l2_vs_data"] = misfit = _reference_misfit(reference, summary)
     summary["reference"] = {"file": reference_path.name, **reference.provenance}
     write_json_atomic(summary_path, summary)
     plot_solution(run_dir / "solution.png", result, u_ref, summary)
@@ -58,8 +59,23 @@ def validate(run_dir: str | Path) -> dict:
     print(f"{result['method']} on {result['problem']}: {params}"
           + (f" (rel. err {errors})" if errors else "")
           + f"; |u_NN - u_ref| / |u_ref| = {error:.3e} against {reference_path.name} "
-            f"({reference.provenance['solver']}, {reference.provenance['resolution']})")
+            f"({reference.provenance['solver']}, {reference.provenance['resolution']})"
+          + (f"; the reference misses the data by {misfit:.3e} (rel. L2)"
+             if misfit is not None else ""))
     return summary
+
+
+def _reference_misfit(reference, summary: dict) -> float | None:
+    """Relative L2 misfit of the trusted solver's solution at the inferred parameters against
+    the observations: how well the inferred parameters explain the data, independent of the
+    network. None when the run's data file is no longer at its recorded path."""
+    data_path = Path(summary.get("data", ""))
+    if not data_path.is_file():
+        print(f"note: {data_path}: not found; reference-vs-data misfit not computed")
+        return None
+    obs = read_solution(data_path).observations
+    predicted = sample(reference, obs.points, obs.columns)
+    return float(np.linalg.norm(predicted - obs.values) / np.linalg.norm(obs.values))
 
 
 def plot_solution(path: Path, result: dict, u_ref: np.ndarray, summary: dict) -> None:

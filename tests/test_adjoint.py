@@ -126,7 +126,8 @@ def test_taylor_heat(report):
 def test_fisher_kpp_noise_free_recovery(tmp_path, report):
     """`bilo solve fkpp --param D=2 --param rho=2` (nx = 401, 51x51 noise-free grid data) ->
     run_adjoint from (1, 1) with the same solver resolution, so the model is exact: (D, rho)
-    recovered with relative error < 1e-4; summary.json has the trainer's fields."""
+    recovered with relative error < 1e-4, and the solution there misses the data by < 1e-4;
+    summary.json has the trainer's fields."""
     data_file = tmp_path / "gt.h5"
     write_solution(data_file, run_reference("fkpp", {"D": 2.0, "rho": 2.0}))
     lines = []
@@ -144,6 +145,7 @@ def test_fisher_kpp_noise_free_recovery(tmp_path, report):
     assert on_disk["params_initial"] == {"D": 1.0, "rho": 1.0}
     assert max(summary["rel_err"].values()) < 1e-4
     assert summary["u_rel_l2_vs_truth"] < 1e-4
+    assert summary["reference_rel_l2_vs_data"] < 1e-4
     assert len(lines) == len(summary["trajectory"]) == summary["steps"] + 1
     assert "D=" in lines[-1] and "rho=" in lines[-1]
     assert summary["n_forward_solves"] <= 3 * summary["steps"] + 2

@@ -9,7 +9,7 @@ import torch
 
 from bilo.cli import main
 from bilo.train import Run, make_config, train
-from solvers.exchange import write_solution
+from solvers.exchange import read_solution, write_solution
 from solvers.problems import run_reference
 
 
@@ -25,13 +25,20 @@ def test_two_point_reaches_optimum_within_200_upper_steps(tmp_path, report):
     """y'' = 2, y(0) = θ0, y(1) = θ1, objective ∫(y − x²)² (paper Appendix E) from θ = (1, 0):
     the optimum is θ* = (0, 1); BiLO (paper's BPN-comparison settings: 4×50 tanh, 64 residual
     points, 1000 pre-training steps, Adam 1e-3 / 5e-2) must reach ‖θ − θ*‖ < 0.01 within 200
-    upper-level steps (the paper: < 80)."""
+    upper-level steps (the paper: < 80). `bilo validate`'s misfit of the FDM solution at the
+    inferred θ against the data equals that of the exact y = x² + (θ1 − θ0 − 1)x + θ0 to 1e-6
+    (the reference is interpolated linearly to the data points)."""
     data = tmp_path / "target.h5"
     write_solution(data, run_reference("two_point", {"theta0": 0.0, "theta1": 1.0}))
     config = make_config("two_point", data, "bilo", "paper")
     summary = train(config, tmp_path / "run")
     history = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert history["u_rel_l2_vs_reference"] < 1e-2
+    obs = read_solution(data).observations
+    x, (t0, t1) = obs.points[:, 0], (summary["params"]["theta0"], summary["params"]["theta1"])
+    exact = x**2 + (t1 - t0 - 1.0) * x + t0
+    misfit = np.linalg.norm(exact - obs.values) / np.linalg.norm(obs.values)
+    assert history["reference_rel_l2_vs_data"] == pytest.approx(misfit, abs=1e-6)
     run = Run(config, tmp_path / "run")
     run.load_checkpoint()
     steps = np.asarray(run.history["step"]) - config.settings.pretrain_steps
