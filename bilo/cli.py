@@ -71,7 +71,7 @@ def cmd_train(args) -> int:
     if args.method == "adjoint":
         from adjoint.optimize import run_adjoint
 
-        summary = run_adjoint(args.problem, args.data, args.out)
+        summary = run_adjoint(args.problem, args.data, args.out, w_reg=args.w_reg)
         print(f"wrote {args.out}/summary.json: {summary['steps']} L-BFGS-B iterations, "
               f"{summary['wall_s']:.1f} s")
         return 0
@@ -103,7 +103,8 @@ def cmd_compare(args) -> int:
     except ValueError:
         raise InputError(f"--w-dat {args.w_dat}: expected numbers separated by commas") from None
     compare(args.problem, args.data, [m.strip() for m in args.methods.split(",") if m.strip()],
-            args.out, seeds=args.seeds, w_dats=w_dats, preset=args.preset, u0=args.u0)
+            args.out, seeds=args.seeds, w_dats=w_dats, preset=args.preset, u0=args.u0,
+            w_reg=args.w_reg)
     return 0
 
 
@@ -233,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="network seeds per trained method (default 1)")
     compare.add_argument("--w-dat", default="1,10,100", help="PINN data weights (default 1,10,100)")
     compare.add_argument("--preset", default="quick")
+    compare.add_argument("--w-reg", type=float, default=None,
+                         help="unknown-function regulariser weight for every method (default: "
+                              "each method's own)")
     compare.add_argument("--u0", default="auto", help="u0 for pre-training (default auto)")
     compare.add_argument("--out", required=True, metavar="DIR")
     compare.set_defaults(run=cmd_compare)

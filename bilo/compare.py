@@ -45,14 +45,15 @@ def variants(methods: list[str], w_dats: list[float]) -> list[Variant]:
 
 
 def run_variant(variant: Variant, problem: str, data: str, out: Path, seed: int,
-                preset: str, u0: str | None, overrides: dict | None = None) -> dict:
+                preset: str, u0: str | None, overrides: dict | None = None,
+                w_reg: float | None = None) -> dict:
     if variant.method == "adjoint":
         from adjoint.optimize import run_adjoint
 
-        return run_adjoint(problem, data, out)
+        return run_adjoint(problem, data, out, w_reg=w_reg)
     from bilo.train import make_config, train
 
-    options = {"seed": seed, "u0": u0}
+    options = {"seed": seed, "u0": u0, "w_reg": w_reg}
     if variant.w_dat is not None:
         options["w_dat"] = variant.w_dat
     return train(make_config(problem, data, variant.method, preset, overrides, **options), out)
@@ -81,9 +82,11 @@ def _scalar_errors(summary: dict) -> dict[str, float]:
 
 def compare(problem: str, data: str, methods: list[str], out: str | Path, *, seeds: int = 1,
             w_dats: tuple[float, ...] = (1.0, 10.0, 100.0), preset: str = "quick",
-            u0: str | None = "auto", overrides: dict | None = None) -> list[dict]:
+            u0: str | None = "auto", overrides: dict | None = None,
+            w_reg: float | None = None) -> list[dict]:
     """Run every method variant (PINN once per w_dat) and write the comparison files;
-    `overrides` replaces preset settings (width, steps, ...) of the trained methods."""
+    `overrides` replaces preset settings (width, steps, ...) of the trained methods; `w_reg`
+    (unknown functions) the regulariser weight of every method, the adjoint included."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, runs = [], []
@@ -91,7 +94,8 @@ def compare(problem: str, data: str, methods: list[str], out: str | Path, *, see
         for seed in range(1 if variant.method == "adjoint" else seeds):
             run_dir = out / variant.label / ("" if variant.method == "adjoint" else f"seed{seed}")
             print(f"== {variant.label}, seed {seed} -> {run_dir}", flush=True)
-            summary = run_variant(variant, problem, data, run_dir, seed, preset, u0, overrides)
+            summary = run_variant(variant, problem, data, run_dir, seed, preset, u0, overrides,
+                                  w_reg)
             steps = summary["steps"]
             rows.append({"method": variant.label, "seed": seed,
                          **{f"rel_err_{k}": v for k, v in _scalar_errors(summary).items()},
