@@ -53,98 +53,23 @@ import torch
 if __package__ in (None, ""):  # run as a script from anywhere: make the project importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bilo.jet import Jet  # noqa: E402
+from bilo.fkpp_losses import (  # noqa: E402
+    bilo_batched_loss,
+    bilo_jet_loss,
+    bilo_textbook_loss,
+    pinn_batched_loss,
+    pinn_jet_loss,
+    pinn_textbook_loss,
+)
 from bilo.network import MLP  # noqa: E402
 
 D_TRUE, RHO_TRUE = 1.0, 2.0
-BILO_KEYS = [
-    (),
-    ("t",),
-    ("x", "x"),
-    ("D",),
-    ("D", "t"),
-    ("D", "x", "x"),
-    ("rho",),
-    ("rho", "t"),
-    ("rho", "x", "x"),
-]
-PINN_KEYS = [(), ("t",), ("x", "x")]
 
 
 def grid(n: int, dtype, device) -> torch.Tensor:
     s = torch.linspace(0.0, 1.0, n, dtype=dtype, device=device)
     xx, tt = torch.meshgrid(s, s, indexing="ij")
     return torch.stack([xx.reshape(-1), tt.reshape(-1)], 1)
-
-
-# --- losses --------------------------------------------------------------------------------------
-def pinn_jet_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    u = net.jet(coords, None, PINN_KEYS, ("x", "t"))
-    r = u.d("t") - 0.01 * theta[0] * u.d("x", "x") - theta[1] * u.value * (1 - u.value)
-    return r.value.square().mean()
-
-
-def bilo_jet_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    u = net.jet(coords, theta, BILO_KEYS, ("x", "t"), ("D", "rho"))
-    pkeys = [("D",), ("rho",)]
-    d = Jet.variable("D", theta[0], pkeys)
-    rho = Jet.variable("rho", theta[1], pkeys)
-    u0 = u.truncate(pkeys)
-    r = u.d("t") - 0.01 * d * u.d("x", "x") - rho * u0 * (1 - u0)
-    return r.value.square().mean() + r["D"].square().mean() + r["rho"].square().mean()
-
-
-def _grad(y, x):
-    return torch.autograd.grad(y, x, torch.ones_like(y), create_graph=True)[0]
-
-
-def pinn_textbook_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    x = coords[:, :1].detach().clone().requires_grad_(True)
-    t = coords[:, 1:].detach().clone().requires_grad_(True)
-    u = net(torch.cat([x, t], 1)).unsqueeze(1)
-    u_t = _grad(u, t)
-    u_x = _grad(u, x)
-    u_xx = _grad(u_x, x)
-    r = u_t - 0.01 * theta[0] * u_xx - theta[1] * u * (1 - u)
-    return r.square().mean()
-
-
-def bilo_textbook_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    n = coords.shape[0]
-    x = coords[:, :1].detach().clone().requires_grad_(True)
-    t = coords[:, 1:].detach().clone().requires_grad_(True)
-    d = theta[0].detach().expand(n, 1).clone().requires_grad_(True)
-    rho = theta[1].detach().expand(n, 1).clone().requires_grad_(True)
-    u = net(torch.cat([x, t], 1), torch.cat([d, rho], 1)).unsqueeze(1)
-    u_t = _grad(u, t)
-    u_x = _grad(u, x)
-    u_xx = _grad(u_x, x)
-    r = u_t - 0.01 * d * u_xx - rho * u * (1 - u)
-    r_d = _grad(r, d)
-    r_rho = _grad(r, rho)
-    return r.square().mean() + r_d.square().mean() + r_rho.square().mean()
-
-
-def pinn_batched_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    x = coords.detach().clone().requires_grad_(True)
-    u = net(x)
-    gu = _grad(u, x)
-    u_x, u_t = gu[:, 0], gu[:, 1]
-    u_xx = _grad(u_x, x)[:, 0]
-    r = u_t - 0.01 * theta[0] * u_xx - theta[1] * u * (1 - u)
-    return r.square().mean()
-
-
-def bilo_batched_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    x = coords.detach().clone().requires_grad_(True)
-    p = theta.detach().expand(x.shape[0], 2).clone().requires_grad_(True)
-    u = net(x, p)
-    gu = _grad(u, x)
-    u_x, u_t = gu[:, 0], gu[:, 1]
-    u_xx = _grad(u_x, x)[:, 0]
-    r = u_t - 0.01 * p[:, 0] * u_xx - p[:, 1] * u * (1 - u)
-    r_theta = _grad(r, p)
-    return r.square().mean() + r_theta[:, 0].square().mean() + r_theta[:, 1].square().mean()
 
 
 VARIANTS = {
