@@ -5,7 +5,7 @@ regularisation) and its gradient, computed by the discrete adjoint of the refere
 gradient costs one forward solve (shared with J at the same m) and one backward solve.
 
 `run_adjoint(problem_name, data_file, out_dir)` reads an exchange file made by `bilo solve`,
-infers the parameters (fkpp: D, rho) or the function (poisson: D(x), heat: f(x)) with
+infers the parameters (fkpp: D, rho) or the function (poisson: D(x), heat and burgers: f(x)) with
 L-BFGS-B, and writes `summary.json` in the form of the trainer's.
 """
 
@@ -59,13 +59,14 @@ def interpolation_matrix(points, grids: tuple[np.ndarray, ...]) -> scipy.sparse.
         shape=(n, int(np.prod(shape))))
 
 
-def gradient_energy(values: np.ndarray, h: float) -> tuple[float, np.ndarray]:
-    """∫|v'|^2 dx of the piecewise-linear function with nodal `values`, and its gradient."""
+def gradient_energy(values: np.ndarray, h) -> tuple[float, np.ndarray]:
+    """∫|v'|^2 dx of the piecewise-linear function with nodal `values` and node spacing `h` (a
+    number, or one per interval), and its gradient."""
     slopes = np.diff(values) / h
     gradient = np.zeros_like(values)
     gradient[:-1] -= 2.0 * slopes
     gradient[1:] += 2.0 * slopes
-    return float(h * np.sum(slopes**2)), gradient
+    return float(np.sum(h * slopes**2)), gradient
 
 
 class AdjointProblem(ABC):
@@ -226,8 +227,8 @@ def minimize(
 
 # --------------------------------------------------------------------------- data files
 
-SUPPORTED = ("fkpp", "poisson", "heat")
-DEFAULT_W_REG = {"poisson": 1e-3, "heat": 1e-4}
+SUPPORTED = ("fkpp", "poisson", "heat", "burgers")
+DEFAULT_W_REG = {"poisson": 1e-3, "heat": 1e-4, "burgers": 1e-3}
 
 
 def _observation_columns(data: SolutionFile, wanted: tuple[str, ...]) -> np.ndarray:
@@ -248,6 +249,7 @@ def problem_from_data(data: SolutionFile, *, nx: int | None = None, w_reg: float
     time-dependent problems the reference's default time step for its output times), so that
     noise-free data are fitted exactly.
     """
+    from adjoint.burgers import BurgersProblem
     from adjoint.fisher_kpp import FisherKPPProblem
     from adjoint.heat import HeatProblem
     from adjoint.poisson import PoissonProblem
@@ -262,6 +264,10 @@ def problem_from_data(data: SolutionFile, *, nx: int | None = None, w_reg: float
         points = _observation_columns(data, ("x", "t"))
         return FisherKPPProblem(points, values, nx=nx, t_out=data.grid["t"], n_steps=n_steps)
     w_reg = DEFAULT_W_REG[data.problem] if w_reg is None else float(w_reg)
+    if data.problem == "burgers":
+        points = _observation_columns(data, ("x", "t"))
+        return BurgersProblem(points, values, a=data.params["a"], n_cells=nx - 2,
+                              t_final=float(data.grid["t"][-1]), w_reg=w_reg)
     if data.problem == "heat":
         points = _observation_columns(data, ("x", "t"))
         return HeatProblem(points, values, D=data.params["D"], nx=nx, t_out=data.grid["t"],
@@ -291,10 +297,11 @@ def run_adjoint(
 ) -> dict:
     """Infer a data file's parameters (or function) by the adjoint method; write summary.json.
 
-    Initial guesses: fkpp (D, rho) = (1, 1); poisson D ≡ 1; heat f = sin(pi x) (override with
-    `initial`: a dict of parameters for fkpp, or nodal values on the model grid).
-    `w_reg` (function problems) defaults to 1e-3 for poisson and 1e-4 for heat (the best of
-    1e-5..1e-3 for the default hat f with noise 0.01, 11 points at t = 1).
+    Initial guesses: fkpp (D, rho) = (1, 1); poisson D ≡ 1; heat f = sin(pi x); burgers the
+    field BiLO starts from, grf(seed 0) (override with `initial`: a dict of parameters for fkpp,
+    or values on the model grid). `w_reg` (function problems) defaults to 1e-3 for poisson and
+    burgers and 1e-4 for heat (the best of 1e-5..1e-3 for the default hat f with noise 0.01, 11
+    points at t = 1).
 
     Returns:
         the summary dictionary written to out_dir/summary.json.

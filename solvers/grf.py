@@ -13,6 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 CANONICAL_GRID = np.linspace(0.0, 1.0, 1001)
+# the Burgers initial conditions (guess seed 0, default truth seed 1): fields that steepen into
+# shocks before t = 1 at a = 0.2
+BURGERS_GRF = {"length_scale": 0.15, "variance": 0.5}
 
 
 def grf_samples(n_samples: int = 1, *, length_scale: float = 0.2, variance: float = 0.05,

@@ -14,16 +14,14 @@ import torch
 
 from bilo.functions import FunctionSpec
 from bilo.problems.base import Problem, Settings
-from solvers.grf import grf
-
-GRF_SHAPE = {"length_scale": 0.15, "variance": 0.5}
+from solvers.grf import BURGERS_GRF, grf
 
 
 class Burgers(Problem):
     name = "burgers"
     coords = ("x", "t")
     functions = {"f": FunctionSpec(transform=lambda net, x: net * x * (1.0 - x),
-                                   initial=lambda x: grf(x, seed=0, **GRF_SHAPE), w_reg=1e-3)}
+                                   initial=lambda x: grf(x, seed=0, **BURGERS_GRF), w_reg=1e-3)}
     residual_keys = ((), ("t",), ("x",))
     presets = {
         "paper": Settings(width=128, depth=2, n_res=(51, 51), pretrain_steps=10_000,
