@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from adjoint.optimize import AdjointProblem, gradient_energy, interpolation_matrix
-from solvers.fdm.burgers import _godunov_flux
+from solvers.fdm.burgers import burgers_godunov_flux
 from solvers.fdm.reaction_diffusion import check_finite_scalar
 from solvers.grf import BURGERS_GRF, grf
 
@@ -77,7 +77,7 @@ class BurgersProblem(AdjointProblem):
         left = np.concatenate([[0.0], u])  # ghost cells hold the datum 0
         right = np.concatenate([u, [0.0]])
         from_left = np.maximum(left, 0.0) ** 2 >= np.minimum(right, 0.0) ** 2
-        flux = _godunov_flux(left, right, self.a)
+        flux = burgers_godunov_flux(left, right, self.a)
         d_left = np.where(from_left, self.a * np.maximum(left, 0.0), 0.0)
         d_right = np.where(from_left, 0.0, self.a * np.minimum(right, 0.0))
         return flux, d_left, d_right
