@@ -33,7 +33,10 @@ def bilo_jet_loss(net: MLP, coords: torch.Tensor, theta: torch.Tensor,
     u = net.jet(coords, theta, BILO_KEYS, COORDS, PARAMS, fused=fused)
     theta_keys = [(p,) for p in PARAMS]
     d, rho = (Jet.variable(p, theta[j], theta_keys) for j, p in enumerate(PARAMS))
-    r = u.d("t") - 0.01 * d * u.d("x", "x") - rho * u * (1 - u)
+    # the reaction term needs only u's value and θ-channels: products of the full jet would
+    # also build its unused t- and x-channels
+    u_theta = u.truncate(theta_keys)
+    r = u.d("t") - 0.01 * d * u.d("x", "x") - rho * u_theta * (1 - u_theta)
     return r.value.square().mean() + r["D"].square().mean() + r["rho"].square().mean()
 
 
