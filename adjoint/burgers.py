@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from adjoint.optimize import AdjointProblem, gradient_energy, interpolation_matrix
-from solvers.fdm.burgers import burgers_godunov_flux
+from solvers.fdm.burgers import boundary_traces, burgers_godunov_flux
 from solvers.fdm.reaction_diffusion import check_finite_scalar
 from solvers.grf import BURGERS_GRF, grf
 
@@ -82,10 +82,6 @@ class BurgersProblem(AdjointProblem):
         d_right = np.where(from_left, 0.0, self.a * np.minimum(right, 0.0))
         return flux, d_left, d_right
 
-    def _traces(self, u):
-        """u on the nodes: boundary traces (outflow keeps the cell value) and cell values."""
-        return np.concatenate([[min(u[0], 0.0)], u, [max(u[-1], 0.0)]])
-
     def _solve(self, m):
         n_steps = self.steps_for(m)
         ratio = self.t_final / n_steps / self.h
@@ -96,18 +92,19 @@ class BurgersProblem(AdjointProblem):
             states[n + 1] = states[n] - ratio * np.diff(flux)
         times = np.linspace(0.0, self.t_final, n_steps + 1)
         matrix = interpolation_matrix(self.points[:, [1, 0]], (times, self.x))
-        nodal = np.array([self._traces(u) for u in states])
-        return states, times, matrix, matrix @ nodal.ravel() - self.values
+        nodal = boundary_traces(states)
+        return states, times, nodal, matrix, matrix @ nodal.ravel() - self.values
 
     def _objective(self, m, state) -> float:
-        misfit = float(np.mean(state[3] ** 2))
+        misfit = float(np.mean(state[-1] ** 2))
         return misfit + self.w_reg * gradient_energy(self.full_function(m), self.spacing)[0]
 
     def _gradient(self, m, state) -> np.ndarray:
-        states, times, matrix, residual = state
+        states, times, _, matrix, residual = state
         ratio = times[1] / self.h
         sources = (matrix.T @ (2.0 * residual / residual.size)).reshape(len(times), -1)
         # node sources onto cells: a boundary trace follows its cell only where flow leaves
+        # (the rule of `boundary_traces`)
         cell_sources = sources[:, 1:-1].copy()
         cell_sources[:, 0] += np.where(states[:, 0] < 0.0, sources[:, 0], 0.0)
         cell_sources[:, -1] += np.where(states[:, -1] > 0.0, sources[:, -1], 0.0)
@@ -123,8 +120,8 @@ class BurgersProblem(AdjointProblem):
     # -- outputs ------------------------------------------------------------------------------
     def solution(self, m) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x, t, u) on the nodes and time steps for the cell values m."""
-        _, state = self._state(m)
-        return self.x, state[1], np.array([self._traces(u) for u in state[0]])
+        _, (_, times, nodal, _, _) = self._state(m)
+        return self.x, times, nodal
 
     def predict(self, m, points) -> np.ndarray:
         """u at points (n, 2), columns (x, t), interpolated as the observations are."""

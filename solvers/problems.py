@@ -111,10 +111,9 @@ def _solve_burgers(params, functions, nx, nt) -> Reference:
     xc, t, uc = fdm.solve_burgers(functions["f"](centres), a=params["a"], n_cells=n_cells,
                                   t_out=_time_axis(nt))
     # Report on [0, 1] including the boundary traces, so observations anywhere in the domain
-    # interpolate instead of extrapolating. The datum 0 holds only where the flow enters
-    # (Bardos-LeRoux-Nedelec): where u leaves the domain the trace is the adjacent cell value.
+    # interpolate instead of extrapolating.
     x = np.concatenate([[0.0], xc, [1.0]])
-    u = np.column_stack([np.minimum(uc[:, 0], 0.0), uc, np.maximum(uc[:, -1], 0.0)])
+    u = fdm.boundary_traces(uc)
     return Reference(("t", "x"), {"t": t, "x": x}, u, {"f": functions["f"](x)},
                      "Godunov finite volumes, exact Riemann flux, CFL 0.5 (first order)",
                      f"cells={n_cells}, output times={nt}")

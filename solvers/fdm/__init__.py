@@ -1,6 +1,6 @@
 """Finite-difference / finite-volume reference solvers (numpy and scipy only)."""
 
-from solvers.fdm.burgers import burgers_godunov_flux, solve_burgers
+from solvers.fdm.burgers import boundary_traces, burgers_godunov_flux, solve_burgers
 from solvers.fdm.fisher_kpp import fisher_kpp_initial, solve_fisher_kpp
 from solvers.fdm.heat import solve_heat
 from solvers.fdm.poisson import solve_two_point, solve_variable_diffusion, two_point_exact
@@ -8,6 +8,7 @@ from solvers.fdm.reaction_diffusion import solve_reaction_diffusion
 from solvers.fdm.singular import singular_forcing_exact, solve_singular_forcing
 
 __all__ = [
+    "boundary_traces",
     "burgers_godunov_flux",
     "fisher_kpp_initial",
     "singular_forcing_exact",

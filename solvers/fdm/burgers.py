@@ -28,6 +28,15 @@ def burgers_godunov_flux(u_left, u_right, a: float) -> np.ndarray:
     return _godunov_flux(np.asarray(u_left, np.float64), np.asarray(u_right, np.float64), a)
 
 
+def boundary_traces(u: np.ndarray) -> np.ndarray:
+    """Cell values (last axis) extended by the values at x = 0 and x = 1 for the boundary datum
+    0, which holds only where the flow enters (Bardos-LeRoux-Nedelec): where u leaves the domain
+    (u < 0 at x = 0, u > 0 at x = 1) the trace is the adjacent cell value, else 0."""
+    u = np.asarray(u, dtype=np.float64)
+    return np.concatenate([np.minimum(u[..., :1], 0.0), u, np.maximum(u[..., -1:], 0.0)],
+                          axis=-1)
+
+
 def solve_burgers(
     f,
     *,
