@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pre-train at the initial guess, then fine-tune (BiLO: simultaneous "
                     "lower/upper-level descent; PINN: L_res + w_dat L_dat). Writes result.h5, "
                     "summary.json and figures to --out; checkpoints for --resume.")
-    train.add_argument("problem", help="problem name (fkpp, two_point)")
+    train.add_argument("problem", help="problem name, e.g. fkpp, poisson, heat, burgers "
+                                       "(an unknown name lists them all)")
     train.add_argument("--data", required=True, metavar="FILE.h5",
                        help="observations, as written by `bilo solve`")
     train.add_argument("--method", default="bilo",
