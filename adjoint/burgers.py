@@ -21,13 +21,13 @@ import math
 
 import numpy as np
 
-from adjoint.optimize import AdjointProblem, gradient_energy, interpolation_matrix
+from adjoint.optimize import GridAdjointProblem, gradient_energy, interpolation_matrix
 from solvers.fdm.burgers import boundary_traces, burgers_godunov_flux
 from solvers.fdm.reaction_diffusion import check_finite_scalar
 from solvers.grf import BURGERS_GRF, grf
 
 
-class BurgersProblem(AdjointProblem):
+class BurgersProblem(GridAdjointProblem):
     """Infer f = u(x, 0) at the cell centres of u_t + a u u_x = 0 from observations of u.
 
     Args:
@@ -122,9 +122,3 @@ class BurgersProblem(AdjointProblem):
         """(x, t, u) on the nodes and time steps for the cell values m."""
         _, (_, times, nodal, _, _) = self._state(m)
         return self.x, times, nodal
-
-    def predict(self, m, points) -> np.ndarray:
-        """u at points (n, 2), columns (x, t), interpolated as the observations are."""
-        _, times, u = self.solution(m)
-        points = np.atleast_2d(np.asarray(points, dtype=np.float64))
-        return interpolation_matrix(points[:, [1, 0]], (times, self.x)) @ u.ravel()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import solve_banded
 
-from adjoint.optimize import AdjointProblem, interpolation_matrix
+from adjoint.optimize import GridAdjointProblem, interpolation_matrix
 from solvers.fdm.fisher_kpp import DIFFUSION_SCALE, fisher_kpp_initial
 
 # The reference's own step-count rule and step, so the schemes agree step for step.
@@ -187,7 +187,7 @@ class SpaceTimeMisfit:
         return full[:, 1:-1]
 
 
-class FisherKPPProblem(AdjointProblem):
+class FisherKPPProblem(GridAdjointProblem):
     """Infer m = (D, rho) of u_t = 0.01 D u_xx + rho u (1-u), u(x,0) = sin^2(pi x)/2, u = 0 at
     x = 0, 1, from observations u(x_i, t_i) ~ d_i:  J = mean((u(x_i, t_i) - d_i)^2).
 
@@ -235,9 +235,3 @@ class FisherKPPProblem(AdjointProblem):
         """(x, t, u) on the model's grid and time steps at parameters m = (D, rho)."""
         _, state = self._state(m)
         return self.scheme.x, self.scheme.t, self.scheme.full_states(state[0])
-
-    def predict(self, m, points) -> np.ndarray:
-        """u at points (n, 2), columns (x, t), interpolated as the observations are."""
-        _, _, u = self.solution(m)
-        points = np.atleast_2d(np.asarray(points, dtype=np.float64))
-        return interpolation_matrix(points[:, [1, 0]], (self.scheme.t, self.scheme.x)) @ u.ravel()

@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 
 from adjoint.fisher_kpp import ReactionDiffusionScheme, SpaceTimeMisfit
-from adjoint.optimize import AdjointProblem, gradient_energy, interpolation_matrix
+from adjoint.optimize import GridAdjointProblem, gradient_energy
 from solvers.fdm.reaction_diffusion import check_finite_scalar
 
 
-class HeatProblem(AdjointProblem):
+class HeatProblem(GridAdjointProblem):
     """Infer f = u(x, 0) (interior nodal values) of u_t = D u_xx from observations of u.
 
     Args:
@@ -65,9 +65,3 @@ class HeatProblem(AdjointProblem):
         """(x, t, u) on the model's grid and time steps for the initial values m."""
         _, state = self._state(m)
         return self.scheme.x, self.scheme.t, self.scheme.full_states(state[0])
-
-    def predict(self, m, points) -> np.ndarray:
-        """u at points (n, 2), columns (x, t), interpolated as the observations are."""
-        _, _, u = self.solution(m)
-        points = np.atleast_2d(np.asarray(points, dtype=np.float64))
-        return interpolation_matrix(points[:, [1, 0]], (self.scheme.t, self.scheme.x)) @ u.ravel()

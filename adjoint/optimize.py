@@ -142,6 +142,22 @@ class AdjointProblem(ABC):
         return self.objective(m), self.gradient(m)
 
 
+class GridAdjointProblem(AdjointProblem):
+    """An adjoint problem whose forward solution lives on a tensor grid (the 1-D FDM models):
+    `predict` interpolates it at any points, as the observations are."""
+
+    @abstractmethod
+    def solution(self, m) -> tuple[np.ndarray, ...]:
+        """(x, u) for a steady problem, (x, t, u) with u[time, node] for a time-dependent one."""
+
+    def predict(self, m, points) -> np.ndarray:
+        """u at points (n, d), columns x[, t], interpolated as the observations are."""
+        *axes, u = self.solution(m)
+        points = np.asarray(points, dtype=np.float64).reshape(-1, len(axes))
+        # u is stored time-major, so the grids go (t, x)
+        return interpolation_matrix(points[:, ::-1], tuple(reversed(axes))) @ u.ravel()
+
+
 @dataclass
 class AdjointResult:
     """Outcome of :func:`minimize`."""

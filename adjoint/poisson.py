@@ -18,12 +18,12 @@ import numpy as np
 from scipy.linalg import solve_banded
 
 from adjoint.fisher_kpp import POSITIVE
-from adjoint.optimize import AdjointProblem, gradient_energy, interpolation_matrix
+from adjoint.optimize import GridAdjointProblem, gradient_energy, interpolation_matrix
 from solvers.fdm.poisson import solve_variable_diffusion
 from solvers.fdm.reaction_diffusion import check_grid_size, sample_on_grid
 
 
-class PoissonProblem(AdjointProblem):
+class PoissonProblem(GridAdjointProblem):
     """Infer D(x) (interior nodal values) of -(D u')' = f, u(0) = u(1) = 0, D(0) = D(1) = 1.
 
     J(m) = mean((u(x_i) - d_i)^2) + w_reg ∫|D'|^2 dx, u linearly interpolated between nodes.
@@ -91,9 +91,3 @@ class PoissonProblem(AdjointProblem):
         """(x, u) at D given by m."""
         _, state = self._state(m)
         return self.x, state[1]
-
-    def predict(self, m, points) -> np.ndarray:
-        """u at points (n, 1) or (n,), linearly interpolated."""
-        _, u = self.solution(m)
-        x = np.asarray(points, dtype=np.float64).reshape(-1, 1)
-        return interpolation_matrix(x, (self.x,)) @ u
