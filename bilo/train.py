@@ -22,7 +22,7 @@ from bilo.methods import METHODS, Batch, Method
 from bilo.problems import get_problem
 from bilo.problems.base import Problem, Settings
 from bilo.results import TRACKS, write_results
-from solvers.exchange import InputError, SolutionFile, read_solution
+from solvers.exchange import InputError, SolutionFile, atomic_path, read_solution
 
 
 @dataclass
@@ -223,9 +223,8 @@ class Run:
         state = {"config": self.config.to_json(), "step": self.step, "history": self.history,
                  "wall": self.wall, "method": self.method.state_dict(),
                  "torch_rng": torch.get_rng_state()}
-        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(state, tmp)
 
     def load_checkpoint(self) -> None:
         path = self.checkpoint_path

@@ -23,10 +23,7 @@ viewing in ParaView; the exchange file (``solvers.exchange``) remains the data o
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,7 +32,7 @@ import h5py
 import numpy as np
 
 from meshes.image_mesh import MeshData
-from solvers.exchange import InputError, Mesh, atomic_h5
+from solvers.exchange import InputError, Mesh, atomic_h5, atomic_path
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _TOPOLOGY = "/Mesh/mesh/topology"
@@ -79,19 +76,6 @@ def _check_fields(fields: Mapping[str, np.ndarray] | None, size: int, kind: str,
     return checked
 
 
-@contextlib.contextmanager
-def _atomic_text(path: Path):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            yield stream
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _data_item(h5_name: str, dataset: str, shape: tuple[int, ...], integer: bool = False) -> str:
     number = 'NumberType="Int"' if integer else 'NumberType="Float"'
     dims = " ".join(str(s) for s in shape)
@@ -124,7 +108,7 @@ def _grid_lines(h5_name: str, name: str, n_vertices: int, n_cells: int, gdim: in
 
 
 def _write_xdmf(path: Path, grids: list[str]) -> None:
-    with _atomic_text(path) as stream:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as stream:
         stream.write('<?xml version="1.0"?>\n<!DOCTYPE Xdmf SYSTEM "Xdmf.dtd" []>\n'
                      '<Xdmf Version="3.0" xmlns:xi="http://www.w3.org/2001/XInclude">\n'
                      "  <Domain>\n")

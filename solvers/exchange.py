@@ -90,19 +90,19 @@ class SolutionFile:
 
 
 @contextlib.contextmanager
-def atomic_h5(path: str | os.PathLike, kind: str) -> Iterator[h5py.File]:
-    """Open a new HDF5 file for writing that appears at `path` only once fully written."""
+def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; it is renamed onto `path` (readable by everyone,
+    `mode`) only when the block completes, and removed if it fails: nothing half-written is
+    ever left at `path`."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # the temp name keeps the target's extensions: writers such as nibabel read the format there
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent,
+                                    suffix=".tmp" + "".join(target.suffixes))
     os.close(fd)
     try:
-        with h5py.File(tmp_name, "w") as h5:
-            h5.attrs["format"] = FORMAT_NAME
-            h5.attrs["format_version"] = FORMAT_VERSION
-            h5.attrs["kind"] = kind
-            h5.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            yield h5
+        yield Path(tmp_name)
+        os.chmod(tmp_name, mode)  # mkstemp creates 0600
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -110,20 +110,22 @@ def atomic_h5(path: str | os.PathLike, kind: str) -> Iterator[h5py.File]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_h5(path: str | os.PathLike, kind: str) -> Iterator[h5py.File]:
+    """Open a new HDF5 file for writing that appears at `path` only once fully written."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs["format"] = FORMAT_NAME
+        h5.attrs["format_version"] = FORMAT_VERSION
+        h5.attrs["kind"] = kind
+        h5.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        yield h5
+
+
 def write_json_atomic(path: str | os.PathLike, blob: dict) -> None:
     """Write `blob` as JSON to `path` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(blob, handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a summary is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as handle:
+        json.dump(blob, handle, indent=2)
+        handle.write("\n")
 
 
 def write_solution(path: str | os.PathLike, data: SolutionFile) -> Path:

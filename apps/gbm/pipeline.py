@@ -23,6 +23,7 @@ from solvers.exchange import (
     Mesh,
     Observations,
     SolutionFile,
+    atomic_path,
     read_solution,
     write_json_atomic,
     write_solution,
@@ -257,7 +258,8 @@ def _write_density(patient: Patient, images: dict, out: Path) -> None:
     for name, image in images.items():
         volume = np.zeros(patient.shape3d, dtype=np.float32)
         volume[:, :, patient.slice_index] = image
-        nib.save(nib.Nifti1Image(volume, patient.affine), out / f"density_{name}.nii.gz")
+        with atomic_path(out / f"density_{name}.nii.gz") as tmp:
+            nib.save(nib.Nifti1Image(volume, patient.affine), str(tmp))
 
 
 def _plot_report(patient, images, masks, scores, params, path: Path) -> None:

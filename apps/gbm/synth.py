@@ -78,7 +78,7 @@ from apps.gbm.scales import (
     scales_from_length,
 )
 from meshes.image_mesh import affine_2d
-from solvers.exchange import InputError
+from solvers.exchange import InputError, atomic_path
 
 GENERATOR_VERSION = 1
 RANGES = {
@@ -211,7 +211,8 @@ def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
     image.set_qform(affine, code=4)  # MNI152 space
     image.set_sform(affine, code=4)
     image.header.set_xyzt_units("mm", "sec")
-    nib.save(image, str(path))
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
 
 
 def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None, coarsen: int = 1,
