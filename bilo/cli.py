@@ -89,7 +89,7 @@ def cmd_train(args) -> int:
     summary = train(config, args.out, resume=args.resume, validate_after=not args.no_validate)
     found = ", ".join([f"{k}={v:.5g}" for k, v in summary["params"].items()]
                       + [f"{k}(x)" for k in summary["rel_err"] if k not in summary["params"]])
-    print(f"wrote {args.out}/summary.json: {found} in {summary['wall_s']['total']:.1f} s "
+    print(f"wrote {args.out}/summary.json: {found} in {summary['wall_s']:.1f} s "
           f"on {summary['device']}")
     return 0
 

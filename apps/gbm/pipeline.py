@@ -320,6 +320,7 @@ def _summary(patient_dir, patient, scales, method, preset, trained, result, stag
         "u_rel_l2_vs_reference": result["u_rel_l2_vs_reference"],
         "scales": {"L_mm": scales.L_mm, "D_bar_mm2": scales.D_bar_mm2,
                    "rho_bar": scales.rho_bar, "centroid_mm": list(scales.centroid_mm)},
-        "steps": trained["steps"], "wall_s": {**stage.wall, "total": round(sum(
-            stage.wall.values()), 2)}, "device": trained["device"],
+        "steps": trained["steps"], "steps_by_phase": trained["steps_by_phase"],
+        "wall_s": round(sum(stage.wall.values()), 2), "wall_s_by_stage": stage.wall,
+        "device": trained["device"],
     }
