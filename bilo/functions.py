@@ -91,8 +91,7 @@ class FunctionNet(torch.nn.Module):
         return self.spec.transform(net, Jet.variable("x", x, keys or [()]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        net = Jet.constant(self.network(x[:, None]))
-        return self.spec.transform(net, Jet.constant(x)).value
+        return self.jet(x, None).value
 
     def regulariser(self, x: torch.Tensor) -> torch.Tensor:
         slope = self.jet(x, [("x",)])[("x",)]

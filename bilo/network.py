@@ -536,6 +536,8 @@ class MLP(nn.Module):
         unknown = {v for k in chans for v in k} - set(names)
         if unknown:
             raise ValueError(f"keys use unknown variables {sorted(unknown)}; known: {names}")
+        if len(chans) == 1:  # the value alone: both jet kernels assume derivative channels
+            return Jet._make({(): self(coords, params)}, frozenset(chans))
         plan = _plan(chans)
         z0 = self._first_preactivation(coords, params)  # (N, W)
 

@@ -225,6 +225,20 @@ def test_pinn_network_and_per_point_params():
     assert rel_err(shared.value, net2(coords, theta)) <= 1e-14
 
 
+def test_value_only_jet_is_the_forward_pass():
+    """A jet with only the value channel (keys [()]) goes through the default (fused) path and
+    equals forward() with its gradients, to 1e-14 (it once failed in the fused backward)."""
+    torch.manual_seed(6)
+    net = MLP(1, 0, width=16, depth=2).to(DT)
+    x = torch.rand(20, 1, dtype=DT)
+    value = net.jet(x, None, [()], ("x",)).value
+    grad = torch.autograd.grad(value.square().sum(), net.W_x)[0]
+    reference = net(x)
+    reference_grad = torch.autograd.grad(reference.square().sum(), net.W_x)[0]
+    assert rel_err(value, reference) <= 1e-14
+    assert rel_err(grad, reference_grad) <= 1e-14
+
+
 def test_float32_dtype_follows_inputs():
     """float32 network and inputs: every channel is float32 and agrees with the float64
     evaluation of the same weights to float32 accuracy (rel. <= 1e-4)."""
