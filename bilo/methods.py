@@ -153,14 +153,17 @@ class Method:
         theta = dict(zip(self.problem.params, self.theta, strict=True)) | self.constants
         return self.problem.data_loss(self.predict(batch.obs_points), batch.obs_values, theta)
 
-    def regulariser(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(Σ_f mean(f′²), Σ_f w_reg·mean(f′²)), with mean|f′| for total variation; None
-        without unknown functions."""
-        if not self.function_nets:
-            return None
-        terms = {name: net.regulariser(batch.reg_x) for name, net in self.function_nets.items()}
-        return (sum(terms.values()),
-                sum(self.w_reg[name] * term for name, term in terms.items()))
+    def upper_objective(self, batch: Batch, losses: dict, w_dat: float = 1.0) -> torch.Tensor:
+        """w_dat·L_dat + Σ_f w_reg·mean(f′²) (mean|f′| for total variation); records the
+        unweighted terms in `losses` as "dat" and, with unknown functions, "reg"."""
+        losses["dat"] = self.data_loss(batch)
+        objective = w_dat * losses["dat"]
+        if self.function_nets:
+            terms = {name: net.regulariser(batch.reg_x)
+                     for name, net in self.function_nets.items()}
+            losses["reg"] = sum(terms.values())
+            objective = objective + sum(self.w_reg[name] * term for name, term in terms.items())
+        return objective
 
     def lower_losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor, Jet]:
         """Unweighted loss terms, their weighted sum that trains W, and u's jet."""
@@ -221,12 +224,7 @@ class BiLO(Method):
 
     def finetune_step(self, batch):
         losses, lower, _ = self.lower_losses(batch)
-        losses["dat"] = self.data_loss(batch)
-        upper = losses["dat"]
-        reg = self.regulariser(batch)
-        if reg is not None:
-            losses["reg"] = reg[0]
-            upper = upper + reg[1]
+        upper = self.upper_objective(batch, losses)
         self.opt_net.zero_grad(set_to_none=True)
         self.opt_upper.zero_grad(set_to_none=True)
         # Lower level: the local-operator loss moves the weights W only; upper level: the data
@@ -246,13 +244,8 @@ class PINN(Method):
         self.w_dat = w_dat
 
     def finetune_step(self, batch):
-        losses, total, _ = self.lower_losses(batch)
-        losses["dat"] = self.data_loss(batch)
-        total = total + self.w_dat * losses["dat"]
-        reg = self.regulariser(batch)
-        if reg is not None:
-            losses["reg"] = reg[0]
-            total = total + reg[1]
+        losses, lower, _ = self.lower_losses(batch)
+        total = lower + self.upper_objective(batch, losses, self.w_dat)
         self.opt_net.zero_grad(set_to_none=True)
         self.opt_upper.zero_grad(set_to_none=True)
         total.backward()

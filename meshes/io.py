@@ -76,6 +76,18 @@ def _check_fields(fields: Mapping[str, np.ndarray] | None, size: int, kind: str,
     return checked
 
 
+def _write_mesh_and_fields(h5: h5py.File, vertices, cells, units: str, cell_fields: dict,
+                           vertex_fields: dict) -> list[tuple[str, str, str, int]]:
+    """The mesh and its constant fields into `h5`; returns the fields' XDMF attributes."""
+    _write_mesh_datasets(h5, vertices, cells, units)
+    for name, values in cell_fields.items():
+        h5.create_dataset(f"Fields/cell/{name}", data=values)
+    for name, values in vertex_fields.items():
+        h5.create_dataset(f"Fields/vertex/{name}", data=values)
+    return ([(n, "Cell", f"/Fields/cell/{n}", len(cells)) for n in cell_fields]
+            + [(n, "Node", f"/Fields/vertex/{n}", len(vertices)) for n in vertex_fields])
+
+
 def _data_item(h5_name: str, dataset: str, shape: tuple[int, ...], integer: bool = False) -> str:
     number = 'NumberType="Int"' if integer else 'NumberType="Float"'
     dims = " ".join(str(s) for s in shape)
@@ -140,13 +152,8 @@ def write_mesh(path, mesh: Mesh | MeshData, cell_fields: Mapping[str, np.ndarray
     vertex_fields = _check_fields(vertex_fields, len(vertices), "vertex", str(path))
     h5_path = path.with_suffix(".h5")
     with atomic_h5(h5_path, kind="mesh") as h5:
-        _write_mesh_datasets(h5, vertices, cells, mesh.units)
-        for name, values in cell_fields.items():
-            h5.create_dataset(f"Fields/cell/{name}", data=values)
-        for name, values in vertex_fields.items():
-            h5.create_dataset(f"Fields/vertex/{name}", data=values)
-    attributes = ([(n, "Cell", f"/Fields/cell/{n}", len(cells)) for n in cell_fields]
-                  + [(n, "Node", f"/Fields/vertex/{n}", len(vertices)) for n in vertex_fields])
+        attributes = _write_mesh_and_fields(h5, vertices, cells, mesh.units, cell_fields,
+                                            vertex_fields)
     _write_xdmf(path, _grid_lines(h5_path.name, "mesh", len(vertices), len(cells),
                                   vertices.shape[1], mesh.units, attributes, None, "    "))
     return path
@@ -173,16 +180,11 @@ def write_solution_xdmf(path, mesh: Mesh, u: np.ndarray, times=None, name: str =
     vertex_fields = _check_fields(vertex_fields, len(vertices), "vertex", str(path))
     h5_path = path.with_suffix(".h5")
     with atomic_h5(h5_path, kind="xdmf-data") as h5:
-        _write_mesh_datasets(h5, vertices, cells, mesh.units)
-        for field_name, values in cell_fields.items():
-            h5.create_dataset(f"Fields/cell/{field_name}", data=values)
-        for field_name, values in vertex_fields.items():
-            h5.create_dataset(f"Fields/vertex/{field_name}", data=values)
+        static = _write_mesh_and_fields(h5, vertices, cells, mesh.units, cell_fields,
+                                        vertex_fields)
         for k, snapshot in enumerate(series):
             h5.create_dataset(f"Function/{name}/{k}", data=snapshot)
     nv, nc, gdim = len(vertices), len(cells), vertices.shape[1]
-    static = ([(n, "Cell", f"/Fields/cell/{n}", nc) for n in cell_fields]
-              + [(n, "Node", f"/Fields/vertex/{n}", nv) for n in vertex_fields])
     if times is None:
         static.append((name, "Node", f"/Function/{name}/0", nv))
         grids = _grid_lines(h5_path.name, "mesh", nv, nc, gdim, mesh.units, static, None, "    ")
