@@ -24,6 +24,7 @@ import scipy.sparse
 from scipy.optimize import minimize as scipy_minimize
 
 from solvers.exchange import InputError, SolutionFile, read_solution, write_json_atomic
+from solvers.problems import function_objective
 
 # Points may lie this far (relative to the grid's length) outside the grid and are clamped.
 _GRID_TOLERANCE = 1e-12
@@ -409,6 +410,10 @@ def run_adjoint(
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if problem.function is not None:
+        summary["w_reg"] = {problem.function: problem.w_reg}
+        summary["reference_objective"] = function_objective(
+            at_obs, obs.values, {problem.function: (problem.x, problem.full_function(result.m))},
+            summary["w_reg"])
         summary["x"] = x_data.tolist()
         summary["params_fixed"] = dict(data.params)
     out = Path(out_dir)

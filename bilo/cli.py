@@ -79,7 +79,8 @@ def cmd_train(args) -> int:
 
     overrides = {"width": args.width, "depth": args.depth, "pretrain_steps": args.pretrain_steps,
                  "finetune_steps": args.steps, "lr_net": args.lr, "lr_theta": args.lr_theta,
-                 "n_res": tuple(args.n_res) if args.n_res else None}
+                 "n_res": tuple(args.n_res) if args.n_res else None, "n_reg": args.n_reg,
+                 "stratified_reg": False if args.fixed_reg else None}
     options = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
                "device": args.device, "w_rgrad": args.w_rgrad, "w_dat": args.w_dat,
                "w_reg": args.w_reg,
@@ -215,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--depth", type=int, default=None, help="hidden layers")
     train.add_argument("--n-res", type=int, nargs="+", default=None,
                        help="residual points per coordinate axis")
+    train.add_argument("--n-reg", type=int, default=None,
+                       help="unknown functions: points for the regulariser and f0 fit (101)")
+    train.add_argument("--fixed-reg", action="store_true",
+                       help="keep those points evenly spaced (the paper) instead of redrawing "
+                            "them each step, one per cell of their grid")
     train.add_argument("--seed", type=int, default=None)
     train.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS")

@@ -100,6 +100,7 @@ def compare(problem: str, data: str, methods: list[str], out: str | Path, *, see
                          **{f"rel_err_{k}": v for k, v in _scalar_errors(summary).items()},
                          "u_rel_l2_vs_reference": summary.get("u_rel_l2_vs_reference"),
                          "reference_rel_l2_vs_data": summary.get("reference_rel_l2_vs_data"),
+                         "reference_objective": summary.get("reference_objective"),
                          "wall_s": summary["wall_s"], "steps": summary["steps"]})
             runs.append((variant.label, seed, run_dir, summary))
     _write_csv(out / "comparison.csv", rows)
@@ -124,7 +125,9 @@ def _markdown(problem: str, data: str, rows: list[dict]) -> str:
              "Mean ± std over seeds (adjoint: one deterministic run). u_rel_l2_vs_reference: the "
              "network solution against the FDM solution at the inferred parameters (0 for the "
              "adjoint, whose u is that solution). reference_rel_l2_vs_data: that FDM solution "
-             "against the observations.", "",
+             "against the observations. reference_objective (unknown functions): the "
+             "objective J = mean((u − d)²) + w_reg·∫f′² that all methods minimise, with u from "
+             "that FDM solution.", "",
              "| method | runs | " + " | ".join(columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for method in dict.fromkeys(r["method"] for r in rows):
@@ -135,9 +138,9 @@ def _markdown(problem: str, data: str, rows: list[dict]) -> str:
             if values.size == 0:
                 cells.append("–")
             elif values.size == 1:
-                cells.append(f"{values[0]:.3g}")
+                cells.append(f"{values[0]:.4g}")
             else:
-                cells.append(f"{values.mean():.3g} ± {values.std(ddof=1):.2g}")
+                cells.append(f"{values.mean():.4g} ± {values.std(ddof=1):.2g}")
         lines.append(f"| {method} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -96,6 +96,7 @@ def write_results(run) -> dict:
             name: float(np.linalg.norm(inferred[name] - values) / np.linalg.norm(values))
             for name, values in truth_functions.items()},
         "u_rel_l2_vs_reference": None,
+        **({"w_reg": run.method.w_reg} if run.method.function_nets else {}),
         "u_rel_l2_vs_data_solution": float(np.linalg.norm(u_nn - data.u)
                                            / np.linalg.norm(data.u)),
         # totals, as every method writes them; the split by phase beside them

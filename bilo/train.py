@@ -177,11 +177,21 @@ class Run:
         points = points_in_problem_order(self.problem, obs.points, obs.columns, self.config.data)
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
         collocation, u0 = self._collocation(step=0)
-        reg_x = np.linspace(0.0, 1.0, self.config.settings.n_res[0])
+        reg_x, f0 = self._regulariser_points(step=0)
         return Batch(collocation=collocation, obs_points=as_tensor(points),
-                     obs_values=as_tensor(obs.values), u0=u0, reg_x=as_tensor(reg_x),
-                     f0={name: as_tensor(spec.initial(reg_x))
-                         for name, spec in self.problem.functions.items()})
+                     obs_values=as_tensor(obs.values), u0=u0, reg_x=reg_x, f0=f0)
+
+    def _regulariser_points(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Points in x for the functions' regulariser and f0 fit, and f0 there: evenly spaced,
+        or (`stratified_reg`, after step 0) one uniform draw in each of n_reg equal cells, so
+        that f cannot grow wiggles unseen between fixed points."""
+        n = self.config.settings.n_reg
+        x = np.linspace(0.0, 1.0, n)
+        if self.config.settings.stratified_reg and step > 0:
+            x = (np.arange(n) + np.random.default_rng(step).random(n)) / n
+        as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
+        return as_tensor(x), {name: as_tensor(spec.initial(x))
+                              for name, spec in self.problem.functions.items()}
 
     def _collocation(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Residual points (drawn anew each step for problems that resample) and u0 there."""
@@ -272,6 +282,8 @@ class Run:
             while self.step < end:
                 if self.problem.resample_collocation and self.step > 0:
                     self.batch.collocation, self.batch.u0 = self._collocation(self.step)
+                if self.problem.functions and s.stratified_reg and self.step > 0:
+                    self.batch.reg_x, self.batch.f0 = self._regulariser_points(self.step)
                 losses = step_fn(self.batch)
                 local = self.step - offset
                 last = self.step == end - 1

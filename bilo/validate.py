@@ -14,7 +14,7 @@ import numpy as np
 
 from bilo.results import read_result
 from solvers.exchange import InputError, read_solution, write_json_atomic, write_solution
-from solvers.problems import run_reference, sample
+from solvers.problems import function_objective, run_reference, sample
 
 
 def grid_points(axes: tuple[str, ...], grid: dict[str, np.ndarray]) -> np.ndarray:
@@ -51,6 +51,8 @@ def validate(run_dir: str | Path) -> dict:
     error = float(np.linalg.norm(result["u_nn"] - u_ref) / np.linalg.norm(u_ref))
     summary["u_rel_l2_vs_reference"] = error
     summary["reference_rel_l2_vs_data"] = misfit = _reference_misfit(reference, summary)
+    if result["functions"] and misfit is not None and "w_reg" in summary:  # older runs lack it
+        summary["reference_objective"] = _reference_objective(reference, summary, result)
     summary["reference"] = {"file": reference_path.name, **reference.provenance}
     write_json_atomic(summary_path, summary)
     plot_solution(run_dir / "solution.png", result, u_ref, summary)
@@ -63,6 +65,16 @@ def validate(run_dir: str | Path) -> dict:
           + (f"; the reference misses the data by {misfit:.3e} (rel. L2)"
              if misfit is not None else ""))
     return summary
+
+
+def _reference_objective(reference, summary: dict, result: dict) -> float:
+    """The objective J of the inferred functions, with u from the solver (comparable across
+    methods, the adjoint's included)."""
+    obs = read_solution(summary["data"]).observations
+    functions = {name: (result["function_x"], values)
+                 for name, values in result["functions"].items()}
+    return function_objective(sample(reference, obs.points, obs.columns), obs.values,
+                              functions, summary["w_reg"])
 
 
 def _reference_misfit(reference, summary: dict) -> float | None:

@@ -28,6 +28,12 @@ class Settings:
     finetune_steps: int = 50_000
     lr_net: float = 1e-3
     lr_theta: float = 1e-3
+    # unknown functions: points in x for the regulariser mean(f′²) and the f0 fit (the paper's
+    # T_reg has 101). `stratified_reg` redraws them each step, one per cell of that grid: with
+    # fixed points f grows wiggles between them, and BiLO on heat diverged after 5000 steps
+    # (docs/functions.md)
+    n_reg: int = 101
+    stratified_reg: bool = True
 
 
 class Problem:
