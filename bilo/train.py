@@ -166,6 +166,11 @@ class Run:
         self.method: Method = METHODS[config.method](
             self.problem, s.width, s.depth, theta0, s.lr_net, s.lr_theta, constants=constants,
             w_reg=config.w_reg, **kwargs).to(self.device)
+        # initial guesses sampled once and interpolated at the redrawn points (a GRF draw
+        # costs about a second)
+        fine = np.linspace(0.0, 1.0, 4001)
+        self._f0_samples = {name: (fine, spec.initial(fine))
+                            for name, spec in self.problem.functions.items()}
         self.batch = self._make_batch()
         self.step = 0  # steps done, pre-training then fine-tuning
         self.history: dict[str, list] = {key: [] for key in TRACKS}
@@ -190,8 +195,8 @@ class Run:
         if self.config.settings.stratified_reg and step > 0:
             x = (np.arange(n) + np.random.default_rng(step).random(n)) / n
         as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
-        return as_tensor(x), {name: as_tensor(spec.initial(x))
-                              for name, spec in self.problem.functions.items()}
+        return as_tensor(x), {name: as_tensor(np.interp(x, *samples))
+                              for name, samples in self._f0_samples.items()}
 
     def _collocation(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Residual points (drawn anew each step for problems that resample) and u0 there."""
