@@ -180,11 +180,13 @@ class Run:
     def _make_batch(self) -> Batch:
         obs = self.data.observations
         points = points_in_problem_order(self.problem, obs.points, obs.columns, self.config.data)
-        as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
         collocation, u0 = self._collocation(step=0)
         reg_x, f0 = self._regulariser_points(step=0)
-        return Batch(collocation=collocation, obs_points=as_tensor(points),
-                     obs_values=as_tensor(obs.values), u0=u0, reg_x=reg_x, f0=f0)
+        return Batch(collocation=collocation, obs_points=self._tensor(points),
+                     obs_values=self._tensor(obs.values), u0=u0, reg_x=reg_x, f0=f0)
+
+    def _tensor(self, values) -> torch.Tensor:
+        return torch.as_tensor(values, dtype=torch.float32, device=self.device)
 
     def _regulariser_points(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Points in x for the functions' regulariser and f0 fit, and f0 there: evenly spaced,
@@ -194,9 +196,8 @@ class Run:
         x = np.linspace(0.0, 1.0, n)
         if self.config.settings.stratified_reg and step > 0:
             x = (np.arange(n) + np.random.default_rng(step).random(n)) / n
-        as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
-        return as_tensor(x), {name: as_tensor(np.interp(x, *samples))
-                              for name, samples in self._f0_samples.items()}
+        return self._tensor(x), {name: self._tensor(np.interp(x, *samples))
+                                 for name, samples in self._f0_samples.items()}
 
     def _collocation(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Residual points (drawn anew each step for problems that resample) and u0 there."""
@@ -205,8 +206,7 @@ class Run:
             u0 = self.u0_function(points.numpy())
         else:
             u0 = self._u0_at(points.numpy()) if self.config.u0 else None
-        to_device = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
-        return to_device(points), None if u0 is None else to_device(u0)
+        return self._tensor(points), None if u0 is None else self._tensor(u0)
 
     def _u0_at(self, collocation: np.ndarray) -> np.ndarray:
         from solvers.exchange import write_solution
@@ -318,7 +318,7 @@ class Run:
 
     def functions_on(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The inferred functions at points x."""
-        x_t = torch.as_tensor(x, dtype=torch.float32, device=self.device)
+        x_t = self._tensor(x)
         with torch.no_grad():
             return {name: net(x_t).cpu().numpy().astype(np.float64)
                     for name, net in self.method.function_nets.items()}

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from adjoint.optimize import function_objective
 from bilo.results import read_result
 from solvers.exchange import InputError, read_solution, write_json_atomic, write_solution
-from solvers.problems import function_objective, run_reference, sample
+from solvers.problems import run_reference, sample
 
 
 def grid_points(axes: tuple[str, ...], grid: dict[str, np.ndarray]) -> np.ndarray:
@@ -50,9 +51,8 @@ def validate(run_dir: str | Path) -> dict:
                    result["axes"]).reshape(result["u_nn"].shape)
     error = float(np.linalg.norm(result["u_nn"] - u_ref) / np.linalg.norm(u_ref))
     summary["u_rel_l2_vs_reference"] = error
-    summary["reference_rel_l2_vs_data"] = misfit = _reference_misfit(reference, summary)
-    if result["functions"] and misfit is not None and "w_reg" in summary:  # older runs lack it
-        summary["reference_objective"] = _reference_objective(reference, summary, result)
+    summary.update(_reference_against_data(reference, summary, result))
+    misfit = summary["reference_rel_l2_vs_data"]
     summary["reference"] = {"file": reference_path.name, **reference.provenance}
     write_json_atomic(summary_path, summary)
     plot_solution(run_dir / "solution.png", result, u_ref, summary)
@@ -67,27 +67,26 @@ def validate(run_dir: str | Path) -> dict:
     return summary
 
 
-def _reference_objective(reference, summary: dict, result: dict) -> float:
-    """The objective J of the inferred functions, with u from the solver (comparable across
-    methods, the adjoint's included)."""
-    obs = read_solution(summary["data"]).observations
-    functions = {name: (result["function_x"], values)
-                 for name, values in result["functions"].items()}
-    return function_objective(sample(reference, obs.points, obs.columns), obs.values,
-                              functions, summary["w_reg"])
-
-
-def _reference_misfit(reference, summary: dict) -> float | None:
-    """Relative L2 misfit of the trusted solver's solution at the inferred parameters against
-    the observations: how well the inferred parameters explain the data, independent of the
-    network. None when the run's data file is no longer at its recorded path."""
+def _reference_against_data(reference, summary: dict, result: dict) -> dict:
+    """How well the inferred parameters explain the data, independent of the network:
+    `reference_rel_l2_vs_data`, the relative L2 misfit of the trusted solver's solution at
+    them against the observations (None when the run's data file is no longer at its recorded
+    path), and for unknown functions `reference_objective`, the objective J with u from that
+    solution (comparable across methods, the adjoint's included; older runs lack `w_reg`)."""
     data_path = Path(summary.get("data", ""))
     if not data_path.is_file():
         print(f"note: {data_path}: not found; reference-vs-data misfit not computed")
-        return None
+        return {"reference_rel_l2_vs_data": None}
     obs = read_solution(data_path).observations
     predicted = sample(reference, obs.points, obs.columns)
-    return float(np.linalg.norm(predicted - obs.values) / np.linalg.norm(obs.values))
+    found = {"reference_rel_l2_vs_data": float(np.linalg.norm(predicted - obs.values)
+                                               / np.linalg.norm(obs.values))}
+    if result["functions"] and "w_reg" in summary:
+        functions = {name: (result["function_x"], values)
+                     for name, values in result["functions"].items()}
+        found["reference_objective"] = function_objective(predicted, obs.values, functions,
+                                                          summary["w_reg"])
+    return found
 
 
 def plot_solution(path: Path, result: dict, u_ref: np.ndarray, summary: dict) -> None:

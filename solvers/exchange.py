@@ -90,10 +90,10 @@ class SolutionFile:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; it is renamed onto `path` (readable by everyone,
-    `mode`) only when the block completes, and removed if it fails: nothing half-written is
-    ever left at `path`."""
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; it is renamed onto `path` (readable by everyone)
+    only when the block completes, and removed if it fails: nothing half-written is ever left
+    at `path`."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     # the temp name keeps the target's extensions: writers such as nibabel read the format there
@@ -102,7 +102,7 @@ def atomic_path(path: str | os.PathLike, mode: int = 0o644) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp_name)
-        os.chmod(tmp_name, mode)  # mkstemp creates 0600
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -194,19 +194,6 @@ def sample(reference: Reference, points: np.ndarray, columns: tuple[str, ...]) -
     return interpolate(points[:, order])
 
 
-def function_objective(predicted: np.ndarray, observed: np.ndarray,
-                       functions: dict[str, tuple[np.ndarray, np.ndarray]],
-                       w_reg: dict[str, float]) -> float:
-    """J = mean((u − d)²) over the observations + Σ_f w_reg·∫₀¹ f′² dx, the objective that every
-    method for an unknown function minimises, evaluated the same way for all of them: u from
-    the trusted solver at the inferred f, and ∫f′² of f's piecewise-linear interpolant on 1001
-    points. `functions` maps each name to its samples (x, f(x))."""
-    grid = np.linspace(0.0, 1.0, 1001)
-    energy = sum(w_reg[name] * np.mean((np.diff(np.interp(grid, x, values)) / np.diff(grid)) ** 2)
-                 for name, (x, values) in functions.items())
-    return float(np.mean((np.asarray(predicted) - np.asarray(observed)) ** 2) + energy)
-
-
 def run_reference(name: str, params: dict[str, float] | None = None,
                   functions: dict[str, str | Callable] | None = None, *, nx: int | None = None,
                   nt: int | None = None, layout: str | None = None, n_obs: int | None = None,

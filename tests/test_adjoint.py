@@ -180,7 +180,7 @@ def test_heat_initial_condition_from_final_time(tmp_path, report):
     """u_t = 0.01 u_xx, true f the hat 1 - |2x - 1|, data u(x_i, 1) at 11 points with noise
     0.01 (seed 0, nx = 401 reference); run_adjoint from f = sin(pi x), w_reg = 1e-4: the
     relative L2 error of f improves on the initial guess (0.26); measured about 0.06. The
-    method-independent evaluation of J (solvers.problems.function_objective: solver u at the
+    method-independent evaluation of J (adjoint.optimize.function_objective: solver u at the
     observations, ∫f′² on 1001 points) agrees with the adjoint's own J to 1e-3 (measured 3e-6
     on another data set)."""
     data_file = tmp_path / "heat.h5"
