@@ -1,27 +1,30 @@
 """Adjoint-method baselines: discrete-adjoint gradients of the reference FDM solvers.
 
-    from adjoint import FisherKPPProblem, taylor_test, minimize, run_adjoint
-    problem = FisherKPPProblem(points, values)          # J = mean((u(x_i, t_i) - d_i)^2)
+    from adjoint import FisherKPPProblem, taylor_test, minimize
+    from bilo.likelihoods import Gaussian
+    problem = FisherKPPProblem(points, values, misfit=Gaussian())   # J = mean((u - d)^2)
     print(taylor_test(problem.objective, problem.gradient, [1.0, 1.0]))
-    result = minimize(problem)                            # L-BFGS-B from (D, rho) = (1, 1)
-    run_adjoint("fkpp", "gt.h5", "runs/adjoint")          # data file -> summary.json
+    result = minimize(problem)                                     # L-BFGS-B from (1, 1)
 
-Problems: FisherKPPProblem (D, rho), PoissonProblem (D(x)), HeatProblem (initial condition f),
-numpy and scipy only; on the dolfinx P1 solvers, also under mpirun (dolfinx imported when one is
-constructed): DarcyAdjointProblem (A(x) of -div(A grad u) = f) and
-ReactionDiffusion2DAdjointProblem (D, rho of u_t = div(D P grad u) + rho u(1-u)).
+Problems: FisherKPPProblem (D, rho), LogisticProblem (a), PoissonProblem (D(x)), HeatProblem
+(initial condition f), BurgersProblem (initial condition f), numpy and scipy only; on the dolfinx
+P1 solvers, also under mpirun (dolfinx imported when one is constructed): DarcyAdjointProblem
+(A(x) of -div(A grad u) = f) and ReactionDiffusion2DAdjointProblem (D, rho of
+u_t = div(D P grad u) + rho u(1-u)). `bilo train PROBLEM --method adjoint` fits a problem's
+declared adjoint to a data file.
 """
 
+from adjoint.burgers import BurgersProblem
 from adjoint.fem import DarcyAdjointProblem, ReactionDiffusion2DAdjointProblem
 from adjoint.fisher_kpp import FisherKPPProblem, ReactionDiffusionScheme
 from adjoint.heat import HeatProblem
+from adjoint.logistic import LogisticProblem
 from adjoint.optimize import (
     AdjointProblem,
     AdjointResult,
+    GridAdjointProblem,
     interpolation_matrix,
     minimize,
-    problem_from_data,
-    run_adjoint,
 )
 from adjoint.poisson import PoissonProblem
 from adjoint.taylor import TaylorResult, taylor_test
@@ -29,16 +32,17 @@ from adjoint.taylor import TaylorResult, taylor_test
 __all__ = [
     "AdjointProblem",
     "AdjointResult",
+    "BurgersProblem",
     "DarcyAdjointProblem",
     "FisherKPPProblem",
+    "GridAdjointProblem",
     "HeatProblem",
+    "LogisticProblem",
     "PoissonProblem",
     "ReactionDiffusion2DAdjointProblem",
     "ReactionDiffusionScheme",
     "TaylorResult",
     "interpolation_matrix",
     "minimize",
-    "problem_from_data",
-    "run_adjoint",
     "taylor_test",
 ]

@@ -6,7 +6,7 @@ Bardos-LeRoux-Nedelec sense), with uniform time steps: n_steps = ceil(T·a·max|
 which keeps the CFL number at most `cfl` because max|u| never exceeds max|f|. The unknown m is
 f at the cell centres (f(0) = f(1) = 0), and
 
-    J(f) = mean((u(x_i, t_i) − d_i)²) + w_reg ∫|f′|² dx
+    J(f) = misfit.value(u(x_i, t_i), d) + w_reg ∫|f′|² dx
 
 (u interpolated linearly between the nodes [0, cell centres, 1] and the time steps; f′ of the
 piecewise-linear f through the same nodes). The flux is piecewise smooth, so the backward sweep
@@ -33,6 +33,7 @@ class BurgersProblem(GridAdjointProblem):
     Args:
         points: (n, 2) observation coordinates, columns (x, t) (e.g. t = 1 only).
         values: (n,) observed u.
+        misfit: the data term (value and gradient in the predicted u), the problem's likelihood.
         a: the (known) flux coefficient.
         n_cells: finite-volume cells.
         t_final: the final time of the model (at least the latest observation).
@@ -42,7 +43,7 @@ class BurgersProblem(GridAdjointProblem):
 
     function = "f"
 
-    def __init__(self, points, values, *, a: float = 0.2, n_cells: int = 1000,
+    def __init__(self, points, values, *, misfit, a: float = 0.2, n_cells: int = 1000,
                  t_final: float = 1.0, cfl: float = 0.5, w_reg: float = 1e-3):
         super().__init__()
         self.a = check_finite_scalar(a, "a", minimum=0.0)
@@ -58,6 +59,7 @@ class BurgersProblem(GridAdjointProblem):
             raise ValueError(f"observation points of shape {self.points.shape} for "
                              f"{self.values.size} values; expected columns (x, t)")
         self.w_reg = float(w_reg)
+        self.misfit = misfit
 
     def full_function(self, m) -> np.ndarray:
         """f on the nodes [0, centres, 1], zero at the ends."""
@@ -93,16 +95,16 @@ class BurgersProblem(GridAdjointProblem):
         times = np.linspace(0.0, self.t_final, n_steps + 1)
         matrix = interpolation_matrix(self.points[:, [1, 0]], (times, self.x))
         nodal = boundary_traces(states)
-        return states, times, nodal, matrix, matrix @ nodal.ravel() - self.values
+        return states, times, nodal, matrix, matrix @ nodal.ravel()
 
     def _objective(self, m, state) -> float:
-        misfit = float(np.mean(state[-1] ** 2))
+        misfit = float(self.misfit.value(state[-1], self.values))
         return misfit + self.w_reg * gradient_energy(self.full_function(m), self.spacing)[0]
 
     def _gradient(self, m, state) -> np.ndarray:
-        states, times, _, matrix, residual = state
+        states, times, _, matrix, predicted = state
         ratio = times[1] / self.h
-        sources = (matrix.T @ (2.0 * residual / residual.size)).reshape(len(times), -1)
+        sources = (matrix.T @ self.misfit.gradient(predicted, self.values)).reshape(len(times), -1)
         # node sources onto cells: a boundary trace follows its cell only where flow leaves
         # (the rule of `boundary_traces`)
         cell_sources = sources[:, 1:-1].copy()

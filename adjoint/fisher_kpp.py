@@ -161,35 +161,36 @@ class ReactionDiffusionScheme:
 
 
 class SpaceTimeMisfit:
-    """J_data = mean((u(x_i, t_i) - d_i)^2), u bilinearly interpolated on the (t, x) step grid."""
+    """The data term misfit.value(Q u, d) of u on the (t, x) step grid, Q bilinear interpolation
+    at the observation points; `misfit` is the problem's likelihood (value and gradient)."""
 
-    def __init__(self, scheme: ReactionDiffusionScheme, points, values):
+    def __init__(self, scheme: ReactionDiffusionScheme, points, values, misfit):
         points = np.atleast_2d(np.asarray(points, dtype=np.float64))
         if points.shape[1] != 2:
             raise ValueError(f"observation points need columns (x, t), got shape {points.shape}")
         self.values = np.asarray(values, dtype=np.float64).ravel()
         if self.values.shape != (points.shape[0],):
             raise ValueError(f"{points.shape[0]} points but {self.values.size} values")
-        self.scheme = scheme
+        self.scheme, self.misfit = scheme, misfit
         # the step grid's axes are (t, x)
         self.matrix = interpolation_matrix(points[:, [1, 0]], (scheme.t, scheme.x))
 
-    def residual(self, u_full: np.ndarray) -> np.ndarray:
-        return self.matrix @ u_full.ravel() - self.values
+    def predicted(self, u_full: np.ndarray) -> np.ndarray:
+        return self.matrix @ u_full.ravel()
 
-    def value(self, residual: np.ndarray) -> float:
-        return float(np.mean(residual**2))
+    def value(self, predicted: np.ndarray) -> float:
+        return float(self.misfit.value(predicted, self.values))
 
-    def sources(self, residual: np.ndarray) -> np.ndarray:
-        """dJ_data/du on the interior nodes at every time step, (n_steps+1, nx-2)."""
-        full = (self.matrix.T @ (2.0 * residual / residual.size)).reshape(
+    def sources(self, predicted: np.ndarray) -> np.ndarray:
+        """d value/du on the interior nodes at every time step, (n_steps+1, nx-2)."""
+        full = (self.matrix.T @ self.misfit.gradient(predicted, self.values)).reshape(
             self.scheme.n_steps + 1, self.scheme.nx)
         return full[:, 1:-1]
 
 
 class FisherKPPProblem(GridAdjointProblem):
     """Infer m = (D, rho) of u_t = 0.01 D u_xx + rho u (1-u), u(x,0) = sin^2(pi x)/2, u = 0 at
-    x = 0, 1, from observations u(x_i, t_i) ~ d_i:  J = mean((u(x_i, t_i) - d_i)^2).
+    x = 0, 1, from observations u(x_i, t_i) ~ d_i:  J = misfit.value(u(x_i, t_i), d).
 
     The forward model is the scheme of solvers.fdm.solve_fisher_kpp (see ReactionDiffusionScheme);
     u is interpolated linearly in x and t between grid nodes and time steps.
@@ -197,17 +198,20 @@ class FisherKPPProblem(GridAdjointProblem):
     Args:
         points: (n, 2) observation coordinates, columns (x, t).
         values: (n,) observed values.
+        misfit: the data term, an object with value(predicted, observed) and its gradient
+            (the problem's likelihood, e.g. `bilo.likelihoods.Gaussian`).
         nx, t_out, n_steps: resolution as in solve_fisher_kpp (t_out fixes the final time and
             the default step count).
     """
 
     names = ("D", "rho")
 
-    def __init__(self, points, values, *, nx: int = 401, t_out=None, n_steps: int | None = None):
+    def __init__(self, points, values, *, misfit, nx: int = 401, t_out=None,
+                 n_steps: int | None = None):
         super().__init__()
         self.scheme = ReactionDiffusionScheme(nx, t_out, n_steps)
         self.nx, self.n_steps = self.scheme.nx, self.scheme.n_steps
-        self.misfit = SpaceTimeMisfit(self.scheme, points, values)
+        self.misfit = SpaceTimeMisfit(self.scheme, points, values, misfit)
         self.u0 = fisher_kpp_initial(self.scheme.x)[1:-1]
 
     def initial_guess(self) -> np.ndarray:
@@ -219,16 +223,16 @@ class FisherKPPProblem(GridAdjointProblem):
     def _solve(self, m):
         D, rho = m
         states = self.scheme.forward(self.u0, DIFFUSION_SCALE * D, rho)
-        return states, self.misfit.residual(self.scheme.full_states(states))
+        return states, self.misfit.predicted(self.scheme.full_states(states))
 
     def _objective(self, m, state) -> float:
         return self.misfit.value(state[1])
 
     def _gradient(self, m, state) -> np.ndarray:
-        states, residual = state
+        states, predicted = state
         D, rho = m
         _, d_diffusivity, d_rho = self.scheme.backward(
-            states, self.misfit.sources(residual), DIFFUSION_SCALE * D, rho)
+            states, self.misfit.sources(predicted), DIFFUSION_SCALE * D, rho)
         return np.array([DIFFUSION_SCALE * d_diffusivity, d_rho])
 
     def solution(self, m) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,29 +1,23 @@
-"""What every adjoint problem shares, L-BFGS-B optimisation, and `run_adjoint` on a data file.
+"""What every adjoint problem shares, and L-BFGS-B optimisation.
 
 An :class:`AdjointProblem` maps a parameter vector m to the objective J(m) (data misfit plus
 regularisation) and its gradient, computed by the discrete adjoint of the reference solver: a
-gradient costs one forward solve (shared with J at the same m) and one backward solve.
-
-`run_adjoint(problem_name, data_file, out_dir)` reads an exchange file made by `bilo solve`,
-infers the parameters (fkpp: D, rho) or the function (poisson: D(x), heat and burgers: f(x)) with
-L-BFGS-B, and writes `summary.json` in the form of the trainer's.
+gradient costs one forward solve (shared with J at the same m) and one backward solve. The data
+term comes from a misfit object (a problem's likelihood: `value(predicted, observed)` and its
+gradient), so J is the same objective the networks minimise. A problem declaration
+(`bilo/problems/`) builds its adjoint from a data file; the `adjoint` method fits it.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse
 from scipy.optimize import minimize as scipy_minimize
-
-from solvers.exchange import InputError, SolutionFile, read_solution, write_json_atomic
 
 # Points may lie this far (relative to the grid's length) outside the grid and are clamped.
 _GRID_TOLERANCE = 1e-12
@@ -67,19 +61,6 @@ def gradient_energy(values: np.ndarray, h) -> tuple[float, np.ndarray]:
     gradient[:-1] -= 2.0 * slopes
     gradient[1:] += 2.0 * slopes
     return float(np.sum(h * slopes**2)), gradient
-
-
-def function_objective(predicted: np.ndarray, observed: np.ndarray,
-                       functions: dict[str, tuple[np.ndarray, np.ndarray]],
-                       w_reg: dict[str, float]) -> float:
-    """J = mean((u − d)²) over the observations + Σ_f w_reg·∫₀¹ f′² dx, the objective that every
-    method for an unknown function minimises, evaluated the same way for all of them: u from
-    the trusted solver at the inferred f, and ∫f′² of f's piecewise-linear interpolant on 1001
-    points. `functions` maps each name to its samples (x, f(x))."""
-    grid = np.linspace(0.0, 1.0, 1001)
-    energy = sum(w_reg[name] * gradient_energy(np.interp(grid, x, values), np.diff(grid))[0]
-                 for name, (x, values) in functions.items())
-    return float(np.mean((np.asarray(predicted) - np.asarray(observed)) ** 2) + energy)
 
 
 class AdjointProblem(ABC):
@@ -252,183 +233,3 @@ def minimize(
                          n_adjoint_solves=problem.n_adjoint_solves - adjoint_before,
                          wall_s=wall, converged=bool(result.success), message=message,
                          trajectory=trajectory)
-
-
-# --------------------------------------------------------------------------- data files
-
-SUPPORTED = ("fkpp", "poisson", "heat", "burgers")
-DEFAULT_W_REG = {"poisson": 1e-3, "heat": 1e-4, "burgers": 1e-3}
-
-
-def _observation_columns(data: SolutionFile, wanted: tuple[str, ...]) -> np.ndarray:
-    obs = data.observations
-    if obs is None:
-        raise InputError(f"the data file for '{data.problem}' holds no observations")
-    missing = [c for c in wanted if c not in obs.columns]
-    if missing:
-        raise InputError(f"observations have columns {obs.columns}, need {wanted}")
-    return np.column_stack([obs.points[:, obs.columns.index(c)] for c in wanted])
-
-
-def problem_from_data(data: SolutionFile, *, nx: int | None = None, w_reg: float | None = None,
-                      n_steps: int | None = None) -> AdjointProblem:
-    """The adjoint problem for a solution file's observations.
-
-    The model resolution defaults to the data's reference grid (nx = len(grid x), and for
-    time-dependent problems the reference's default time step for its output times), so that
-    noise-free data are fitted exactly.
-    """
-    from adjoint.burgers import BurgersProblem
-    from adjoint.fisher_kpp import FisherKPPProblem
-    from adjoint.heat import HeatProblem
-    from adjoint.poisson import PoissonProblem
-
-    if data.problem not in SUPPORTED:
-        raise InputError(f"no adjoint for problem '{data.problem}'; supported: "
-                         f"{', '.join(SUPPORTED)}")
-    x_data = data.grid["x"]
-    nx = len(x_data) if nx is None else int(nx)
-    values = data.observations.values if data.observations is not None else None
-    if data.problem == "fkpp":
-        points = _observation_columns(data, ("x", "t"))
-        return FisherKPPProblem(points, values, nx=nx, t_out=data.grid["t"], n_steps=n_steps)
-    w_reg = DEFAULT_W_REG[data.problem] if w_reg is None else float(w_reg)
-    if data.problem == "burgers":
-        points = _observation_columns(data, ("x", "t"))
-        return BurgersProblem(points, values, a=data.params["a"], n_cells=nx - 2,
-                              t_final=float(data.grid["t"][-1]), w_reg=w_reg)
-    if data.problem == "heat":
-        points = _observation_columns(data, ("x", "t"))
-        return HeatProblem(points, values, D=data.params["D"], nx=nx, t_out=data.grid["t"],
-                           n_steps=n_steps, w_reg=w_reg)
-    points = _observation_columns(data, ("x",))
-    x = np.linspace(0.0, 1.0, nx)
-    source = np.interp(x, x_data, data.inputs["f"])
-    return PoissonProblem(points[:, 0], values, source, nx=nx, w_reg=w_reg)
-
-
-def _relative_l2(values: np.ndarray, truth: np.ndarray) -> float:
-    norm = float(np.linalg.norm(truth))
-    return float(np.linalg.norm(values - truth)) / (norm if norm > 0 else 1.0)
-
-
-def run_adjoint(
-    problem_name: str,
-    data_file: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    nx: int | None = None,
-    n_steps: int | None = None,
-    w_reg: float | None = None,
-    initial=None,
-    maxiter: int = 5000,
-    log: Callable[[str], None] | None = print,
-) -> dict:
-    """Infer a data file's parameters (or function) by the adjoint method; write summary.json.
-
-    Initial guesses: fkpp (D, rho) = (1, 1); poisson D ≡ 1; heat f = sin(pi x); burgers the
-    field BiLO starts from, grf(seed 0) (override with `initial`: a dict of parameters for fkpp,
-    or values on the model grid). `w_reg` (function problems) defaults to 1e-3 for poisson and
-    burgers and 1e-4 for heat (the best of 1e-5..1e-3 for the default hat f with noise 0.01, 11
-    points at t = 1).
-
-    Returns:
-        the summary dictionary written to out_dir/summary.json.
-    """
-    data = read_solution(data_file)
-    if data.problem != problem_name:
-        raise InputError(f"{data_file}: holds problem '{data.problem}', not '{problem_name}'")
-    problem = problem_from_data(data, nx=nx, w_reg=w_reg, n_steps=n_steps)
-    x_data = data.grid["x"]
-
-    if problem.function is None:
-        truth = {k: float(data.params[k]) for k in problem.names if k in data.params}
-        if isinstance(initial, dict):
-            m0 = np.array([float(initial.get(k, 1.0)) for k in problem.names])
-        else:
-            m0 = problem.initial_guess() if initial is None else np.asarray(initial, float)
-
-        def params_of(m):
-            return {k: float(v) for k, v in zip(problem.names, m, strict=True)}
-
-        record = None
-    else:
-        name = problem.function
-        truth_function = np.asarray(data.inputs[name], dtype=np.float64)
-        m0 = problem.initial_guess() if initial is None else np.asarray(initial, float)
-
-        def on_data_grid(m):
-            return np.interp(x_data, problem.x, problem.full_function(m))
-
-        def params_of(m):
-            return {name: on_data_grid(m).tolist()}
-
-        def record(m):
-            return {f"{name}_rel_err": _relative_l2(on_data_grid(m), truth_function)}
-
-    result = minimize(problem, m0, maxiter=maxiter, log=log, record=record)
-
-    if problem.function is None:
-        params = params_of(result.m)
-        rel_err = {k: abs(params[k] - truth[k]) / (abs(truth[k]) if truth[k] != 0 else 1.0)
-                   for k in truth}
-        params_true, params_initial = truth, params_of(m0)
-    else:
-        params = params_of(result.m)
-        rel_err = {name: _relative_l2(on_data_grid(result.m), truth_function)}
-        params_true, params_initial = {name: truth_function.tolist()}, params_of(m0)
-
-    # u at the inferred parameters on the data's reference grid, against the data's clean
-    # solution at the true parameters.
-    axes_points = np.meshgrid(*[data.grid[a] for a in data.axes], indexing="ij")
-    columns = tuple(data.axes)
-    grid_points = np.column_stack([p.ravel() for p in axes_points])
-    model_columns = ("x", "t") if "t" in columns else ("x",)
-    ordered = grid_points[:, [columns.index(c) for c in model_columns]]
-    u_model = problem.predict(result.m, ordered).reshape(data.u.shape)
-    obs = data.observations
-    at_obs = problem.predict(result.m, obs.points[:, [obs.columns.index(c)
-                                                       for c in model_columns]])
-
-    summary = {
-        "method": "adjoint",
-        "problem": problem_name,
-        "params": params,
-        "params_true": params_true,
-        "params_initial": params_initial,
-        "rel_err": rel_err,
-        # The adjoint's u IS the reference (FDM) solution at the inferred parameters, so its
-        # distance to "the reference re-solved at the inferred parameters" is zero by
-        # construction; the informative number is u_rel_l2_vs_truth below.
-        "u_rel_l2_vs_reference": 0.0,
-        "u_rel_l2_vs_truth": _relative_l2(u_model, data.u),
-        "reference_rel_l2_vs_data": _relative_l2(at_obs, obs.values),
-        "steps": result.iterations,
-        "n_forward_solves": result.n_forward_solves,
-        "n_adjoint_solves": result.n_adjoint_solves,
-        "wall_s": round(result.wall_s, 4),
-        "device": "cpu",
-        "objective": result.objective,
-        "gradient_norm": result.gradient_norm,
-        "converged": result.converged,
-        "message": result.message,
-        "trajectory": result.trajectory,
-        "data": str(data_file),
-        "noise_sigma": data.observations.sigma,
-        "n_observations": len(data.observations.values),
-        "config": {"nx": problem.nx, "w_reg": getattr(problem, "w_reg", None),
-                   "n_steps": getattr(problem, "n_steps", None), "maxiter": maxiter,
-                   "optimizer": "scipy L-BFGS-B"},
-        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if problem.function is not None:
-        summary["w_reg"] = {problem.function: problem.w_reg}
-        summary["reference_objective"] = function_objective(
-            at_obs, obs.values, {problem.function: (problem.x, problem.full_function(result.m))},
-            summary["w_reg"])
-        summary["x"] = x_data.tolist()
-        summary["params_fixed"] = dict(data.params)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "summary.json", summary)
-    return summary

@@ -33,9 +33,9 @@ def _params(pairs: list[tuple[str, str]]) -> dict[str, float]:
 
 
 def cmd_solve(args) -> int:
+    from bilo.synthetic import run_reference
     from solvers.exchange import InputError, write_solution
     from solvers.fem.cli import FEM_PROBLEMS, run_fem_solve
-    from solvers.problems import run_reference
 
     if args.problem in FEM_PROBLEMS:
         if args.function or args.noise or args.obs or args.n_obs:
@@ -67,27 +67,29 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    if args.method == "adjoint":
-        from adjoint.optimize import run_adjoint
+def _method_options(args, problem, method: str):
+    """The method's options from the command line: every flag that names one of its fields."""
+    from bilo.strategies import make_options
 
-        summary = run_adjoint(args.problem, args.data, args.out, w_reg=args.w_reg)
-        print(f"wrote {args.out}/summary.json: {summary['steps']} L-BFGS-B iterations, "
-              f"{summary['wall_s']:.1f} s")
-        return 0
-    from bilo.train import make_config, train
-
-    overrides = {"width": args.width, "depth": args.depth, "pretrain_steps": args.pretrain_steps,
-                 "finetune_steps": args.steps, "lr_net": args.lr, "lr_theta": args.lr_theta,
+    overrides = {"width": args.width, "depth": args.depth,
+                 "pretrain_steps": args.pretrain_steps, "finetune_steps": args.steps,
+                 "lr_net": args.lr, "lr_theta": args.lr_theta,
                  "n_res": tuple(args.n_res) if args.n_res else None, "n_reg": args.n_reg,
                  "stratified_reg": False if args.fixed_reg else None}
-    options = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
-               "device": args.device, "w_rgrad": args.w_rgrad, "w_dat": args.w_dat,
-               "w_reg": args.w_reg,
-               "checkpoint_every": args.checkpoint_every}
-    config = make_config(args.problem, args.data, args.method, args.preset, overrides,
-                         **{k: v for k, v in options.items() if v is not None})
-    summary = train(config, args.out, resume=args.resume, validate_after=not args.no_validate)
+    values = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
+              "device": args.device, "w_rgrad": args.w_rgrad, "w_dat": args.w_dat,
+              "w_reg": args.w_reg, "checkpoint_every": args.checkpoint_every, "nx": args.nx}
+    return make_options(problem, method, args.preset, overrides, **values)
+
+
+def cmd_train(args) -> int:
+    from bilo.problems import get_problem
+    from bilo.strategies import fit
+
+    problem = get_problem(args.problem)
+    options = _method_options(args, problem, args.method)
+    summary = fit(problem, args.data, args.method, args.out, options, resume=args.resume,
+                  validate=not args.no_validate).summary
     found = ", ".join([f"{k}={v:.5g}" for k, v in summary["params"].items()]
                       + [f"{k}(x)" for k in summary["rel_err"] if k not in summary["params"]])
     print(f"wrote {args.out}/summary.json: {found} in {summary['wall_s']:.1f} s "
@@ -135,13 +137,17 @@ def cmd_validate(args) -> int:
 
 
 def _problem_line(problem) -> str:
-    params = ", ".join(f"{k}={v:g}" for k, v in problem.params.items()) or "none"
-    return f"{problem.name}: {problem.summary} (params {params})"
+    spec = problem.reference
+    params = ", ".join(f"{k}={v:g}" for k, v in {**spec.defaults, **problem.constants}.items())
+    return f"{problem.name}: {spec.summary} (params {params or 'none'})"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bilo.problems import PROBLEMS
+    from bilo.strategies import METHODS, problems_with_adjoint
     from solvers.fem.cli import FEM_PROBLEMS, PARAMS
-    from solvers.problems import PROBLEMS
+
+    problems = [cls() for cls in PROBLEMS.values()]
 
     parser = argparse.ArgumentParser(
         prog="bilo", description="PDE inverse problems with BiLO, checked against FDM/FEM "
@@ -152,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         "solve", help="reference solution + synthetic observations -> HDF5",
         description="Solve a reference problem with the FDM solvers and write the solution and "
                     "synthetic observations (optionally noisy) to one HDF5 file.",
-        epilog="problems: " + "; ".join(_problem_line(p) for p in PROBLEMS.values())
+        epilog="problems: " + "; ".join(_problem_line(p) for p in problems)
                + "; FEM (dolfinx, --mesh, --np): " + "; ".join(
                    f"{name} (params {', '.join(f'{k}={v:g}' for k, v in PARAMS[name].items())})"
                    for name in FEM_PROBLEMS))
@@ -184,17 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     solve.set_defaults(run=cmd_solve)
 
     train = commands.add_parser(
-        "train", help="infer parameters from data with BiLO or PINN",
-        description="Pre-train at the initial guess, then fine-tune (BiLO: simultaneous "
-                    "lower/upper-level descent; PINN: L_res + w_dat L_dat). Writes result.h5, "
-                    "summary.json and figures to --out; checkpoints for --resume.")
-    train.add_argument("problem", help="problem name, e.g. fkpp, poisson, heat, burgers "
-                                       "(an unknown name lists them all)")
+        "train", help="infer parameters from data with BiLO, PINN or the adjoint",
+        description="BiLO and PINN pre-train at the initial guess, then fine-tune (BiLO: "
+                    "simultaneous lower/upper-level descent; PINN: L_res + w_dat L_dat); the "
+                    "adjoint fits the problem's solver by L-BFGS-B. Writes result.h5, "
+                    "summary.json and figures to --out, then validates against the reference "
+                    "solver; network runs checkpoint for --resume.",
+        epilog="problems: " + ", ".join(p.name for p in problems if p.has_network)
+               + "; with an adjoint: " + ", ".join(problems_with_adjoint()))
+    train.add_argument("problem", help="problem name (an unknown name lists them all)")
     train.add_argument("--data", required=True, metavar="FILE.h5",
                        help="observations, as written by `bilo solve`")
-    train.add_argument("--method", default="bilo",
-                       help="bilo, pinn or adjoint (FDM + discrete adjoint + L-BFGS-B); "
-                            "default bilo")
+    train.add_argument("--method", default="bilo", choices=list(METHODS),
+                       help="bilo (default), pinn or adjoint (solver + discrete adjoint + "
+                            "L-BFGS-B)")
     train.add_argument("--preset", default="quick", help="quick (CPU smoke run) or paper")
     train.add_argument("--out", required=True, metavar="RUN_DIR")
     train.add_argument("--theta0", action="append", type=_key_value, default=[],
@@ -206,8 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="BiLO residual-gradient weight (default 0.1)")
     train.add_argument("--w-dat", type=float, default=None, help="PINN data weight (default 1)")
     train.add_argument("--w-reg", type=float, default=None,
-                       help="weight of the unknown function's mean(f'^2) regulariser "
-                            "(default: the problem's, e.g. poisson 1e-3, heat 1e-2)")
+                       help="weight of the unknown function's regulariser w_reg·∫f'^2 "
+                            "(default: the problem's, e.g. poisson 1e-3, heat 1e-4)")
+    train.add_argument("--nx", type=int, default=None,
+                       help="adjoint: solver nodes (default: the data's reference grid)")
     train.add_argument("--pretrain-steps", type=int, default=None)
     train.add_argument("--steps", type=int, default=None, help="fine-tuning steps")
     train.add_argument("--lr", type=float, default=None, help="network learning rate")
@@ -236,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("problem")
     compare.add_argument("--data", required=True, metavar="FILE.h5")
     compare.add_argument("--methods", default="adjoint,bilo,pinn",
-                         help="comma-separated: adjoint, bilo, pinn (default all three)")
+                         help="comma-separated, from: " + ", ".join(METHODS)
+                              + " (default adjoint,bilo,pinn)")
     compare.add_argument("--seeds", type=int, default=1,
                          help="network seeds per trained method (default 1)")
     compare.add_argument("--w-dat", default="1,10,100", help="PINN data weights (default 1,10,100)")
@@ -271,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     gbm_run.add_argument("patient_dir", metavar="PATIENT_DIR")
     gbm_run.add_argument("--out", required=True, metavar="OUT")
     gbm_run.add_argument("--method", default="bilo", help="bilo (default) or pinn")
-    gbm_run.add_argument("--w-dat", type=float, default=1.0, help="PINN data weight")
+    gbm_run.add_argument("--w-dat", type=float, default=None, help="PINN data weight (1)")
     gbm_run.add_argument("--preset", default="quick", help="quick (default) or paper")
     gbm_run.add_argument("--np", type=int, default=1, metavar="N", help="MPI ranks for FEM")
     gbm_run.add_argument("--device", default="auto")

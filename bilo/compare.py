@@ -9,63 +9,47 @@ and `comparison.png` (parameters against wall time, as the paper's Fig. D.22).
 from __future__ import annotations
 
 import csv
-import json
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bilo.model import Problem
+from bilo.problems import get_problem
+from bilo.strategies import METHODS, fit, make_options
 from solvers.exchange import InputError
 
 
 @dataclass(frozen=True)
 class Variant:
+    """One method with some of its options set (e.g. PINN at one w_dat)."""
+
     method: str
-    w_dat: float | None = None
+    values: tuple[tuple[str, float], ...] = ()
 
     @property
     def label(self) -> str:
-        return self.method if self.w_dat is None else f"{self.method}_wdat{self.w_dat:g}"
+        return self.method + "".join(f"_{k.replace('_', '')}{v:g}" for k, v in self.values)
 
 
 def variants(methods: list[str], w_dats: list[float]) -> list[Variant]:
-    from bilo.methods import METHODS
-
-    known = {"adjoint", *METHODS}
-    unknown = [m for m in methods if m not in known]
+    """Every method, once per data weight for the methods that take one."""
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise InputError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(known)}")
+        raise InputError(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(METHODS)}")
     out = []
     for method in methods:
-        if method == "pinn":
-            out.extend(Variant("pinn", w) for w in w_dats)
+        names = {f.name for f in dataclasses.fields(METHODS[method].Options)}
+        if "w_dat" in names:
+            out.extend(Variant(method, (("w_dat", w),)) for w in w_dats)
         else:
             out.append(Variant(method))
     return out
 
 
-def run_variant(variant: Variant, problem: str, data: str, out: Path, seed: int,
-                preset: str, u0: str | None, overrides: dict | None = None,
-                w_reg: float | None = None) -> dict:
-    if variant.method == "adjoint":
-        from adjoint.optimize import run_adjoint
-
-        return run_adjoint(problem, data, out, w_reg=w_reg)
-    from bilo.train import make_config, train
-
-    options = {"seed": seed, "u0": u0, "w_reg": w_reg}
-    if variant.w_dat is not None:
-        options["w_dat"] = variant.w_dat
-    return train(make_config(problem, data, variant.method, preset, overrides, **options), out)
-
-
-def _trajectory(run_dir: Path, summary: dict) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Wall seconds and parameter values along a run (adjoint iterations or recorded steps)."""
-    if summary["method"] == "adjoint":
-        rows = summary.get("trajectory", [])
-        wall = np.array([r["wall_s"] for r in rows])
-        return wall, {k: np.array([r[k] for r in rows]) for k in summary["params_true"]
-                      if rows and k in rows[0]}
+def _trajectory(run_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Wall seconds and parameter values along a run (recorded steps or iterations)."""
     import h5py
 
     with h5py.File(run_dir / "result.h5", "r") as h5:
@@ -80,22 +64,29 @@ def _scalar_errors(summary: dict) -> dict[str, float]:
             if isinstance(v, (int, float))}
 
 
-def compare(problem: str, data: str, methods: list[str], out: str | Path, *, seeds: int = 1,
-            w_dats: tuple[float, ...] = (1.0, 10.0, 100.0), preset: str = "quick",
-            u0: str | None = "auto", overrides: dict | None = None,
+def compare(problem: str | Problem, data: str, methods: list[str], out: str | Path, *,
+            seeds: int = 1, w_dats: tuple[float, ...] = (1.0, 10.0, 100.0),
+            preset: str = "quick", u0: str | None = "auto", overrides: dict | None = None,
             w_reg: float | None = None) -> list[dict]:
     """Run every method variant (PINN once per w_dat) and write the comparison files;
-    `overrides` replaces preset settings (width, steps, ...) of the trained methods; `w_reg`
-    (unknown functions) the regulariser weight of every method, the adjoint included."""
+    `overrides` replaces preset settings (width, steps, ...) of the network methods; `w_reg`
+    (unknown functions) the regulariser weight of every method, the adjoint included. Methods
+    with a seed run once per seed."""
+    problem = get_problem(problem) if isinstance(problem, str) else problem
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, runs = [], []
     for variant in variants(methods, list(w_dats)):
-        for seed in range(1 if variant.method == "adjoint" else seeds):
-            run_dir = out / variant.label / ("" if variant.method == "adjoint" else f"seed{seed}")
-            print(f"== {variant.label}, seed {seed} -> {run_dir}", flush=True)
-            summary = run_variant(variant, problem, data, run_dir, seed, preset, u0, overrides,
-                                  w_reg)
+        names = {f.name for f in dataclasses.fields(METHODS[variant.method].Options)}
+        seeded = "seed" in names
+        for seed in range(seeds if seeded else 1):
+            run_dir = out / variant.label / (f"seed{seed}" if seeded else "")
+            print(f"== {variant.label}" + (f", seed {seed}" if seeded else "")
+                  + f" -> {run_dir}", flush=True)
+            given = {"seed": seed, "u0": u0} if seeded else {}
+            options = make_options(problem, variant.method, preset, overrides, w_reg=w_reg,
+                                   **given, **dict(variant.values))
+            summary = fit(problem, data, variant.method, run_dir, options).summary
             rows.append({"method": variant.label, "seed": seed,
                          **{f"rel_err_{k}": v for k, v in _scalar_errors(summary).items()},
                          "u_rel_l2_vs_reference": summary.get("u_rel_l2_vs_reference"),
@@ -104,7 +95,7 @@ def compare(problem: str, data: str, methods: list[str], out: str | Path, *, see
                          "wall_s": summary["wall_s"], "steps": summary["steps"]})
             runs.append((variant.label, seed, run_dir, summary))
     _write_csv(out / "comparison.csv", rows)
-    (out / "comparison.md").write_text(_markdown(problem, data, rows))
+    (out / "comparison.md").write_text(_markdown(problem.name, data, rows))
     _plot(out / "comparison.png", runs)
     print((out / "comparison.md").read_text())
     return rows
@@ -126,8 +117,8 @@ def _markdown(problem: str, data: str, rows: list[dict]) -> str:
              "network solution against the FDM solution at the inferred parameters (0 for the "
              "adjoint, whose u is that solution). reference_rel_l2_vs_data: that FDM solution "
              "against the observations. reference_objective (unknown functions): the "
-             "objective J = mean((u − d)²) + w_reg·∫f′² that all methods minimise, with u from "
-             "that FDM solution.", "",
+             "objective J = misfit + w_reg·∫f′² (bilo.model.objective) that all methods minimise, "
+             "with u from that FDM solution.", "",
              "| method | runs | " + " | ".join(columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for method in dict.fromkeys(r["method"] for r in rows):
@@ -157,8 +148,8 @@ def _plot(path: Path, runs) -> None:
         return
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
     colours = {label: f"C{i}" for i, label in enumerate(dict.fromkeys(r[0] for r in runs))}
-    for label, seed, run_dir, summary in runs:
-        wall, values = _trajectory(run_dir, summary)
+    for label, seed, run_dir, _ in runs:
+        wall, values = _trajectory(run_dir)
         for ax, name in zip(axes[0], names, strict=True):
             if name in values and len(wall):
                 ax.plot(wall, values[name], color=colours[label], lw=1,
@@ -172,7 +163,3 @@ def _plot(path: Path, runs) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def load_summary(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

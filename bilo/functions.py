@@ -13,31 +13,13 @@ z-input jet is f's jet (channels (), x, xx, ...) plus the variable ζ.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from bilo.jet import Jet
+from bilo.model import FunctionSpec
 from bilo.network import MLP
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """An unknown function of the spatial coordinate x.
-
-    transform: (network jet, x jet) -> f jet, fixing boundary values or sign.
-    initial: the initial guess f0 as a numpy function of x (pre-training fits f_V to it).
-    w_reg: weight of the regulariser mean(f_x²) (or mean |f_x| with `tv`).
-    """
-
-    transform: Callable[[Jet, Jet], Jet]
-    initial: Callable[[np.ndarray], np.ndarray]
-    w_reg: float = 1e-3
-    tv: bool = False
-    width: int = 64
-    depth: int = 2
 
 
 def aux_name(function: str) -> str:
@@ -93,6 +75,6 @@ class FunctionNet(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.jet(x, None).value
 
-    def regulariser(self, x: torch.Tensor) -> torch.Tensor:
-        slope = self.jet(x, [("x",)])[("x",)]
-        return slope.abs().mean() if self.spec.tv else slope.square().mean()
+    def slope(self, x: torch.Tensor) -> torch.Tensor:
+        """f′ at points x (N,), what the regulariser reads."""
+        return self.jet(x, [("x",)])[("x",)]

@@ -1,32 +1,78 @@
-"""What a run leaves behind: result.h5, summary.json and figures.
+"""What a run of any method leaves behind: result.h5, summary.json and figures.
 
 `result.h5` (kind `result`, written atomically through `solvers.exchange.atomic_h5`):
   /@problem, /@method               names
   /params                           attributes: the inferred θ
   /params_true                      attributes: θ that made the synthetic data (when known)
-  /history/step (n,)                steps at which the losses and θ were recorded
+  /history/step (n,)                steps (adjoint: iterations) where losses and θ were recorded
   /history/wall (n,)                wall seconds since the run started (pre-training included)
   /history/theta (n, p)             θ trajectory, columns in /history/theta@names
   /history/<loss> (n,)              unweighted losses (res, rgrad, dat, u0), NaN in steps
                                     where a term is not used (dat in pre-training, u0 after)
-  /grid/<axis>, /u_nn               u_NN on the data file's reference grid, axes in /u_nn@axes
+  /grid/<axis>, /u_nn               the method's u on the data's reference grid, axes in @axes
   /mesh/vertices, /mesh/cells       instead of a grid axis when the data live on a mesh
   /functions/x (1001,)              points where the inferred functions are stored
   /functions/<name>, <name>_true    inferred unknown function and its truth (when known)
-  /wall_s                           attributes: pretrain, finetune seconds
+  /wall_s                           attributes: seconds per phase
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from solvers.exchange import atomic_h5, open_h5, write_json_atomic
+from bilo.model import Problem
+from solvers.exchange import SolutionFile, atomic_h5, open_h5, write_json_atomic
 
 TRACKS = ("step", "theta", "wall")  # history entries that are not losses
+FUNCTION_POINTS = np.linspace(0.0, 1.0, 1001)
+
+
+@dataclass
+class Result:
+    """What every method returns: the answer, how it got there, and what it cost.
+
+    `u` is the method's own solution on the data file's reference grid (the network's, or the
+    adjoint's solver); `history` holds `step`, `wall`, `theta` (n, p) and one array per
+    recorded loss; `steps` and `wall_s` are split by phase; `predict` gives the method's u at
+    numpy points (what applications evaluate), `extra` the method's own summary fields."""
+
+    method: str
+    problem: Problem
+    data: SolutionFile
+    data_path: str | None
+    params: dict[str, float]
+    functions: dict[str, np.ndarray]  # on FUNCTION_POINTS
+    u: np.ndarray
+    history: dict[str, np.ndarray]
+    steps: dict[str, int]
+    wall_s: dict[str, float]
+    device: str
+    w_reg: dict[str, float]
+    constants: dict[str, float]
+    options: dict
+    predict: Callable[[np.ndarray], np.ndarray] | None = None
+    extra: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+
+def reference_points(problem: Problem, data: SolutionFile) -> np.ndarray:
+    """All nodes of the data file's grid (or mesh vertices × times), as rows of coordinates in
+    the problem's order, in the order of `data.u`'s entries."""
+    axes = [np.arange(data.axis_length("vertex")) if a == "vertex" else data.grid[a]
+            for a in data.axes]
+    mesh = np.meshgrid(*axes, indexing="ij")
+    by_axis = {a: m.reshape(-1) for a, m in zip(data.axes, mesh, strict=True)}
+    if "vertex" in by_axis:
+        vertices = data.mesh.vertices[by_axis.pop("vertex").astype(int)]
+        by_axis.update({name: vertices[:, i] for i, name in enumerate(("x", "y", "z")[
+            :vertices.shape[1]])})
+    return np.column_stack([by_axis[c] for c in problem.coords])
 
 
 def relative_errors(params: dict[str, float], truth: dict[str, float]) -> dict[str, float]:
@@ -35,32 +81,28 @@ def relative_errors(params: dict[str, float], truth: dict[str, float]) -> dict[s
             for k in params if k in truth}
 
 
-def _history_arrays(history: dict[str, list]) -> dict[str, np.ndarray]:
-    n = len(history["step"])
-    arrays = {"step": np.asarray(history["step"], np.int64),
-              "theta": np.asarray(history["theta"], np.float64).reshape(n, -1)}
-    arrays.update({k: np.asarray(v, np.float64) for k, v in history.items() if k not in arrays})
-    return arrays
+def relative_l2(values: np.ndarray, truth: np.ndarray) -> float:
+    norm = float(np.linalg.norm(truth))
+    return float(np.linalg.norm(np.asarray(values) - truth)) / (norm if norm > 0 else 1.0)
 
 
-FUNCTION_POINTS = np.linspace(0.0, 1.0, 1001)
-
-
-def write_results(run) -> dict:
-    """Write result.h5, summary.json and figures for a finished run; return the summary."""
-    out, problem, data = run.out, run.problem, run.data
-    theta = run.theta()
-    truth = {k: data.params[k] for k in problem.params if k in data.params}
-    u_nn = run.u_on_reference_grid()
-    inferred = run.functions_on(FUNCTION_POINTS)
+def write_result(out: str | os.PathLike, result: Result) -> dict:
+    """Write result.h5, summary.json and figures for a finished run of any method; return the
+    summary (also kept in `result.summary`)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    problem, data = result.problem, result.data
+    truth = {k: float(data.params[k]) for k in problem.params if k in data.params}
     truth_functions = {name: np.interp(FUNCTION_POINTS, data.grid["x"], data.inputs[name])
-                       for name in inferred if name in data.inputs}
-    history = _history_arrays(run.history)
+                       for name in result.functions if name in data.inputs}
+    initial_functions = {name: spec.initial(FUNCTION_POINTS)
+                         for name, spec in problem.functions.items()}
+    history = result.history
     with atomic_h5(out / "result.h5", kind="result") as h5:
         h5.attrs["problem"] = problem.name
-        h5.attrs["method"] = run.config.method
-        h5.attrs["data"] = str(Path(run.config.data).resolve())
-        h5.create_group("params").attrs.update(theta)
+        h5.attrs["method"] = result.method
+        h5.attrs["data"] = str(result.data_path or "")
+        h5.create_group("params").attrs.update(result.params)
         h5.create_group("params_true").attrs.update(truth)
         group = h5.create_group("history")
         for key, values in history.items():
@@ -72,52 +114,55 @@ def write_results(run) -> dict:
                 h5.create_dataset("mesh/cells", data=data.mesh.cells)
             else:
                 h5.create_dataset(f"grid/{axis}", data=data.grid[axis])
-        h5.create_dataset("u_nn", data=u_nn, compression="gzip").attrs["axes"] = ",".join(
+        h5.create_dataset("u_nn", data=result.u, compression="gzip").attrs["axes"] = ",".join(
             data.axes)
-        h5.create_group("wall_s").attrs.update(run.wall)
-        if inferred:
+        h5.create_group("wall_s").attrs.update(result.wall_s)
+        if result.functions:
             h5.create_dataset("functions/x", data=FUNCTION_POINTS)
-            for name, values in inferred.items():
+            for name, values in result.functions.items():
                 h5.create_dataset(f"functions/{name}", data=values)
             for name, values in truth_functions.items():
                 h5.create_dataset(f"functions/{name}_true", data=values)
 
     final = {k: float(v[~np.isnan(v)][-1]) for k, v in history.items()
              if k not in TRACKS and not np.all(np.isnan(v))}
+    obs = data.observations
     summary = {
-        "method": run.config.method,
+        "method": result.method,
         "problem": problem.name,
-        "params": theta,
+        "params": result.params,
         "params_true": truth,
-        "params_initial": run.config.theta0,
-        "params_fixed": run.method.constants,
+        "params_initial": {k: result.options.get("theta0", {}).get(k, v)
+                           for k, v in problem.initial_guess.items()},
+        "params_fixed": result.constants,
         # per parameter, and for each unknown function its relative L2 error on 1001 points
-        "rel_err": relative_errors(theta, truth) | {
-            name: float(np.linalg.norm(inferred[name] - values) / np.linalg.norm(values))
+        "rel_err": relative_errors(result.params, truth) | {
+            name: relative_l2(result.functions[name], values)
             for name, values in truth_functions.items()},
         "u_rel_l2_vs_reference": None,
-        **({"w_reg": run.method.w_reg} if run.method.function_nets else {}),
-        "u_rel_l2_vs_data_solution": float(np.linalg.norm(u_nn - data.u)
-                                           / np.linalg.norm(data.u)),
+        "u_rel_l2_vs_truth": relative_l2(result.u, data.u),
+        **({"w_reg": result.w_reg} if result.functions else {}),
         # totals, as every method writes them; the split by phase beside them
-        "steps": run.config.settings.pretrain_steps + run.config.settings.finetune_steps,
-        "steps_by_phase": {"pretrain": run.config.settings.pretrain_steps,
-                           "finetune": run.config.settings.finetune_steps},
-        "wall_s": round(sum(run.wall.values()), 3),
-        "wall_s_by_phase": {k: round(v, 3) for k, v in run.wall.items()},
-        "device": str(run.device),
+        "steps": int(sum(result.steps.values())),
+        "steps_by_phase": result.steps,
+        "wall_s": round(sum(result.wall_s.values()), 4),
+        "wall_s_by_phase": {k: round(v, 4) for k, v in result.wall_s.items()},
+        "device": result.device,
         "final_losses": final,
-        "data": str(run.config.data),
-        "noise_sigma": data.observations.sigma,
-        "n_observations": len(data.observations.values),
-        "config": run.config.to_json(),
+        "data": str(result.data_path) if result.data_path else None,
+        "likelihood": problem.likelihood.describe(),
+        "noise_sigma": obs.sigma,
+        "n_observations": len(obs.values),
+        "options": result.options,
+        **result.extra,
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     write_json_atomic(out / "summary.json", summary)
-    plot_training(out / "training.png", history, problem.params, truth, run.config.method)
-    if inferred:
-        initial = {name: spec.initial(FUNCTION_POINTS) for name, spec in problem.functions.items()}
-        plot_functions(out / "functions.png", inferred, truth_functions, initial, summary)
+    plot_training(out / "training.png", history, problem.params, truth, result.method)
+    if result.functions:
+        plot_functions(out / "functions.png", result.functions, truth_functions,
+                       initial_functions, summary)
+    result.summary = summary
     return summary
 
 

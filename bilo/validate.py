@@ -1,5 +1,14 @@
-"""`bilo validate RUN_DIR`: re-solve the reference problem at the inferred parameters and
-measure the network solution against it.
+"""`bilo validate RUN_DIR`: re-solve the problem's reference at the inferred parameters and
+measure the answer against it, for every method.
+
+* u: the method's solution against the reference solver's at the inferred θ (and f);
+* the data: the reference solution's misfit against the observations, and the objective J of
+  `bilo.model.objective` with the reference's u (`reference_objective`, the same number for
+  every method);
+* θ (problems with an adjoint, scalar parameters, Gaussian noise): the gradient of J at θ̂ from
+  the adjoint and a Gauss–Newton estimate of the distance from θ̂ to the solver's stationary
+  point, from the solver's sensitivities (`gauss_newton_step`); a warning when it exceeds
+  `DISTANCE_TOLERANCE` relative to θ̂.
 
 The solve goes through the exchange format (RUN_DIR/reference_at_inferred.h5), as it would if
 it ran on another machine. Needs numpy/scipy/h5py only, not torch.
@@ -12,10 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from adjoint.optimize import function_objective
+from bilo.likelihoods import Gaussian
+from bilo.model import Problem, objective
 from bilo.results import read_result
+from bilo.synthetic import run_reference
 from solvers.exchange import InputError, read_solution, write_json_atomic, write_solution
-from solvers.problems import run_reference, sample
+from solvers.reference import sample
+
+# relative distance to the solver's stationary point above which validation warns
+DISTANCE_TOLERANCE = 1e-2
 
 
 def grid_points(axes: tuple[str, ...], grid: dict[str, np.ndarray]) -> np.ndarray:
@@ -33,60 +47,103 @@ def _sampled(x: np.ndarray, values: np.ndarray):
     return evaluate
 
 
-def validate(run_dir: str | Path) -> dict:
+def gauss_newton_step(predict, m: np.ndarray, observed: np.ndarray,
+                      relative_step: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """The Gauss–Newton step δ = −(SᵀS)⁻¹Sᵀ(u(m) − d) of the least-squares misfit at m, with
+    S = ∂u/∂m at the observations by central differences of `predict(m)` (the solver); m + δ
+    estimates the solver's minimiser, |δ| the distance to it. Returns (δ, S)."""
+    m = np.asarray(m, dtype=np.float64)
+    residual = predict(m) - observed
+    columns = []
+    for k in range(m.size):
+        h = relative_step * max(abs(m[k]), 1.0)
+        step = np.zeros_like(m)
+        step[k] = h
+        columns.append((predict(m + step) - predict(m - step)) / (2 * h))
+    sensitivity = np.column_stack(columns)
+    delta = -np.linalg.lstsq(sensitivity, residual, rcond=None)[0]
+    return delta, sensitivity
+
+
+def solver_check(problem: Problem, data, params: dict[str, float], log=print) -> dict:
+    """The solver's view of θ̂: ∂J/∂θ by the adjoint and the Gauss–Newton distance to the
+    solver's stationary point, per parameter; {} when the problem has no adjoint, infers
+    functions, or its likelihood is not Gaussian."""
+    if not params or problem.functions or not isinstance(problem.likelihood, Gaussian):
+        return {}
+    model = problem.adjoint(data, w_reg={})
+    if model is None:
+        return {}
+    names = problem.params
+    m = np.array([params[k] for k in names])
+    points = data.observations.points_in(problem.coords)
+    delta, _ = gauss_newton_step(lambda v: model.predict(v, points), m, data.observations.values)
+    relative = {k: float(abs(d) / max(abs(v), 1e-12)) for k, d, v in zip(names, delta, m,
+                                                                          strict=True)}
+    check = {"gradient": dict(zip(names, model.gradient(m).tolist(), strict=True)),
+             "distance_to_solver_minimiser": dict(zip(names, np.abs(delta).tolist(),
+                                                      strict=True)),
+             "relative_distance": relative,
+             "solver_minimiser_estimate": dict(zip(names, (m + delta).tolist(), strict=True)),
+             "tolerance": DISTANCE_TOLERANCE,
+             "within_tolerance": bool(max(relative.values()) <= DISTANCE_TOLERANCE)}
+    if not check["within_tolerance"]:
+        far = ", ".join(f"{k} {v:.2%}" for k, v in relative.items() if v > DISTANCE_TOLERANCE)
+        log(f"warning: the solver puts its minimiser away from the inferred θ ({far} relative, "
+            f"Gauss-Newton estimate {check['solver_minimiser_estimate']}); the data loss is "
+            "small but θ is not converged")
+    return check
+
+
+def validate(run_dir: str | Path, problem: Problem | None = None, log=print) -> dict:
+    from bilo.problems import get_problem
+
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
     if not summary_path.exists():
         raise InputError(f"{summary_path}: missing; is {run_dir} a finished training run?")
     result = read_result(run_dir / "result.h5")
     summary = json.loads(summary_path.read_text())
+    problem = problem or get_problem(result["problem"])
     reference_path = run_dir / "reference_at_inferred.h5"
     functions = {name: _sampled(result["function_x"], values)
                  for name, values in result["functions"].items()}
     # parameters the run kept fixed (e.g. the heat equation's D) and the inferred ones
     params = {**summary.get("params_fixed", {}), **result["params"]}
-    write_solution(reference_path, run_reference(result["problem"], params, functions))
+    write_solution(reference_path, run_reference(problem, params, functions))
     reference = read_solution(reference_path)
     u_ref = sample(reference, grid_points(result["axes"], result["grid"]),
                    result["axes"]).reshape(result["u_nn"].shape)
     error = float(np.linalg.norm(result["u_nn"] - u_ref) / np.linalg.norm(u_ref))
     summary["u_rel_l2_vs_reference"] = error
-    summary.update(_reference_against_data(reference, summary, result))
+    data_path = Path(summary.get("data") or "")
+    if data_path.is_file():
+        data = read_solution(data_path)
+        obs = data.observations
+        predicted = sample(reference, obs.points_in(reference.axes), reference.axes)
+        summary["reference_rel_l2_vs_data"] = float(np.linalg.norm(predicted - obs.values)
+                                                    / np.linalg.norm(obs.values))
+        samples = {name: (result["function_x"], values)
+                   for name, values in result["functions"].items()}
+        summary["reference_objective"] = objective(problem, predicted, obs.values, params,
+                                                   samples, summary.get("w_reg", {}))
+        summary["solver_check"] = solver_check(problem, data, result["params"], log=log)
+    else:
+        log(f"note: {data_path}: not found; reference-vs-data misfit not computed")
+        summary["reference_rel_l2_vs_data"] = None
     misfit = summary["reference_rel_l2_vs_data"]
     summary["reference"] = {"file": reference_path.name, **reference.provenance}
     write_json_atomic(summary_path, summary)
     plot_solution(run_dir / "solution.png", result, u_ref, summary)
-    params = ", ".join(f"{k}={v:.5g}" for k, v in result["params"].items())
+    shown = ", ".join(f"{k}={v:.5g}" for k, v in result["params"].items())
     errors = ", ".join(f"{k} {v:.2e}" for k, v in summary.get("rel_err", {}).items())
-    print(f"{result['method']} on {result['problem']}: {params}"
-          + (f" (rel. err {errors})" if errors else "")
-          + f"; |u_NN - u_ref| / |u_ref| = {error:.3e} against {reference_path.name} "
-            f"({reference.provenance['solver']}, {reference.provenance['resolution']})"
-          + (f"; the reference misses the data by {misfit:.3e} (rel. L2)"
-             if misfit is not None else ""))
+    log(f"{result['method']} on {result['problem']}: {shown}"
+        + (f" (rel. err {errors})" if errors else "")
+        + f"; |u - u_ref| / |u_ref| = {error:.3e} against {reference_path.name} "
+          f"({reference.provenance['solver']}, {reference.provenance['resolution']})"
+        + (f"; the reference misses the data by {misfit:.3e} (rel. L2)"
+           if misfit is not None else ""))
     return summary
-
-
-def _reference_against_data(reference, summary: dict, result: dict) -> dict:
-    """How well the inferred parameters explain the data, independent of the network:
-    `reference_rel_l2_vs_data`, the relative L2 misfit of the trusted solver's solution at
-    them against the observations (None when the run's data file is no longer at its recorded
-    path), and for unknown functions `reference_objective`, the objective J with u from that
-    solution (comparable across methods, the adjoint's included; older runs lack `w_reg`)."""
-    data_path = Path(summary.get("data", ""))
-    if not data_path.is_file():
-        print(f"note: {data_path}: not found; reference-vs-data misfit not computed")
-        return {"reference_rel_l2_vs_data": None}
-    obs = read_solution(data_path).observations
-    predicted = sample(reference, obs.points, obs.columns)
-    found = {"reference_rel_l2_vs_data": float(np.linalg.norm(predicted - obs.values)
-                                               / np.linalg.norm(obs.values))}
-    if result["functions"] and "w_reg" in summary:
-        functions = {name: (result["function_x"], values)
-                     for name, values in result["functions"].items()}
-        found["reference_objective"] = function_objective(predicted, obs.values, functions,
-                                                          summary["w_reg"])
-    return found
 
 
 def plot_solution(path: Path, result: dict, u_ref: np.ndarray, summary: dict) -> None:
@@ -96,18 +153,18 @@ def plot_solution(path: Path, result: dict, u_ref: np.ndarray, summary: dict) ->
     import matplotlib.pyplot as plt
 
     axes, grid, u_nn = result["axes"], result["grid"], result["u_nn"]
-    x = grid["x"]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    if "t" in axes:
-        t = grid["t"]
+    if len(axes) == 2:  # (t, x): curves at five times
+        x, t = grid["x"], grid["t"]
         for i, colour in zip(np.linspace(0, len(t) - 1, 5).astype(int),
                              plt.cm.viridis(np.linspace(0, 0.9, 5)), strict=True):
             ax.plot(x, u_ref[i], color=colour, lw=2.5, alpha=0.45)
             ax.plot(x, u_nn[i], "--", color=colour, lw=1.2, label=f"t = {t[i]:.2f}")
     else:
-        ax.plot(x, u_ref, lw=2.5, alpha=0.45, label="reference")
-        ax.plot(x, u_nn, "--", lw=1.2, label="network")
-    ax.set(xlabel="x", ylabel="u", title=f"{result['method']} on {result['problem']}: u_NN (dashed)"
+        ax.plot(grid[axes[0]], u_ref, lw=2.5, alpha=0.45, label="reference")
+        ax.plot(grid[axes[0]], u_nn, "--", lw=1.2, label=result["method"])
+    ax.set(xlabel=axes[-1], ylabel="u",
+           title=f"{result['method']} on {result['problem']}: u (dashed)"
            f" vs reference at inferred θ (thick)\nrel. L2 {summary['u_rel_l2_vs_reference']:.2e}")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=8)

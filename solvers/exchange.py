@@ -61,6 +61,14 @@ class Observations:
     clean: np.ndarray | None = None
     layout: str = ""
 
+    def points_in(self, columns: tuple[str, ...], source: str = "the data file") -> np.ndarray:
+        """The points with their columns in the given order (a problem's coordinates)."""
+        missing = [c for c in columns if c not in self.columns]
+        if missing:
+            raise InputError(f"{source}: field 'observations/@columns': has {self.columns}, "
+                             f"needs {columns}")
+        return self.points[:, [self.columns.index(c) for c in columns]]
+
 
 @dataclass
 class SolutionFile:

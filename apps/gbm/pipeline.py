@@ -187,12 +187,12 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
 
 
 def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick",
-                 n_ranks: int = 1, device: str = "auto", w_dat: float = 1.0, seed: int = 0,
+                 n_ranks: int = 1, device: str = "auto", w_dat: float | None = None, seed: int = 0,
                  slice: str | int = "auto", coarsen: int = 1, overrides: dict | None = None,
                  log=print) -> dict:
     """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
     ...) of the training."""
-    from bilo.train import make_config, train
+    from bilo.strategies import fit, make_options
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -200,16 +200,16 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
                    coarsen=coarsen, log=log)
     with stage(f"{method} pre-training and fine-tuning"):
-        config = make_config(case.problem, str(out / "observations.h5"), method, preset,
-                             overrides, seed=seed, device=device, w_dat=w_dat)
-        trained = train(config, out / "train", validate_after=False, problem=case.problem,
-                        data=case.data, u0=_interpolator(case.initial, case.scales))
-    inferred = trained["params"]
+        options = make_options(case.problem, method, preset, overrides, seed=seed,
+                               device=device, u0=_interpolator(case.initial, case.scales),
+                               w_dat=w_dat)
+        trained = fit(case.problem, case.data, method, out / "train", options, validate=False)
+    inferred = trained.params
     with stage("FEM solve at the inferred parameters"):
         final = _fem_solve(case.mesh_path, out / "fem_inferred.h5", case.scales, inferred,
                            n_ranks, case.ic)
     with stage("DICE and report"):
-        result = _evaluate(case, config, out, trained, final)
+        result = _evaluate(case, out, trained, final)
     summary = _summary(patient_dir, case.patient, case.scales, method, preset, trained, result,
                        stage)
     write_json_atomic(out / "summary.json", summary)
@@ -218,22 +218,14 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     return summary
 
 
-def _evaluate(case: Case, config, out, trained, final) -> dict:
+def _evaluate(case: Case, out, trained, final) -> dict:
     """u_NN and u_FEM at t = 1 on the brain pixels, their masks, DICE, and the outputs."""
-    import torch
-
-    from bilo.train import Run
-
     patient, brain, scales = case.patient, case.brain, case.scales
-    run = Run(config, out / "train", problem=case.problem, data=case.data)
-    run.load_checkpoint()
     points = np.column_stack([_dimensionless(patient.pixel_centres_mm(brain), scales),
                               np.ones(int(brain.sum()))])
-    with torch.no_grad():
-        u_nn = run.method.predict(torch.as_tensor(points, dtype=torch.float32,
-                                                  device=run.device)).cpu().numpy()
+    u_nn = trained.predict(points)
     u_fem = _interpolator(final, scales)(points)
-    params = trained["params"]
+    params = trained.params
     images = {}
     for name, values in (("nn", u_nn), ("fem", u_fem)):
         image = np.zeros(patient.shape)
@@ -307,7 +299,7 @@ def _summary(patient_dir, patient, scales, method, preset, trained, result, stag
     names = {"D": "D_as_estimated", "rho": "rho_as_estimated", "th_wt": "u_c_wt",
              "th_tc": "u_c_tc"}
     params_true = {k: truth[v] for k, v in names.items() if v in truth}
-    params = trained["params"]
+    params = trained.params
     rel_err = {k: abs(params[k] - v) / abs(v) for k, v in params_true.items() if k in params}
     if {"D", "rho"} <= params_true.keys():
         for name, f in (("sqrt(D*rho)", lambda p: np.sqrt(p["D"] * p["rho"])),
@@ -320,7 +312,7 @@ def _summary(patient_dir, patient, scales, method, preset, trained, result, stag
         "u_rel_l2_vs_reference": result["u_rel_l2_vs_reference"],
         "scales": {"L_mm": scales.L_mm, "D_bar_mm2": scales.D_bar_mm2,
                    "rho_bar": scales.rho_bar, "centroid_mm": list(scales.centroid_mm)},
-        "steps": trained["steps"], "steps_by_phase": trained["steps_by_phase"],
+        "steps": trained.summary["steps"], "steps_by_phase": trained.summary["steps_by_phase"],
         "wall_s": round(sum(stage.wall.values()), 2), "wall_s_by_stage": stage.wall,
-        "device": trained["device"],
+        "device": trained.device,
     }

@@ -10,8 +10,9 @@ initial condition holds exactly. No-flux at the brain boundary is not imposed on
 (the tumour stays well inside the brain); the FEM reference imposes it.
 
 Observations: whole tumour (WT) and tumour core (TC) masks at t = 1, modelled as
-sigmoid(20(u − u_c)) with thresholds u_c^WT, u_c^TC that the data loss infers along with D, ρ.
-Observed values are coded 0 (outside WT), 1 (WT, not TC), 2 (TC).
+sigmoid(20(u − u_c)) with thresholds u_c^WT, u_c^TC that the upper level infers along with D, ρ
+(`bilo.likelihoods.SegmentationMasks`). Observed values are coded 0 (outside WT), 1 (WT, not
+TC), 2 (TC).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 import torch
 
 from apps.gbm.scales import THRESHOLD_RANGES
-from bilo.problems.base import Problem, Settings
+from bilo.likelihoods import SegmentationMasks
+from bilo.model import Parameter, Problem, Settings
 
 SIGMOID_SLOPE = 20.0
 # Half of each step's residual points lie within this many L of the tumour-core centroid, where
@@ -84,10 +86,14 @@ class ImageSampler:
 class GBMProblem(Problem):
     name = "gbm"
     coords = ("x", "y", "t")
-    params = ("D", "rho", "th_wt", "th_tc")
-    observation_params = ("th_wt", "th_tc")
-    initial_guess = {"D": 1.0, "rho": 1.0, "th_wt": 0.275, "th_tc": 0.6}
-    bounds = {"D": (0.01, 100.0), "rho": (0.01, 100.0), **THRESHOLD_RANGES}
+    parameters = (Parameter("D", 1.0, bounds=(0.01, 100.0)),
+                  Parameter("rho", 1.0, bounds=(0.01, 100.0)),
+                  Parameter("th_wt", 0.275, bounds=THRESHOLD_RANGES["th_wt"]),
+                  Parameter("th_tc", 0.6, bounds=THRESHOLD_RANGES["th_tc"]))
+    # masks coded 1 (WT, not TC) and 2 (TC); each region's misfit relative to its size, so the
+    # smaller core weighs as much as the whole tumour (the paper's eq. 36)
+    likelihood = SegmentationMasks(thresholds={1: "th_wt", 2: "th_tc"}, slope=SIGMOID_SLOPE,
+                                   noise="relative")
     residual_keys = ((), ("t",), ("x",), ("y",), ("x", "x"), ("y", "y"))
     resample_collocation = True
     # the front is about a tenth of L wide: start the network with sharper spatial features
@@ -125,16 +131,6 @@ class GBMProblem(Problem):
         weight = (RESIDUAL_DECAY * self.rho_bar * (1.0 - coords["t"].value)).exp()
         return (u.d("t") - self.kappa * theta["D"] * diffusion
                 - self.rho_bar * theta["rho"] * u * (1.0 - u)) * weight
-
-    def data_loss(self, u, observed, theta):
-        """Σ_s ‖y^s − ŷ^s‖² / ‖ŷ^s‖² over s = WT, TC (the paper's eq. 36): each region's
-        misfit relative to its size, so the smaller core weighs as much as the whole tumour."""
-        loss = 0.0
-        for threshold, label in ((theta["th_wt"], 1), (theta["th_tc"], 2)):
-            predicted = torch.sigmoid(SIGMOID_SLOPE * (u - threshold))
-            mask = (observed >= label).to(u.dtype)
-            loss = loss + (predicted - mask).square().sum() / mask.sum().clamp(min=1.0)
-        return loss
 
     def collocation(self, n_res, dtype=torch.float32, seed: int = 0):
         """Random points: brain pixels jittered within the pixel (a fraction of them near the

@@ -1,21 +1,29 @@
-"""PDE problems for the trainer, one small file each, picked by name."""
+"""The problem registry: one declaration per file (`bilo.model.Problem`), one line each here."""
 
-from bilo.problems.base import Problem
+from bilo.model import Problem
 from bilo.problems.burgers import Burgers
 from bilo.problems.fkpp import FisherKPP
 from bilo.problems.heat import Heat
+from bilo.problems.logistic import Logistic
 from bilo.problems.poisson import Poisson
+from bilo.problems.singular import Singular
 from bilo.problems.two_point import TwoPoint
+from solvers.exchange import InputError
 
-PROBLEMS: dict[str, type[Problem]] = {
-    p.name: p for p in (FisherKPP, TwoPoint, Poisson, Heat, Burgers)}
+PROBLEMS: dict[str, type[Problem]] = {p.name: p for p in (
+    FisherKPP,
+    TwoPoint,
+    Poisson,
+    Heat,
+    Burgers,
+    Singular,
+    Logistic,
+)}
 
 
 def get_problem(name: str) -> Problem:
-    from solvers.exchange import InputError
-
     if name not in PROBLEMS:
-        raise InputError(f"no trainer for problem '{name}'; known: {', '.join(PROBLEMS)}")
+        raise InputError(f"unknown problem '{name}'; known: {', '.join(PROBLEMS)}")
     return PROBLEMS[name]()
 
 

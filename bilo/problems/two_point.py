@@ -5,14 +5,22 @@ Output transform: y = θ0·(1−x) + θ1·x + N·x(1−x), so the parameters ent
 values exactly; the θ-derivatives of the residual then come from the network alone.
 """
 
-from bilo.problems.base import Problem, Settings
+from bilo.model import Parameter, Problem, ReferenceSpec, Settings
+from solvers import fdm
+from solvers.reference import Reference
+
+
+def solve(params, functions, nx, nt) -> Reference:
+    x, y = fdm.solve_two_point(params["theta0"], params["theta1"], nx=nx)
+    return Reference(("x",), {"x": x}, y, {}, "2nd-order finite differences", f"nx={nx}")
 
 
 class TwoPoint(Problem):
     name = "two_point"
     coords = ("x",)
-    params = ("theta0", "theta1")
-    initial_guess = {"theta0": 1.0, "theta1": 0.0}
+    parameters = (Parameter("theta0", 1.0), Parameter("theta1", 0.0))
+    reference = ReferenceSpec(solve, "two-point problem y'' = 2, y(0) = theta0, y(1) = theta1",
+                              defaults={"theta0": 0.0, "theta1": 1.0}, nx=1001, n_obs=65)
     residual_keys = ((), ("x", "x"))
     presets = {
         # the settings of the paper's comparison with BPN (Appendix E)

@@ -1,0 +1,256 @@
+"""What a problem is: one declaration that every method, the reference solver and the adjoint
+read.
+
+A problem (a subclass of `Problem`, one file in `bilo/problems/`) declares
+
+* its coordinates and their domain;
+* the parameters to infer (`Parameter`: initial guess, bounds, prior) and the constants fixed by
+  the data (e.g. the heat equation's D);
+* unknown functions of x (`FunctionSpec`: transform, initial guess, regulariser);
+* the residual and the output transform, in jet arithmetic (`bilo/jet.py`): written once, they
+  give BiLO the residual with its θ-derivatives and PINN the plain residual;
+* the observation model (a `bilo.likelihoods.Likelihood`);
+* the reference solver it is validated against (`ReferenceSpec`, a function in `solvers/`);
+* where one exists, its adjoint (`adjoint(...)`, an `adjoint.optimize.AdjointProblem`).
+
+The objective is written once, in `objective`: J(θ, f) = likelihood misfit + Σ_f w_reg·R(f),
+R(f) = ∫₀¹ f′(x)² dx (the Dirichlet energy; `TotalVariation` uses ∫|f′|). The networks estimate
+R by the mean of f′² over points drawn one per cell of [0, 1]; the solvers and the adjoint take
+the exact integral of the piecewise-linear interpolant. For a Gaussian likelihood with σ the
+negative log-posterior is scale·J − log p(θ) with scale = n/(2σ²) (`negative_log_posterior`):
+the regulariser then acts as a Gaussian prior on f.
+
+This module does not import torch: `bilo solve` and `bilo validate` run without it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bilo.likelihoods import Gaussian, Likelihood
+from bilo.priors import Prior
+
+if TYPE_CHECKING:
+    from bilo.jet import Jet
+
+_INF = float("inf")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A scalar parameter to infer. `bounds` keep every upper-level step inside a box
+    (projection); `prior` is used by samplers and the negative log-posterior (None: flat on the
+    bounds)."""
+
+    name: str
+    initial: float
+    bounds: tuple[float, float] = (-_INF, _INF)
+    prior: Prior | None = None
+
+
+class DirichletEnergy:
+    """R(f) = ∫₀¹ f′² dx."""
+
+    def of_slopes(self, slopes):
+        """Monte Carlo estimate from f′ at points spread over [0, 1] (torch or numpy)."""
+        return (slopes * slopes).mean()
+
+    def of_samples(self, x: np.ndarray, values: np.ndarray) -> float:
+        """Exact for the piecewise-linear interpolant of (x, values), on 1001 even points."""
+        grid = np.linspace(0.0, 1.0, 1001)
+        # equal intervals: the integral is the mean over them
+        return float(self.of_slopes(np.diff(np.interp(grid, x, values)) / np.diff(grid)))
+
+
+class TotalVariation(DirichletEnergy):
+    """R(f) = ∫₀¹ |f′| dx."""
+
+    def of_slopes(self, slopes):
+        return abs(slopes).mean()
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """An unknown function of the spatial coordinate x.
+
+    transform: (network jet, x jet) -> f jet, fixing boundary values or sign.
+    initial: the initial guess f0, a numpy function of x (pre-training fits f to it).
+    w_reg: default weight of the regulariser.
+    truth: the expression `bilo solve` uses for f when none is given.
+    """
+
+    transform: Callable
+    initial: Callable[[np.ndarray], np.ndarray]
+    w_reg: float = 1e-3
+    regulariser: DirichletEnergy = field(default_factory=DirichletEnergy)
+    truth: str = ""
+    width: int = 64
+    depth: int = 2
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Network training settings that a preset fills in for a problem."""
+
+    width: int = 128
+    depth: int = 2
+    n_res: tuple[int, ...] = (51, 51)
+    pretrain_steps: int = 10_000
+    finetune_steps: int = 50_000
+    lr_net: float = 1e-3
+    lr_theta: float = 1e-3
+    # unknown functions: points in x for the regulariser and the f0 fit (the paper's T_reg has
+    # 101). `stratified_reg` redraws them each step, one per cell of that grid: with fixed
+    # points f grows wiggles between them (docs/functions.md)
+    n_reg: int = 101
+    stratified_reg: bool = True
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """The trusted solver of a problem and how `bilo solve` draws synthetic data from it.
+
+    solve(params, functions, nx, nt) -> solvers.reference.Reference, with params the declared
+    parameters and constants, functions callables of x. `defaults` are the parameter values
+    when none are given (the truth of synthetic data); `inputs` the known input functions
+    (expressions in x, e.g. a source term) beside the unknown ones."""
+
+    solve: Callable
+    summary: str
+    defaults: dict[str, float] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)
+    time_dependent: bool = False
+    nx: int = 1001
+    nt: int = 101
+    layout: str = "points"
+    n_obs: int = 51
+
+    def layouts(self) -> tuple[str, ...]:
+        return ("grid", "final") if self.time_dependent else ("points",)
+
+
+class Problem:
+    name: str = ""
+    coords: tuple[str, ...] = ()
+    parameters: tuple[Parameter, ...] = ()
+    # fixed by the data file (its params); the values here are `bilo solve`'s defaults
+    constants: dict[str, float] = {}
+    functions: dict[str, FunctionSpec] = {}
+    likelihood: Likelihood = Gaussian()
+    reference: ReferenceSpec | None = None
+    # derivatives of u (multi-indices over coordinates) that the residual reads
+    residual_keys: tuple = ((),)
+    presets: dict[str, Settings] = {}
+    resample_collocation: bool = False
+    # factor on the initial first-layer weights of each coordinate (default 1): larger for a
+    # coordinate along which u has features much finer than the coordinate's range
+    coord_init_scale: dict[str, float] = {}
+
+    # -- derived views of the declaration -------------------------------------------------
+    @property
+    def params(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def initial_guess(self) -> dict[str, float]:
+        return {p.name: p.initial for p in self.parameters}
+
+    @property
+    def bounds(self) -> dict[str, tuple[float, float]]:
+        return {p.name: p.bounds for p in self.parameters}
+
+    @property
+    def observation_params(self) -> tuple[str, ...]:
+        """Parameters of the observation model only (e.g. segmentation thresholds): upper
+        level variables that are neither network inputs nor in the residual."""
+        return tuple(self.likelihood.parameters)
+
+    @property
+    def pde_params(self) -> tuple[str, ...]:
+        return tuple(p for p in self.params if p not in self.observation_params)
+
+    @property
+    def has_network(self) -> bool:
+        return type(self).residual is not Problem.residual
+
+    # -- the network formulation (jet arithmetic) ------------------------------------------
+    # `theta` maps each parameter name to a jet (BiLO) or a tensor (PINN), and holds the
+    # constants as floats; `functions` maps each unknown function to its jet (BiLO: f(x) + ζ).
+    def output(self, net: Jet, coords: dict[str, Jet], theta: dict, functions: dict) -> Jet:
+        """u from the raw network output; default: no transform."""
+        return net
+
+    def residual(self, u: Jet, coords: dict[str, Jet], theta: dict, functions: dict) -> Jet:
+        raise NotImplementedError
+
+    def constraints(self, evaluate, coords: dict, theta: dict, functions: dict) -> dict:
+        """Extra conditions c = 0 not enforced by `output` (e.g. a boundary or jump condition),
+        as jets. BiLO adds mean(c²) to the residual loss and mean((∂θ c)²) to the
+        residual-gradient loss; PINN adds mean(c²). `evaluate(points)` gives u's jet at other
+        points (rows of coordinates). None by default."""
+        return {}
+
+    def collocation(self, n_res: tuple[int, ...], dtype=None, seed: int = 0):
+        """Residual points: an evenly spaced grid over the unit box, columns in `coords` order.
+        Problems with `resample_collocation` draw new points for each step's `seed`."""
+        import torch
+
+        axes = [torch.linspace(0.0, 1.0, n, dtype=dtype or torch.float32) for n in n_res]
+        mesh = torch.meshgrid(*axes, indexing="ij")
+        return torch.stack([m.reshape(-1) for m in mesh], dim=1)
+
+    # -- the adjoint ------------------------------------------------------------------------
+    def adjoint(self, data, *, w_reg: dict[str, float], nx: int | None = None):
+        """The adjoint problem (`adjoint.optimize.AdjointProblem`) for a data file's
+        observations, its objective the one of `objective`; None when there is none."""
+        return None
+
+    def describe(self) -> str:
+        params = ", ".join(f"{p.name}={p.initial:g}" for p in self.parameters) or "none"
+        return f"{self.name}: {self.reference.summary if self.reference else ''} " \
+               f"(initial guess {params})"
+
+
+def regulariser(problem: Problem, functions: dict[str, tuple[np.ndarray, np.ndarray]],
+                w_reg: dict[str, float]) -> float:
+    """Σ_f w_reg·R(f) of functions given by samples (x, f(x))."""
+    return float(sum(w_reg[name] * problem.functions[name].regulariser.of_samples(x, values)
+                     for name, (x, values) in functions.items()))
+
+
+def objective(problem: Problem, u: np.ndarray, observed: np.ndarray, theta: dict[str, float],
+              functions: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+              w_reg: dict[str, float] | None = None) -> float:
+    """J(θ, f) = misfit(u, d; θ) + Σ_f w_reg·R(f): the number every method reports at its
+    answer, with u the reference solver's at the likelihood's points."""
+    misfit = float(problem.likelihood.value(np.asarray(u, dtype=np.float64),
+                                            np.asarray(observed, dtype=np.float64), theta))
+    return misfit + regulariser(problem, functions or {}, w_reg or {})
+
+
+def log_prior(problem: Problem, theta: dict[str, float]) -> float:
+    """Σ log p(θ_k); a parameter without a prior is flat on its bounds."""
+    total = 0.0
+    for p in problem.parameters:
+        value = theta[p.name]
+        if p.prior is not None:
+            total += float(p.prior.log_prob(value))
+        elif not p.bounds[0] <= value <= p.bounds[1]:
+            return -math.inf
+    return total
+
+
+def negative_log_posterior(problem: Problem, u: np.ndarray, observed: np.ndarray,
+                           theta: dict[str, float], functions=None, w_reg=None) -> float:
+    """−log p(θ, f | d) up to a constant: scale·J − log p(θ) (see the module docstring)."""
+    n = len(observed)
+    scale = problem.likelihood.scale(n)
+    data = float(problem.likelihood.negative_log(np.asarray(u, dtype=np.float64),
+                                                 np.asarray(observed, dtype=np.float64), theta))
+    return data + scale * regulariser(problem, functions or {}, w_reg or {}) \
+        - log_prior(problem, theta)

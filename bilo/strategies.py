@@ -1,0 +1,245 @@
+"""Methods as strategies over one problem declaration: `fit(problem, data, method, options)`.
+
+Every method implements `Strategy.fit(problem, data, options, out) -> Result` with its own
+options dataclass, and every result goes through one writer (`bilo.results.write_result`) and
+one validation (`bilo.validate`):
+
+* `bilo` and `pinn` train the network surrogate (`bilo.train.Run`);
+* `adjoint` fits the problem's declared adjoint (`Problem.adjoint`) by L-BFGS-B.
+
+The command line, `bilo compare` and the applications pick a method by name from `METHODS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from bilo.model import Problem, Settings
+from bilo.results import FUNCTION_POINTS, Result, reference_points, relative_l2, write_result
+from solvers.exchange import InputError, SolutionFile, read_solution, write_json_atomic
+
+
+@dataclass
+class Options:
+    """What every method takes: the initial guess (default: the problem's) and the
+    regulariser weight of the unknown functions (default: each function's declared w_reg)."""
+
+    theta0: dict[str, float] = field(default_factory=dict)
+    w_reg: float | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if not callable(v)}
+
+    def step_options(self) -> dict:
+        return {}
+
+
+@dataclass
+class NetworkOptions(Options):
+    preset: str = "quick"
+    settings: Settings = field(default_factory=Settings)
+    # solution at the initial guess fitted in pre-training: None, "auto", an exchange file, or
+    # a function of points
+    u0: object = None
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 1000
+    record_every: int = 10
+
+
+@dataclass
+class BiLOOptions(NetworkOptions):
+    w_rgrad: float = 0.1
+
+    def step_options(self) -> dict:
+        return {"w_rgrad": self.w_rgrad}
+
+
+@dataclass
+class PINNOptions(NetworkOptions):
+    w_dat: float = 1.0
+
+    def step_options(self) -> dict:
+        return {"w_dat": self.w_dat}
+
+
+@dataclass
+class AdjointOptions(Options):
+    nx: int | None = None  # solver nodes (default: the data's reference grid)
+    maxiter: int = 5000
+
+
+class Strategy:
+    name = ""
+    Options: type[Options] = Options
+
+    def fit(self, problem: Problem, data: SolutionFile, options, out: Path, *,
+            data_path: str | None = None, resume: bool = False, log=print) -> Result:
+        raise NotImplementedError
+
+
+class NetworkStrategy(Strategy):
+    # the optimisation steps, a class of `bilo.methods` (imported with torch when training)
+    steps = ""
+
+    def make_run(self, problem, data, options, out, data_path=None):
+        """The training run (`bilo.train.Run`) that `fit` drives, for step-level access."""
+        import bilo.methods
+        from bilo.train import Run
+
+        if not problem.has_network:
+            raise InputError(f"problem '{problem.name}' declares no residual: no network "
+                             "method for it yet")
+        return Run(problem, data, self.name, getattr(bilo.methods, self.steps), options, out,
+                   data_path)
+
+    def fit(self, problem, data, options, out, *, data_path=None, resume=False, log=print):
+        run = self.make_run(problem, data, options, out, data_path)
+        if resume:
+            run.load_checkpoint()
+            log(f"resuming from step {run.step} ({run.checkpoint_path})")
+        run.train()
+        return run.result()
+
+
+class BiLOStrategy(NetworkStrategy):
+    name, Options, steps = "bilo", BiLOOptions, "BiLO"
+
+
+class PINNStrategy(NetworkStrategy):
+    name, Options, steps = "pinn", PINNOptions, "PINN"
+
+
+class AdjointStrategy(Strategy):
+    name, Options = "adjoint", AdjointOptions
+
+    def fit(self, problem, data, options, out, *, data_path=None, resume=False, log=print):
+        from adjoint.optimize import minimize
+
+        w_reg = {name: spec.w_reg if options.w_reg is None else options.w_reg
+                 for name, spec in problem.functions.items()}
+        model = problem.adjoint(data, w_reg=w_reg, nx=options.nx)
+        if model is None:
+            raise InputError(f"no adjoint for problem '{problem.name}'; problems with one: "
+                             f"{', '.join(problems_with_adjoint())}")
+        functions = list(problem.functions)
+        if functions:
+            (name,) = functions
+            m0 = model.initial_guess()
+            truth = (np.interp(FUNCTION_POINTS, data.grid["x"], data.inputs[name])
+                     if name in data.inputs else None)
+
+            def on_points(m):
+                return np.interp(FUNCTION_POINTS, model.x, model.full_function(m))
+
+            def record(m):
+                return {} if truth is None else {f"{name}_rel_err":
+                                                 relative_l2(on_points(m), truth)}
+        else:
+            m0 = np.array([options.theta0[k] for k in problem.params], dtype=np.float64)
+            record = None
+        found = minimize(model, m0, maxiter=options.maxiter, log=log, record=record)
+        rows = found.trajectory
+        history = {"step": np.array([r["iteration"] for r in rows], dtype=np.float64),
+                   "wall": np.array([r["wall_s"] for r in rows]),
+                   "theta": np.array([[r[k] for k in problem.params] for r in rows],
+                                     dtype=np.float64).reshape(len(rows), -1),
+                   "J": np.array([r["J"] for r in rows])}
+        u = model.predict(found.m, reference_points(problem, data)).reshape(data.u.shape)
+        return Result(
+            method=self.name, problem=problem, data=data, data_path=data_path,
+            params={k: float(v) for k, v in zip(problem.params, found.m, strict=False)}
+            if not functions else {},
+            functions={name: on_points(found.m)} if functions else {}, u=u, history=history,
+            steps={"iterations": found.iterations}, wall_s={"adjoint": found.wall_s},
+            device="cpu", w_reg=w_reg, constants={k: v for k, v in data.params.items()
+                                                   if k not in problem.params},
+            options=options.to_json(),
+            predict=lambda points: model.predict(found.m, points),
+            extra={"objective": found.objective, "gradient_norm": found.gradient_norm,
+                   "converged": found.converged, "message": found.message,
+                   "n_forward_solves": found.n_forward_solves,
+                   "n_adjoint_solves": found.n_adjoint_solves,
+                   "optimizer": "scipy L-BFGS-B", "trajectory": rows})
+
+
+METHODS: dict[str, Strategy] = {s.name: s for s in (BiLOStrategy(), PINNStrategy(),
+                                                    AdjointStrategy())}
+
+
+def problems_with_adjoint() -> list[str]:
+    from bilo.problems import PROBLEMS
+
+    return [name for name, cls in PROBLEMS.items() if cls.adjoint is not Problem.adjoint]
+
+
+def make_options(problem: Problem, method: str, preset: str = "quick",
+                 overrides: dict | None = None, **values) -> Options:
+    """A method's options: a network method's settings from the problem's preset, with
+    `overrides` (width, steps, ...) where given; `values` set the options' fields."""
+    if method not in METHODS:
+        raise InputError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
+    cls = METHODS[method].Options
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in values.items() if v is not None}
+    unknown = set(values) - names
+    if unknown:
+        raise InputError(f"method '{method}' has no option {', '.join(sorted(unknown))}; "
+                         f"its options: {', '.join(sorted(names))}")
+    theta0 = {**problem.initial_guess, **values.pop("theta0", {})}
+    extra = set(theta0) - set(problem.params)
+    if extra:
+        raise InputError(f"problem '{problem.name}' has no parameter {', '.join(extra)}; "
+                         f"its parameters: {', '.join(problem.params) or '(none)'}")
+    if issubclass(cls, NetworkOptions):
+        if preset not in problem.presets:
+            raise InputError(f"problem '{problem.name}' has presets "
+                             f"{', '.join(problem.presets) or '(none)'}, not '{preset}'")
+        values["settings"] = replace(problem.presets[preset], **{
+            k: v for k, v in (overrides or {}).items() if v is not None})
+        values["preset"] = preset
+    return cls(theta0=theta0, **values)
+
+
+def load_data(problem: Problem, data: str | Path | SolutionFile) -> tuple[SolutionFile, str | None]:
+    """The data file (read and checked against the problem) and its resolved path."""
+    path = None
+    if not isinstance(data, SolutionFile):
+        path = str(Path(data).resolve())
+        data = read_solution(data)
+    where = path or "the data"
+    if data.problem != problem.name:
+        raise InputError(f"{where}: field '/@problem': holds problem '{data.problem}', not "
+                         f"'{problem.name}'")
+    if data.observations is None:
+        raise InputError(f"{where}: field 'observations': missing; make the file with "
+                         "`bilo solve ... --out FILE.h5`")
+    return data, path
+
+
+def fit(problem: Problem, data: str | Path | SolutionFile, method: str, out: str | Path,
+        options: Options | None = None, *, resume: bool = False, validate: bool = True,
+        log=print) -> Result:
+    """Run `method` on the data; write result.h5, summary.json and figures in `out`; then (by
+    default) validate the answer against the problem's reference solver (`bilo.validate`)."""
+    options = options or make_options(problem, method)
+    data, data_path = load_data(problem, data)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "config.json", {"method": method, "problem": problem.name,
+                                            "data": data_path, **options.to_json()})
+    log(f"{method} on {problem.name} ({data_path or 'data in memory'}), options "
+        f"{json.dumps(options.to_json(), default=str)[:200]}")
+    result = METHODS[method].fit(problem, data, options, out, data_path=data_path,
+                                 resume=resume, log=log)
+    write_result(out, result)
+    if validate and problem.reference is not None:
+        from bilo.validate import validate as validate_run
+
+        result.summary = validate_run(out, problem=problem)
+    return result
