@@ -10,12 +10,12 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian's numpy, scipy and h5py are built against the HDF5/MPI that dolfinx uses: a PyPI h5py
 # in the same process breaks on import. So the project is installed with --no-deps and its
 # other dependencies (pyproject.toml) are listed here.
-PIP_PACKAGES := torch==2.13.0 'matplotlib>=3.6' 'nibabel>=5' 'nilearn>=0.10' 'pytest>=7' \
-  'ruff>=0.4'
+PIP_PACKAGES := torch==2.13.0 'matplotlib>=3.6' 'tqdm>=4.60' 'nibabel>=5' 'nilearn>=0.10' \
+  'pytest>=7' 'ruff>=0.4' 'import-linter>=2'
 DEMO_OUT ?= out/demo
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test test-mpi lint demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@if ! /usr/bin/python3 -c "import dolfinx, mpi4py, h5py" 2>/dev/null \
@@ -38,10 +38,16 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest tests
+
+# Only the MPI tests (also part of `make test`): each test module launches mpirun itself.
+test-mpi: $(STAMP)
+	$(PY) -m pytest tests/mpi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # The main job: the embedded synthetic patient (data/patient_default) through the whole GBM
 # pipeline (mesh, FEM at the initial guess, BiLO, FEM at the inferred parameters, DICE, report).
@@ -49,5 +55,11 @@ demo: $(STAMP)
 	$(BILO) gbm run data/patient_default --preset quick --out $(DEMO_OUT)/gbm
 	@echo "== results in $(DEMO_OUT)/gbm: summary.json, report.png, density_{nn,fem}.nii.gz, *.xdmf"
 
+# Benchmarks, not part of `make test` (minutes): FEM strong scaling under mpirun (1 and 2 ranks)
+# and the cost of one PINN/BiLO training step; options: `$(PY) bench/<script>.py --help`.
+bench: $(STAMP)
+	$(PY) bench/fem_scaling.py
+	$(PY) bench/step_cost.py
+
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) out .pytest_cache .ruff_cache .import_linter_cache *.egg-info

@@ -28,7 +28,7 @@ import numpy as np
 from adjoint.fisher_kpp import POSITIVE
 from adjoint.optimize import AdjointProblem
 from adjoint.taylor import taylor_test
-from solvers.exchange import write_json_atomic
+from solvers.common import write_json_atomic
 from solvers.fem.darcy import _mesh_arrays, darcy_grf, sample_field
 from solvers.fem.reaction_diffusion import (
     SCHEMES,

@@ -21,7 +21,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _params(pairs: list[tuple[str, str]]) -> dict[str, float]:
-    from solvers.exchange import InputError
+    from solvers.common import InputError
 
     params = {}
     for name, value in pairs:
@@ -34,7 +34,8 @@ def _params(pairs: list[tuple[str, str]]) -> dict[str, float]:
 
 def cmd_solve(args) -> int:
     from bilo.synthetic import run_reference
-    from solvers.exchange import InputError, write_solution
+    from solvers.common import InputError
+    from solvers.exchange import write_solution
     from solvers.fem.cli import FEM_PROBLEMS, run_fem_solve
 
     if args.problem in FEM_PROBLEMS:
@@ -99,7 +100,7 @@ def cmd_train(args) -> int:
 
 def cmd_compare(args) -> int:
     from bilo.compare import compare
-    from solvers.exchange import InputError
+    from solvers.common import InputError
 
     try:
         w_dats = tuple(float(w) for w in args.w_dat.split(","))
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from solvers.exchange import InputError
+    from solvers.common import InputError
 
     args = build_parser().parse_args(argv)
     try:

@@ -18,7 +18,7 @@ import numpy as np
 from bilo.model import Problem
 from bilo.problems import get_problem
 from bilo.strategies import METHODS, fit, make_options
-from solvers.exchange import InputError
+from solvers.common import InputError
 
 
 @dataclass(frozen=True)

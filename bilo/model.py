@@ -129,9 +129,20 @@ class ReferenceSpec:
     nt: int = 101
     layout: str = "points"
     n_obs: int = 51
+    # nodes a solution reports beyond the solver's nx (Burgers adds its two boundary traces)
+    extra_nodes: int = 0
 
     def layouts(self) -> tuple[str, ...]:
         return ("grid", "final") if self.time_dependent else ("points",)
+
+    def resolution(self, grid: dict[str, np.ndarray]) -> dict[str, int]:
+        """The nx and nt that reproduce a solution's grid (so validation re-solves at the
+        resolution of the data)."""
+        space = "x" if "x" in grid else next(iter(grid))
+        found = {"nx": len(grid[space]) - self.extra_nodes}
+        if self.time_dependent:
+            found["nt"] = len(grid["t"])
+        return found
 
 
 class Problem:

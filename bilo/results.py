@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from bilo.model import Problem
-from solvers.exchange import SolutionFile, atomic_h5, open_h5, write_json_atomic
+from solvers.common import write_json_atomic
+from solvers.exchange import SolutionFile, atomic_h5, open_h5
 
 TRACKS = ("step", "theta", "wall")  # history entries that are not losses
 FUNCTION_POINTS = np.linspace(0.0, 1.0, 1001)
@@ -47,7 +48,7 @@ class Result:
     data: SolutionFile
     data_path: str | None
     params: dict[str, float]
-    functions: dict[str, np.ndarray]  # on FUNCTION_POINTS
+    functions: dict[str, np.ndarray]  # at function_x
     u: np.ndarray
     history: dict[str, np.ndarray]
     steps: dict[str, int]
@@ -59,6 +60,8 @@ class Result:
     predict: Callable[[np.ndarray], np.ndarray] | None = None
     extra: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    # where the functions are given: the method's own nodes (the adjoint's grid) or 1001 points
+    function_x: np.ndarray = field(default_factory=lambda: FUNCTION_POINTS)
 
 
 def reference_points(problem: Problem, data: SolutionFile) -> np.ndarray:
@@ -97,6 +100,8 @@ def write_result(out: str | os.PathLike, result: Result) -> dict:
                        for name in result.functions if name in data.inputs}
     initial_functions = {name: spec.initial(FUNCTION_POINTS)
                          for name, spec in problem.functions.items()}
+    inferred = {name: np.interp(FUNCTION_POINTS, result.function_x, values)
+                for name, values in result.functions.items()}
     history = result.history
     with atomic_h5(out / "result.h5", kind="result") as h5:
         h5.attrs["problem"] = problem.name
@@ -118,11 +123,12 @@ def write_result(out: str | os.PathLike, result: Result) -> dict:
             data.axes)
         h5.create_group("wall_s").attrs.update(result.wall_s)
         if result.functions:
-            h5.create_dataset("functions/x", data=FUNCTION_POINTS)
+            h5.create_dataset("functions/x", data=result.function_x)
             for name, values in result.functions.items():
                 h5.create_dataset(f"functions/{name}", data=values)
             for name, values in truth_functions.items():
-                h5.create_dataset(f"functions/{name}_true", data=values)
+                h5.create_dataset(f"functions/{name}_true", data=np.interp(
+                    result.function_x, FUNCTION_POINTS, values))
 
     final = {k: float(v[~np.isnan(v)][-1]) for k, v in history.items()
              if k not in TRACKS and not np.all(np.isnan(v))}
@@ -137,8 +143,11 @@ def write_result(out: str | os.PathLike, result: Result) -> dict:
         "params_fixed": result.constants,
         # per parameter, and for each unknown function its relative L2 error on 1001 points
         "rel_err": relative_errors(result.params, truth) | {
-            name: relative_l2(result.functions[name], values)
+            name: relative_l2(inferred[name], values)
             for name, values in truth_functions.items()},
+        **({"rel_err_initial": {name: relative_l2(initial_functions[name], values)
+                                for name, values in truth_functions.items()}}
+           if truth_functions else {}),
         "u_rel_l2_vs_reference": None,
         "u_rel_l2_vs_truth": relative_l2(result.u, data.u),
         **({"w_reg": result.w_reg} if result.functions else {}),
@@ -160,7 +169,7 @@ def write_result(out: str | os.PathLike, result: Result) -> dict:
     write_json_atomic(out / "summary.json", summary)
     plot_training(out / "training.png", history, problem.params, truth, result.method)
     if result.functions:
-        plot_functions(out / "functions.png", result.functions, truth_functions,
+        plot_functions(out / "functions.png", inferred, truth_functions,
                        initial_functions, summary)
     result.summary = summary
     return summary

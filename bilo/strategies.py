@@ -21,7 +21,8 @@ import numpy as np
 
 from bilo.model import Problem, Settings
 from bilo.results import FUNCTION_POINTS, Result, reference_points, relative_l2, write_result
-from solvers.exchange import InputError, SolutionFile, read_solution, write_json_atomic
+from solvers.common import InputError, write_json_atomic
+from solvers.exchange import SolutionFile, read_solution
 
 
 @dataclass
@@ -87,7 +88,7 @@ class NetworkStrategy(Strategy):
     # the optimisation steps, a class of `bilo.methods` (imported with torch when training)
     steps = ""
 
-    def make_run(self, problem, data, options, out, data_path=None):
+    def make_run(self, problem, data, data_path, options, out):
         """The training run (`bilo.train.Run`) that `fit` drives, for step-level access."""
         import bilo.methods
         from bilo.train import Run
@@ -99,10 +100,10 @@ class NetworkStrategy(Strategy):
                    data_path)
 
     def fit(self, problem, data, options, out, *, data_path=None, resume=False, log=print):
-        run = self.make_run(problem, data, options, out, data_path)
+        run = self.make_run(problem, data, data_path, options, out)
         if resume:
             run.load_checkpoint()
-            log(f"resuming from step {run.step} ({run.checkpoint_path})")
+            print(f"resuming from step {run.step} ({run.checkpoint_path})")
         run.train()
         return run.result()
 
@@ -151,17 +152,23 @@ class AdjointStrategy(Strategy):
                                      dtype=np.float64).reshape(len(rows), -1),
                    "J": np.array([r["J"] for r in rows])}
         u = model.predict(found.m, reference_points(problem, data)).reshape(data.u.shape)
+        obs = data.observations
+        at_obs = model.predict(found.m, obs.points_in(problem.coords))
         return Result(
             method=self.name, problem=problem, data=data, data_path=data_path,
             params={k: float(v) for k, v in zip(problem.params, found.m, strict=False)}
             if not functions else {},
-            functions={name: on_points(found.m)} if functions else {}, u=u, history=history,
+            functions={name: model.full_function(found.m)} if functions else {},
+            function_x=model.x if functions else FUNCTION_POINTS, u=u, history=history,
             steps={"iterations": found.iterations}, wall_s={"adjoint": found.wall_s},
             device="cpu", w_reg=w_reg, constants={k: v for k, v in data.params.items()
                                                    if k not in problem.params},
             options=options.to_json(),
             predict=lambda points: model.predict(found.m, points),
-            extra={"objective": found.objective, "gradient_norm": found.gradient_norm,
+            # the adjoint's own discretisation against the data (validation re-solves with
+            # the reference solver, whose time steps may differ: Burgers)
+            extra={"model_rel_l2_vs_data": relative_l2(at_obs, obs.values),
+                   "objective": found.objective, "gradient_norm": found.gradient_norm,
                    "converged": found.converged, "message": found.message,
                    "n_forward_solves": found.n_forward_solves,
                    "n_adjoint_solves": found.n_adjoint_solves,
@@ -226,14 +233,15 @@ def fit(problem: Problem, data: str | Path | SolutionFile, method: str, out: str
         options: Options | None = None, *, resume: bool = False, validate: bool = True,
         log=print) -> Result:
     """Run `method` on the data; write result.h5, summary.json and figures in `out`; then (by
-    default) validate the answer against the problem's reference solver (`bilo.validate`)."""
+    default) validate the answer against the problem's reference solver (`bilo.validate`).
+    `log` takes the method's progress lines (None: silent); the rest goes to stdout."""
     options = options or make_options(problem, method)
     data, data_path = load_data(problem, data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "config.json", {"method": method, "problem": problem.name,
                                             "data": data_path, **options.to_json()})
-    log(f"{method} on {problem.name} ({data_path or 'data in memory'}), options "
+    print(f"{method} on {problem.name} ({data_path or 'data in memory'}), options "
         f"{json.dumps(options.to_json(), default=str)[:200]}")
     result = METHODS[method].fit(problem, data, options, out, data_path=data_path,
                                  resume=resume, log=log)

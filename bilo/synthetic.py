@@ -15,7 +15,8 @@ import numpy as np
 
 from bilo.model import Problem
 from bilo.problems import get_problem
-from solvers.exchange import InputError, Observations, SolutionFile
+from solvers.common import InputError
+from solvers.exchange import Observations, SolutionFile
 from solvers.expressions import parse_function
 from solvers.reference import observation_points, sample, toolkit_version
 

@@ -19,7 +19,8 @@ from tqdm import tqdm
 from bilo.methods import Batch, Method
 from bilo.model import Problem
 from bilo.results import FUNCTION_POINTS, TRACKS, Result, reference_points
-from solvers.exchange import InputError, SolutionFile, atomic_path, read_solution
+from solvers.common import InputError, atomic_path
+from solvers.exchange import SolutionFile, read_solution
 
 
 def pick_device(name: str) -> torch.device:
@@ -72,14 +73,14 @@ class Run:
         obs = self.data.observations
         points = obs.points_in(self.problem.coords, self.data_path or "the data")
         collocation, u0 = self._collocation(step=0)
-        reg_x, f0 = self._regulariser_points(step=0)
+        reg_x, f0 = self.regulariser_points(step=0)
         return Batch(collocation=collocation, obs_points=self._tensor(points),
                      obs_values=self._tensor(obs.values), u0=u0, reg_x=reg_x, f0=f0)
 
     def _tensor(self, values) -> torch.Tensor:
         return torch.as_tensor(values, dtype=torch.float32, device=self.device)
 
-    def _regulariser_points(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def regulariser_points(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Points in x for the functions' regulariser and f0 fit, and f0 there: evenly spaced,
         or (`stratified_reg`, after step 0) one uniform draw in each of n_reg equal cells, so
         that f cannot grow wiggles unseen between fixed points."""
@@ -184,7 +185,7 @@ class Run:
                 if self.problem.resample_collocation and self.step > 0:
                     self.batch.collocation, self.batch.u0 = self._collocation(self.step)
                 if self.problem.functions and s.stratified_reg and self.step > 0:
-                    self.batch.reg_x, self.batch.f0 = self._regulariser_points(self.step)
+                    self.batch.reg_x, self.batch.f0 = self.regulariser_points(self.step)
                 losses = step_fn(self.batch)
                 if (self.step - offset) % options.record_every == 0 or self.step == end - 1:
                     values = self._record(losses)

@@ -10,8 +10,8 @@ measure the answer against it, for every method.
   point, from the solver's sensitivities (`gauss_newton_step`); a warning when it exceeds
   `DISTANCE_TOLERANCE` relative to θ̂.
 
-The solve goes through the exchange format (RUN_DIR/reference_at_inferred.h5), as it would if
-it ran on another machine. Needs numpy/scipy/h5py only, not torch.
+The solve is at the data's resolution and goes through the exchange format
+(RUN_DIR/reference_at_inferred.h5), as it would if it ran on another machine. Needs numpy/scipy/h5py only, not torch.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from bilo.likelihoods import Gaussian
 from bilo.model import Problem, objective
 from bilo.results import read_result
 from bilo.synthetic import run_reference
-from solvers.exchange import InputError, read_solution, write_json_atomic, write_solution
+from solvers.common import InputError, write_json_atomic
+from solvers.exchange import read_solution, write_solution
 from solvers.reference import sample
 
 # relative distance to the solver's stationary point above which validation warns
@@ -110,7 +111,8 @@ def validate(run_dir: str | Path, problem: Problem | None = None, log=print) -> 
                  for name, values in result["functions"].items()}
     # parameters the run kept fixed (e.g. the heat equation's D) and the inferred ones
     params = {**summary.get("params_fixed", {}), **result["params"]}
-    write_solution(reference_path, run_reference(problem, params, functions))
+    write_solution(reference_path, run_reference(problem, params, functions,
+                                                 **problem.reference.resolution(result["grid"])))
     reference = read_solution(reference_path)
     u_ref = sample(reference, grid_points(result["axes"], result["grid"]),
                    result["axes"]).reshape(result["u_nn"].shape)

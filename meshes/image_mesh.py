@@ -25,7 +25,8 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
-from solvers.exchange import InputError, Mesh
+from solvers.common import InputError
+from solvers.exchange import Mesh
 
 
 @dataclass

@@ -32,7 +32,8 @@ import h5py
 import numpy as np
 
 from meshes.image_mesh import MeshData
-from solvers.exchange import InputError, Mesh, atomic_h5, atomic_path
+from solvers.common import InputError, atomic_path
+from solvers.exchange import Mesh, atomic_h5
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _TOPOLOGY = "/Mesh/mesh/topology"
@@ -221,7 +222,7 @@ def _read_item(item: ET.Element | None, xdmf: Path, what: str) -> np.ndarray:
 def read_mesh(path) -> MeshData:
     """Read a mesh with its fields from an XDMF file written by :func:`write_mesh` (or the mesh
     of one written by dolfinx). Missing or unreadable files raise a one-line
-    :class:`~solvers.exchange.InputError` naming the file."""
+    :class:`~solvers.common.InputError` naming the file."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: mesh file does not exist")

@@ -2,21 +2,19 @@
 
 Every writer and reader of solution files goes through this module, so that a solve on a CPU
 cluster (numpy/dolfinx/MPI) and training on a GPU box (torch only) agree on one layout.
-It imports numpy and h5py only. The layout is specified in ``docs/hdf5.md``.
+It imports numpy, h5py and ``solvers.common`` only. The layout is specified in ``docs/hdf5.md``.
 
-Writes are atomic: the file is written under a temporary name in the target folder and renamed
-over the target only once complete, so an interrupted write never leaves a half-written file and
-never destroys the previous one. Reads validate everything and raise :class:`ExchangeError`
-whose message names the file and the field.
+Writes are atomic (``solvers.common.atomic_path``): the file is written under a temporary name in
+the target folder and renamed over the target only once complete, so an interrupted write never
+leaves a half-written file and never destroys the previous one. Reads validate everything and
+raise :class:`ExchangeError` whose message names the file and the field.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +22,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from solvers.common import InputError, atomic_path
+
 FORMAT_NAME = "bilo-toolkit/exchange"
 FORMAT_VERSION = 1
-
-
-class InputError(ValueError):
-    """Bad input from a user (file, option or parameter): the CLI prints it as one line."""
 
 
 class ExchangeError(InputError):
@@ -98,27 +94,6 @@ class SolutionFile:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; it is renamed onto `path` (readable by everyone)
-    only when the block completes, and removed if it fails: nothing half-written is ever left
-    at `path`."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # the temp name keeps the target's extensions: writers such as nibabel read the format there
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent,
-                                    suffix=".tmp" + "".join(target.suffixes))
-    os.close(fd)
-    try:
-        yield Path(tmp_name)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_h5(path: str | os.PathLike, kind: str) -> Iterator[h5py.File]:
     """Open a new HDF5 file for writing that appears at `path` only once fully written."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
@@ -127,13 +102,6 @@ def atomic_h5(path: str | os.PathLike, kind: str) -> Iterator[h5py.File]:
         h5.attrs["kind"] = kind
         h5.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         yield h5
-
-
-def write_json_atomic(path: str | os.PathLike, blob: dict) -> None:
-    """Write `blob` as JSON to `path` atomically (temp file in the same folder, then rename)."""
-    with atomic_path(path) as tmp, open(tmp, "w") as handle:
-        json.dump(blob, handle, indent=2)
-        handle.write("\n")
 
 
 def write_solution(path: str | os.PathLike, data: SolutionFile) -> Path:

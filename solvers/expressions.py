@@ -13,7 +13,7 @@ closures that can only do what this module allows:
   the expression is parsed.
 
 Anything else (attributes, subscripts, lambdas, comprehensions, strings, ``and``/``or``, ...) is
-rejected with an :class:`~solvers.exchange.InputError` naming the construct. Size limits
+rejected with an :class:`~solvers.common.InputError` naming the construct. Size limits
 (:data:`MAX_LENGTH`, :data:`MAX_NODES`, :data:`MAX_DEPTH`, :data:`MAX_GRF_CALLS`) keep parsing and
 evaluation fast and bounded in memory; all arithmetic is numpy float64 with floating-point errors
 ignored, so an overflow such as ``9**9**9`` gives inf, which is then rejected as not finite.
@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from solvers.exchange import InputError
+from solvers.common import InputError
 from solvers.grf import grf
 
 __all__ = [

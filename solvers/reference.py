@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
-from solvers.exchange import InputError
+from solvers.common import InputError
 
 
 @dataclass(frozen=True)

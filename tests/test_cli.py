@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bilo.cli import main
-from solvers.problems import PROBLEMS
+from bilo.problems import PROBLEMS
 
 BILO = [sys.executable, "-m", "bilo.cli"]
 

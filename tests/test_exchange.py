@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+from bilo.synthetic import run_reference
 from solvers.exchange import (
     ExchangeError,
     Mesh,
@@ -12,7 +13,6 @@ from solvers.exchange import (
     read_solution,
     write_solution,
 )
-from solvers.problems import run_reference
 
 
 def small_solution() -> SolutionFile:

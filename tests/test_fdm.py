@@ -293,7 +293,7 @@ def test_burgers_reference_reports_entropy_boundary_traces(report):
     only at t = 1.5, so for 0.6 <= t <= 1 the exact traces are u(0, t) = -1 and u(1, t) = +1
     (outflow keeps the interior value; the datum 0 applies only to inflow). `bilo solve
     burgers` (1000 cells) reports them within 1e-6, and 0 at both ends at t = 0."""
-    from solvers.problems import run_reference
+    from bilo.synthetic import run_reference
 
     def initial(x):
         return np.where((0.7 < x) & (x < 0.95), 1.0, 0.0) - np.where((0.05 < x) & (x < 0.3),

@@ -6,10 +6,11 @@ import torch
 from bilo.functions import mlp_jet_of_inputs
 from bilo.jet import Jet
 from bilo.network import MLP
-from bilo.train import Run, make_config
+from bilo.problems import get_problem
+from bilo.strategies import METHODS, load_data, make_options
+from bilo.synthetic import run_reference
 from solvers import fdm
 from solvers.exchange import write_solution
-from solvers.problems import run_reference
 
 
 def test_input_jets_match_the_network_jet_for_plain_variables():
@@ -48,17 +49,18 @@ def test_local_operator_predicts_nearby_diffusion(tmp_path, report):
     paper Fig. 8); relative L2 errors reported."""
     data = tmp_path / "poisson.h5"
     write_solution(data, run_reference("poisson", noise=0.01, seed=0))
-    run = Run(make_config("poisson", data, "bilo", "quick", {"finetune_steps": 0}, u0="auto"),
-              tmp_path)
+    problem = get_problem("poisson")
+    options = make_options(problem, "bilo", "quick", {"finetune_steps": 0}, u0="auto")
+    run = METHODS["bilo"].make_run(problem, *load_data(problem, data), options, tmp_path)
     run.train()
-    method = run.method
+    network = run.method.surrogate.network
     x = np.linspace(0.0, 1.0, 201)
     x_t = torch.as_tensor(x, dtype=torch.float32)[:, None]
 
     def network_at(z: np.ndarray) -> np.ndarray:
         inputs = torch.as_tensor(z, dtype=torch.float32)[:, None]
         with torch.no_grad():
-            net = method.network(x_t, inputs).numpy()
+            net = network(x_t, inputs).numpy()
         return net * x * (1 - x)
 
     source = np.pi**2 * np.sin(np.pi * x)
@@ -78,12 +80,14 @@ def test_regulariser_points_are_redrawn_one_per_cell(tmp_path):
     to 1e-6 (interpolated from 4001 samples: error ≤ π²h²/8 ≈ 8e-8)."""
     data = tmp_path / "heat.h5"
     write_solution(data, run_reference("heat", layout="final", n_obs=11))
-    run = Run(make_config("heat", data, "bilo", "quick"), tmp_path / "run")
-    grid, _ = run._regulariser_points(0)
+    problem = get_problem("heat")
+    run = METHODS["bilo"].make_run(problem, *load_data(problem, data),
+                                   make_options(problem, "bilo"), tmp_path / "run")
+    grid, _ = run.regulariser_points(0)
     assert np.allclose(grid.numpy(), np.linspace(0.0, 1.0, 101))
-    first, f0 = run._regulariser_points(7)
-    again, _ = run._regulariser_points(7)
-    other, _ = run._regulariser_points(8)
+    first, f0 = run.regulariser_points(7)
+    again, _ = run.regulariser_points(7)
+    other, _ = run.regulariser_points(8)
     cells = np.floor(first.numpy().astype(np.float64) * 101).astype(int)
     assert np.array_equal(np.sort(cells), np.arange(101))
     assert torch.equal(first, again) and not torch.equal(first, other)

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from bilo.cli import main
-from bilo.train import Run, make_config, train
+from bilo.problems import get_problem
+from bilo.strategies import METHODS, fit, load_data, make_options
+from bilo.synthetic import run_reference
 from solvers.exchange import read_solution, write_solution
-from solvers.problems import run_reference
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,10 @@ def test_two_point_reaches_optimum_within_200_upper_steps(tmp_path, report):
     (the reference is interpolated linearly to the data points)."""
     data = tmp_path / "target.h5"
     write_solution(data, run_reference("two_point", {"theta0": 0.0, "theta1": 1.0}))
-    config = make_config("two_point", data, "bilo", "paper")
-    summary = train(config, tmp_path / "run")
+    problem = get_problem("two_point")
+    options = make_options(problem, "bilo", "paper")
+    result = fit(problem, data, "bilo", tmp_path / "run", options)
+    summary = result.summary
     history = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert history["u_rel_l2_vs_reference"] < 1e-2
     obs = read_solution(data).observations
@@ -39,10 +42,8 @@ def test_two_point_reaches_optimum_within_200_upper_steps(tmp_path, report):
     exact = x**2 + (t1 - t0 - 1.0) * x + t0
     misfit = np.linalg.norm(exact - obs.values) / np.linalg.norm(obs.values)
     assert history["reference_rel_l2_vs_data"] == pytest.approx(misfit, abs=1e-6)
-    run = Run(config, tmp_path / "run")
-    run.load_checkpoint()
-    steps = np.asarray(run.history["step"]) - config.settings.pretrain_steps
-    theta = np.asarray(run.history["theta"])
+    steps = result.history["step"] - options.settings.pretrain_steps
+    theta = result.history["theta"]
     distance = np.linalg.norm(theta - [0.0, 1.0], axis=1)
     reached = steps[(steps >= 0) & (distance < 0.01)]
     first = reached.min() if reached.size else None
@@ -53,9 +54,10 @@ def test_two_point_reaches_optimum_within_200_upper_steps(tmp_path, report):
 
 def fdm_data_loss(theta, points, values):
     """Mean squared misfit of the FDM solution at θ = (D, rho) against the observations."""
-    from solvers.problems import get_problem, sample
+    from solvers.reference import sample
 
-    reference = get_problem("fkpp").solve({"D": theta[0], "rho": theta[1]}, {}, 401, 101)
+    reference = get_problem("fkpp").reference.solve({"D": theta[0], "rho": theta[1]}, {}, 401,
+                                                    101)
     return np.mean((sample(reference, points, ("x", "t")) - values) ** 2)
 
 
@@ -64,8 +66,9 @@ def test_bilo_theta_gradient_matches_fdm_after_pretraining(fkpp_data, tmp_path, 
     FDM u0, width 64, 26×26 residual points, 1500 steps): the network's θ-gradient of the data
     loss and the central finite difference (step 1e-3) of the same loss computed with the FDM
     solver agree in direction, cosine > 0.95."""
-    config = make_config("fkpp", fkpp_data, "bilo", "quick", {"finetune_steps": 0}, u0="auto")
-    run = Run(config, tmp_path)
+    problem = get_problem("fkpp")
+    options = make_options(problem, "bilo", "quick", {"finetune_steps": 0}, u0="auto")
+    run = METHODS["bilo"].make_run(problem, *load_data(problem, fkpp_data), options, tmp_path)
     run.train()
     loss = run.method.data_loss(run.batch)
     (grad_nn,) = torch.autograd.grad(loss, run.method.theta)
@@ -85,14 +88,14 @@ def test_resume_continues_exactly(fkpp_data, tmp_path):
     """PINN on Fisher-KPP, 30 pre-training + 40 fine-tuning steps in one go, against 30 + 20
     steps, then --resume to 40: the final θ agrees to 1e-6 (checkpoints hold weights, θ,
     both Adam states and the step)."""
+    problem = get_problem("fkpp")
     small = {"width": 16, "n_res": (11, 11), "pretrain_steps": 30}
-    whole = make_config("fkpp", fkpp_data, "pinn", "quick", {**small, "finetune_steps": 40},
-                        w_dat=10.0)
-    train(whole, tmp_path / "whole", validate_after=False)
-    first = make_config("fkpp", fkpp_data, "pinn", "quick", {**small, "finetune_steps": 20},
-                        w_dat=10.0)
-    train(first, tmp_path / "split", validate_after=False)
-    resumed = train(whole, tmp_path / "split", resume=True, validate_after=False)
+    whole = make_options(problem, "pinn", "quick", {**small, "finetune_steps": 40}, w_dat=10.0)
+    fit(problem, fkpp_data, "pinn", tmp_path / "whole", whole, validate=False)
+    first = make_options(problem, "pinn", "quick", {**small, "finetune_steps": 20}, w_dat=10.0)
+    fit(problem, fkpp_data, "pinn", tmp_path / "split", first, validate=False)
+    resumed = fit(problem, fkpp_data, "pinn", tmp_path / "split", whole, resume=True,
+                  validate=False).summary
     final = json.loads((tmp_path / "whole" / "summary.json").read_text())["params"]
     for name in ("D", "rho"):
         assert abs(resumed["params"][name] - final[name]) < 1e-6
@@ -149,12 +152,15 @@ def test_parameter_bounds_are_kept_by_every_upper_step(method):
     """Two-point problem y'' = 2 with bounds θ0 ∈ [0, 0.2], θ1 ∈ [0.9, 1.1] declared on the
     problem: from θ = (0.5, 0.5), outside both boxes, one fine-tuning step leaves θ on the box:
     θ0 = 0.2 (its upper bound), θ1 = 0.9 (its lower bound), to float precision."""
-    from bilo.methods import METHODS, Batch
-    from bilo.problems import get_problem
+    import bilo.methods
+    from bilo.methods import Batch
+    from bilo.model import Parameter
 
     problem = get_problem("two_point")
-    problem.bounds = {"theta0": (0.0, 0.2), "theta1": (0.9, 1.1)}
-    m = METHODS[method](problem, 16, 2, torch.tensor([0.5, 0.5]), 1e-3, 1e-3)
+    problem.parameters = (Parameter("theta0", 1.0, bounds=(0.0, 0.2)),
+                          Parameter("theta1", 0.0, bounds=(0.9, 1.1)))
+    steps = {"bilo": bilo.methods.BiLO, "pinn": bilo.methods.PINN}[method]
+    m = steps(problem, 16, 2, torch.tensor([0.5, 0.5]), 1e-3, 1e-3)
     x = torch.linspace(0, 1, 11)[:, None]
     batch = Batch(collocation=x, obs_points=x, obs_values=x[:, 0] ** 2)
     m.finetune_step(batch)

@@ -32,7 +32,7 @@ indexed like the volume, ``array[i, j]`` for voxel ``(i, j, slice_index)``, and
 :attr:`Patient.affine2d` maps homogeneous voxel coordinates ``(i, j, 1)`` to in-plane mm — the
 3×3 affine that :func:`meshes.mesh_from_mask` accepts.
 
-Every problem with the input raises :class:`solvers.exchange.InputError` with a one-line message
+Every problem with the input raises :class:`solvers.common.InputError` with a one-line message
 that names the file.
 """
 
@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage
 
 from meshes.image_mesh import affine_2d
-from solvers.exchange import InputError
+from solvers.common import InputError
 
 FILE_STEMS = ("seg", "wm", "gm", "csf")
 REQUIRED = ("seg", "wm", "gm")

@@ -19,13 +19,12 @@ import numpy as np
 from apps.gbm.patient import Patient, brain_mask, load_patient, smooth_field, tissue_P
 from apps.gbm.problem import GBMProblem, ImageSampler
 from apps.gbm.scales import Scales, patient_scales
+from solvers.common import atomic_path, write_json_atomic
 from solvers.exchange import (
     Mesh,
     Observations,
     SolutionFile,
-    atomic_path,
     read_solution,
-    write_json_atomic,
     write_solution,
 )
 

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from solvers.exchange import InputError
+from solvers.common import InputError
 
 RHO_BAR = 5.0
 FRONT_TIME = 1.0

@@ -78,7 +78,7 @@ from apps.gbm.scales import (
     scales_from_length,
 )
 from meshes.image_mesh import affine_2d
-from solvers.exchange import InputError, atomic_path
+from solvers.common import InputError, atomic_path
 
 GENERATOR_VERSION = 1
 RANGES = {

@@ -8,7 +8,7 @@ from bilo.problems.logistic import Logistic
 from bilo.problems.poisson import Poisson
 from bilo.problems.singular import Singular
 from bilo.problems.two_point import TwoPoint
-from solvers.exchange import InputError
+from solvers.common import InputError
 
 PROBLEMS: dict[str, type[Problem]] = {p.name: p for p in (
     FisherKPP,

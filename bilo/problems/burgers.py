@@ -43,7 +43,7 @@ class Burgers(Problem):
                                    truth="grf(x, seed=1, length_scale=0.15, variance=0.5)")}
     reference = ReferenceSpec(
         solve, "inviscid Burgers u_t + a u u_x = 0, u(x,0) = f(x), u(0)=u(1)=0",
-        time_dependent=True, nx=1001, nt=101, layout="final", n_obs=51)
+        time_dependent=True, nx=1001, nt=101, layout="final", n_obs=51, extra_nodes=1)
     residual_keys = ((), ("t",), ("x",))
     presets = {
         "paper": Settings(width=128, depth=2, n_res=(51, 51), pretrain_steps=10_000,

@@ -16,7 +16,7 @@ needs the new options ``--mesh MESH.xdmf`` and ``--np N``; ``--function`` and th
 options do not apply to these problems).
 With n_ranks > 1, the call relaunches ``python -m solvers.fem.cli`` under
 ``mpirun --allow-run-as-root -n N`` with ``OMP_NUM_THREADS=1`` and waits for it; dolfinx is
-then imported only in the MPI ranks. Bad input raises :class:`solvers.exchange.InputError`
+then imported only in the MPI ranks. Bad input raises :class:`solvers.common.InputError`
 (one line), also when it happens inside the relaunched ranks.
 
 Outputs (written by rank 0): the exchange file `out` (``solvers.exchange``; axes ``("vertex",)``
@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from solvers.exchange import InputError
+from solvers.common import InputError
 
 FEM_PROBLEMS = ("darcy", "fkpp2d")
 PARAMS = {

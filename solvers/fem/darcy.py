@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from solvers.exchange import InputError
+from solvers.common import InputError
 from solvers.fem import FemSolution
 
 

@@ -20,7 +20,7 @@ from math import lcm
 
 import numpy as np
 
-from solvers.exchange import InputError
+from solvers.common import InputError
 from solvers.fdm.reaction_diffusion import check_output_times
 from solvers.fem import FemSolution
 from solvers.fem.darcy import _mesh_arrays, sample_field
