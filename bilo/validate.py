@@ -11,7 +11,8 @@ measure the answer against it, for every method.
   `DISTANCE_TOLERANCE` relative to θ̂.
 
 The solve is at the data's resolution and goes through the exchange format
-(RUN_DIR/reference_at_inferred.h5), as it would if it ran on another machine. Needs numpy/scipy/h5py only, not torch.
+(RUN_DIR/reference_at_inferred.h5), as it would if it ran on another machine. Needs
+numpy/scipy/h5py only, not torch.
 """
 
 from __future__ import annotations
