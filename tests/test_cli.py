@@ -79,3 +79,18 @@ def test_solve_rejects_impossible_input(tmp_path, args, fragment):
     result = run_cli("solve", "fkpp", *args, "--out", str(out))
     _assert_one_line_error(result, fragment)
     assert not Path(out).exists()
+
+
+def test_function_expression_cannot_run_code(tmp_path):
+    """The exploit of the reliability issue: an expression that reaches `os.system` through
+    `().__class__.__base__.__subclasses__()` is refused with one line naming the option, runs
+    nothing (no pwned.txt) and writes no output; `9**9**9` is refused as not finite at once."""
+    exploit = ("f=(lambda: [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == "
+               "'_wrap_close'][0].__init__.__globals__['system']('id > pwned.txt'))() * 0 "
+               "+ sin(pi*x)")
+    result = run_cli("solve", "heat", "--function", exploit, "--out", "x.h5", cwd=tmp_path)
+    _assert_one_line_error(result, "--function f=")
+    assert not (tmp_path / "pwned.txt").exists() and not (tmp_path / "x.h5").exists()
+    result = run_cli("solve", "heat", "--function", "f=9**9**9", "--out", "x.h5", cwd=tmp_path)
+    _assert_one_line_error(result, "--function f=", "not finite")
+    assert not (tmp_path / "x.h5").exists()
