@@ -33,24 +33,28 @@ def _params(pairs: list[tuple[str, str]]) -> dict[str, float]:
 
 
 def cmd_solve(args) -> int:
+    from bilo.problems import get_problem
     from bilo.synthetic import run_reference
     from solvers.common import InputError
     from solvers.exchange import write_solution
-    from solvers.fem.cli import FEM_PROBLEMS, run_fem_solve
 
-    if args.problem in FEM_PROBLEMS:
+    problem = get_problem(args.problem)
+    if problem.reference is None:
+        raise InputError(f"problem '{problem.name}' declares no reference solver")
+    if problem.reference.on_mesh:  # the FEM solver writes its file (and runs under MPI)
+        from solvers.fem.cli import run_fem_solve
+
         if args.function or args.noise or args.obs or args.n_obs:
             raise InputError(f"{args.problem}: --function and the observation options apply to "
                              "the 1-D problems only")
-        summary = run_fem_solve(args.problem, _params(args.param), args.mesh, args.out,
-                                n_ranks=args.np, n=args.nx, nt=args.nt)
+        summary = run_fem_solve(problem.reference.solver, _params(args.param), args.mesh,
+                                args.out, n_ranks=args.np, n=args.nx, nt=args.nt)
         print(summary["line"])
         return 0
     if args.mesh or args.np != 1:
-        raise InputError(f"{args.problem}: --mesh and --np apply to the FEM problems "
-                         f"({', '.join(FEM_PROBLEMS)}) only")
-
-    data = run_reference(args.problem, _params(args.param), dict(args.function), nx=args.nx,
+        raise InputError(f"{args.problem}: --mesh and --np apply to the problems solved on a "
+                         "mesh only")
+    data = run_reference(problem, _params(args.param), dict(args.function), nx=args.nx,
                          nt=args.nt, layout=args.obs, n_obs=args.n_obs, noise=args.noise,
                          seed=args.seed)
     path = write_solution(args.out, data)
@@ -79,7 +83,8 @@ def _method_options(args, problem, method: str):
                  "stratified_reg": False if args.fixed_reg else None}
     values = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
               "device": args.device, "w_rgrad": args.w_rgrad, "w_dat": args.w_dat,
-              "w_reg": args.w_reg, "checkpoint_every": args.checkpoint_every, "nx": args.nx}
+              "w_reg": args.w_reg, "checkpoint_every": args.checkpoint_every, "nx": args.nx,
+              "polish": args.polish}
     return make_options(problem, method, args.preset, overrides, **values)
 
 
@@ -143,10 +148,10 @@ def _problem_line(problem) -> str:
     return f"{problem.name}: {spec.summary} (params {params or 'none'})"
 
 
+
 def build_parser() -> argparse.ArgumentParser:
     from bilo.problems import PROBLEMS
     from bilo.strategies import METHODS, problems_with_adjoint
-    from solvers.fem.cli import FEM_PROBLEMS, PARAMS
 
     problems = [cls() for cls in PROBLEMS.values()]
 
@@ -157,13 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     solve = commands.add_parser(
         "solve", help="reference solution + synthetic observations -> HDF5",
-        description="Solve a reference problem with the FDM solvers and write the solution and "
-                    "synthetic observations (optionally noisy) to one HDF5 file.",
-        epilog="problems: " + "; ".join(_problem_line(p) for p in problems)
-               + "; FEM (dolfinx, --mesh, --np): " + "; ".join(
-                   f"{name} (params {', '.join(f'{k}={v:g}' for k, v in PARAMS[name].items())})"
-                   for name in FEM_PROBLEMS))
-    solve.add_argument("problem", choices=sorted([*PROBLEMS, *FEM_PROBLEMS]))
+        description="Solve a problem's reference solver and write the solution and synthetic "
+                    "observations (optionally noisy) to one HDF5 file; the problems on a mesh "
+                    "run dolfinx FEM, also under MPI (--mesh, --np).",
+        epilog="problems: " + "; ".join(_problem_line(p) for p in problems if p.reference))
+    solve.add_argument("problem", choices=sorted(PROBLEMS))
     solve.add_argument("--param", action="append", type=_key_value, default=[],
                        metavar="NAME=VALUE", help="PDE parameter (repeatable)")
     solve.add_argument("--function", action="append", type=_key_value, default=[],
@@ -218,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--w-reg", type=float, default=None,
                        help="weight of the unknown function's regulariser w_reg·∫f'^2 "
                             "(default: the problem's, e.g. poisson 1e-3, heat 1e-4)")
+    train.add_argument("--polish", type=int, default=None, metavar="ITERATIONS",
+                       help="bilo/pinn: finish with this many L-BFGS-B iterations of the "
+                            "solver and its adjoint from the network's answer; both reported")
     train.add_argument("--nx", type=int, default=None,
                        help="adjoint: solver nodes (default: the data's reference grid)")
     train.add_argument("--pretrain-steps", type=int, default=None)

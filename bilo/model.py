@@ -131,6 +131,7 @@ class ReferenceSpec:
     n_obs: int = 51
     # nodes a solution reports beyond the solver's nx (Burgers adds its two boundary traces)
     extra_nodes: int = 0
+    on_mesh = False
 
     def layouts(self) -> tuple[str, ...]:
         return ("grid", "final") if self.time_dependent else ("points",)
@@ -145,6 +146,19 @@ class ReferenceSpec:
         return found
 
 
+@dataclass(frozen=True)
+class MeshReferenceSpec:
+    """A reference solved on a mesh (dolfinx FEM, also under MPI), which writes its exchange file
+    itself: `solvers.fem.cli.run_fem_solve(solver, params, mesh, out, ...)`. `defaults` are the
+    solver's parameters, `optional` the ones it derives when not given."""
+
+    solver: str
+    summary: str
+    defaults: dict[str, float] = field(default_factory=dict)
+    optional: tuple[str, ...] = ()
+    on_mesh = True
+
+
 class Problem:
     name: str = ""
     coords: tuple[str, ...] = ()
@@ -153,7 +167,7 @@ class Problem:
     constants: dict[str, float] = {}
     functions: dict[str, FunctionSpec] = {}
     likelihood: Likelihood = Gaussian()
-    reference: ReferenceSpec | None = None
+    reference: ReferenceSpec | MeshReferenceSpec | None = None
     # derivatives of u (multi-indices over coordinates) that the residual reads
     residual_keys: tuple = ((),)
     presets: dict[str, Settings] = {}

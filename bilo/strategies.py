@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from bilo.model import Problem, Settings
-from bilo.results import FUNCTION_POINTS, Result, reference_points, relative_l2, write_result
+from bilo.results import (
+    FUNCTION_POINTS,
+    Result,
+    reference_points,
+    relative_errors,
+    relative_l2,
+    write_result,
+)
 from solvers.common import InputError, write_json_atomic
 from solvers.exchange import SolutionFile, read_solution
 
@@ -51,6 +58,9 @@ class NetworkOptions(Options):
     device: str = "auto"
     checkpoint_every: int = 1000
     record_every: int = 10
+    # after training, this many L-BFGS-B iterations of the solver and its adjoint from the
+    # network's answer (problems with an adjoint); both answers are reported
+    polish: int = 0
 
 
 @dataclass
@@ -204,6 +214,9 @@ def make_options(problem: Problem, method: str, preset: str = "quick",
         raise InputError(f"problem '{problem.name}' has no parameter {', '.join(extra)}; "
                          f"its parameters: {', '.join(problem.params) or '(none)'}")
     if issubclass(cls, NetworkOptions):
+        if not problem.has_network:
+            raise InputError(f"problem '{problem.name}' declares no residual: no network "
+                             "method for it yet")
         if preset not in problem.presets:
             raise InputError(f"problem '{problem.name}' has presets "
                              f"{', '.join(problem.presets) or '(none)'}, not '{preset}'")
@@ -250,4 +263,42 @@ def fit(problem: Problem, data: str | Path | SolutionFile, method: str, out: str
         from bilo.validate import validate as validate_run
 
         result.summary = validate_run(out, problem=problem)
+    if getattr(options, "polish", 0):
+        result.summary["polish"] = polish(problem, data, result, options.polish, log=log)
+        write_json_atomic(out / "summary.json", result.summary)
     return result
+
+
+def polish(problem: Problem, data: SolutionFile, result: Result, iterations: int,
+           log=print) -> dict:
+    """Finish a network's answer with `iterations` L-BFGS-B steps of the problem's solver and
+    adjoint (the same J), starting from it; the polished answer beside the network's."""
+    from adjoint.optimize import minimize
+
+    w_reg = result.w_reg
+    model = problem.adjoint(data, w_reg=w_reg)
+    if model is None:
+        raise InputError(f"--polish: problem '{problem.name}' has no adjoint")
+    if problem.functions:
+        (name,) = problem.functions
+        m0 = np.interp(model.x[1:-1], result.function_x, result.functions[name])
+    else:
+        m0 = np.array([result.params[k] for k in problem.params])
+    before = model.objective(m0)
+    found = minimize(model, m0, maxiter=iterations, log=log)
+    polished = {"objective_before": before, "objective": found.objective,
+                "iterations": found.iterations, "converged": found.converged,
+                "wall_s": round(found.wall_s, 4)}
+    truth = {k: float(data.params[k]) for k in problem.params if k in data.params}
+    if problem.functions:
+        values = np.interp(FUNCTION_POINTS, model.x, model.full_function(found.m))
+        if name in data.inputs:
+            polished["rel_err"] = {name: relative_l2(values, np.interp(
+                FUNCTION_POINTS, data.grid["x"], data.inputs[name]))}
+    else:
+        polished["params"] = dict(zip(problem.params, found.m.tolist(), strict=True))
+        polished["rel_err"] = relative_errors(polished["params"], truth)
+    print(f"polished with {found.iterations} solver iterations: J {before:.6e} -> "
+          f"{found.objective:.6e}" + "".join(f", {k}={v:.6g}"
+                                              for k, v in polished.get("params", {}).items()))
+    return polished

@@ -32,9 +32,11 @@ def test_readme_solve_then_info(tmp_path):
     assert "2601 points" in info.stdout
 
 
-@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("name", sorted(n for n, p in PROBLEMS.items()
+                                         if not p.reference.on_mesh))
 def test_every_problem_solves(tmp_path, name, capsys):
-    """`bilo solve NAME` works for every registered problem with its defaults (coarse grid)."""
+    """`bilo solve NAME` works for every registered problem with its defaults (coarse grid);
+    the problems on a mesh (FEM) are tested in tests/test_fem.py."""
     out = tmp_path / f"{name}.h5"
     assert main(["solve", name, "--nx", "101", "--noise", "0.001", "--seed", "1",
                  "--out", str(out)]) == 0

@@ -133,3 +133,31 @@ def test_likelihoods_agree_between_numpy_and_torch():
     bce = -np.mean((codes >= 1) * np.log(p_wt) + (codes < 1) * np.log(1 - p_wt)
                    + (codes >= 2) * np.log(p_tc) + (codes < 2) * np.log(1 - p_tc))
     assert value == pytest.approx(bce, rel=1e-10)
+
+
+def test_polish_finishes_a_network_answer_at_the_solvers_minimiser(logistic_data, tmp_path):
+    """PINN on the logistic data, stopped early (300 fine-tuning steps: a ≈ 1.977), then
+    `--polish 10`: ten L-BFGS-B iterations of the solver and its adjoint from that answer reach
+    the adjoint's own minimiser (a = 1.984208) to 1e-6, J does not increase, and the network's
+    answer stays beside the polished one in summary.json."""
+    problem = get_problem("logistic")
+    options = make_options(problem, "pinn", "quick", {"finetune_steps": 300}, polish=10)
+    summary = fit(problem, logistic_data, "pinn", tmp_path / "pinn", options, log=None).summary
+    target = fit(problem, logistic_data, "adjoint", tmp_path / "adjoint", log=None,
+                 validate=False).summary["params"]["a"]
+    polished = summary["polish"]
+    assert polished["params"]["a"] == pytest.approx(target, abs=1e-6)
+    assert polished["objective"] <= polished["objective_before"]
+    assert abs(summary["params"]["a"] - target) > 1e-4
+
+
+def test_network_methods_refuse_problems_without_a_residual(tmp_path, capsys):
+    """`bilo train singular --method bilo` (a problem with a reference solver but no network
+    formulation yet): exit code 2 and one line saying so."""
+    from bilo.cli import main
+
+    data = tmp_path / "s.h5"
+    write_solution(data, run_reference("singular", nx=201))
+    assert main(["train", "singular", "--data", str(data), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "declares no residual" in err and len(err.splitlines()) == 1

@@ -2,7 +2,9 @@
 
 from bilo.model import Problem
 from bilo.problems.burgers import Burgers
+from bilo.problems.darcy import Darcy
 from bilo.problems.fkpp import FisherKPP
+from bilo.problems.fkpp2d import FisherKPP2D
 from bilo.problems.heat import Heat
 from bilo.problems.logistic import Logistic
 from bilo.problems.poisson import Poisson
@@ -18,6 +20,8 @@ PROBLEMS: dict[str, type[Problem]] = {p.name: p for p in (
     Burgers,
     Singular,
     Logistic,
+    Darcy,
+    FisherKPP2D,
 )}
 
 

@@ -52,7 +52,7 @@ PARAMS = {
     "darcy": {"seed": 0.0, "f": 1.0, "high": 12.0, "low": 3.0},
     "fkpp2d": {"D": 1.0, "rho": 1.0, "T": 1.0, "amp": 0.5},  # + optional x0, y0, sigma
 }
-_OPTIONAL = {"darcy": (), "fkpp2d": ("x0", "y0", "sigma")}
+OPTIONAL = {"darcy": (), "fkpp2d": ("x0", "y0", "sigma")}
 _MPI_ENV_PREFIXES = ("OMPI_", "PMIX_", "OPAL_", "PMI_", "HYDRA_")
 
 
@@ -63,7 +63,7 @@ def _under_mpirun() -> bool:
 def _check_params(problem: str, params: dict[str, float]) -> dict[str, float]:
     if problem not in FEM_PROBLEMS:
         raise InputError(f"unknown FEM problem '{problem}'; choose from {', '.join(FEM_PROBLEMS)}")
-    allowed = set(PARAMS[problem]) | set(_OPTIONAL[problem])
+    allowed = set(PARAMS[problem]) | set(OPTIONAL[problem])
     unknown = set(params) - allowed
     if unknown:
         raise InputError(f"{problem}: unknown parameter(s) {', '.join(sorted(unknown))}; "
