@@ -48,10 +48,11 @@ def cmd_solve(args) -> int:
             raise InputError(f"{args.problem}: --function and the observation options apply to "
                              "the 1-D problems only")
         summary = run_fem_solve(problem.reference.solver, _params(args.param), args.mesh,
-                                args.out, n_ranks=args.np, n=args.nx, nt=args.nt)
+                                args.out, n_ranks=args.np, n=args.nx, nt=args.nt,
+                                oversubscribe=args.oversubscribe)
         print(summary["line"])
         return 0
-    if args.mesh or args.np != 1:
+    if args.mesh or args.np != 1 or args.oversubscribe:
         raise InputError(f"{args.problem}: --mesh and --np apply to the problems solved on a "
                          "mesh only")
     data = run_reference(problem, _params(args.param), dict(args.function), nx=args.nx,
@@ -95,7 +96,7 @@ def cmd_train(args) -> int:
     problem = get_problem(args.problem)
     options = _method_options(args, problem, args.method)
     summary = fit(problem, args.data, args.method, args.out, options, resume=args.resume,
-                  validate=not args.no_validate).summary
+                  overwrite=args.overwrite, validate=not args.no_validate).summary
     found = ", ".join([f"{k}={v:.5g}" for k, v in summary["params"].items()]
                       + [f"{k}(x)" for k in summary["rel_err"] if k not in summary["params"]])
     print(f"wrote {args.out}/summary.json: {found} in {summary['wall_s']:.1f} s "
@@ -113,7 +114,7 @@ def cmd_compare(args) -> int:
         raise InputError(f"--w-dat {args.w_dat}: expected numbers separated by commas") from None
     compare(args.problem, args.data, [m.strip() for m in args.methods.split(",") if m.strip()],
             args.out, seeds=args.seeds, w_dats=w_dats, preset=args.preset, u0=args.u0,
-            w_reg=args.w_reg)
+            w_reg=args.w_reg, overwrite=args.overwrite)
     return 0
 
 
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "square)")
     solve.add_argument("--np", type=int, default=1, metavar="N",
                        help="FEM problems: MPI ranks (runs the solve under mpirun)")
+    solve.add_argument("--oversubscribe", action="store_true",
+                       help="FEM problems: allow --np above the core count (passed to mpirun)")
     solve.add_argument("--nt", type=int, default=None, help="stored output times")
     solve.add_argument("--out", required=True, metavar="FILE.h5")
     solve.set_defaults(run=cmd_solve)
@@ -243,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS")
     train.add_argument("--resume", action="store_true", help="continue from RUN_DIR's checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run RUN_DIR holds (refused otherwise)")
     train.add_argument("--no-validate", action="store_true",
                        help="skip the reference solve at the inferred parameters")
     train.set_defaults(run=cmd_train)
@@ -264,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="unknown-function regulariser weight for every method (default: "
                               "each method's own)")
     compare.add_argument("--u0", default="auto", help="u0 for pre-training (default auto)")
+    compare.add_argument("--overwrite", action="store_true",
+                         help="replace the runs DIR holds (refused otherwise)")
     compare.add_argument("--out", required=True, metavar="DIR")
     compare.set_defaults(run=cmd_compare)
 

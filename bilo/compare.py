@@ -67,7 +67,7 @@ def _scalar_errors(summary: dict) -> dict[str, float]:
 def compare(problem: str | Problem, data: str, methods: list[str], out: str | Path, *,
             seeds: int = 1, w_dats: tuple[float, ...] = (1.0, 10.0, 100.0),
             preset: str = "quick", u0: str | None = "auto", overrides: dict | None = None,
-            w_reg: float | None = None) -> list[dict]:
+            w_reg: float | None = None, overwrite: bool = False) -> list[dict]:
     """Run every method variant (PINN once per w_dat) and write the comparison files;
     `overrides` replaces preset settings (width, steps, ...) of the network methods; `w_reg`
     (unknown functions) the regulariser weight of every method, the adjoint included. Methods
@@ -86,7 +86,8 @@ def compare(problem: str | Problem, data: str, methods: list[str], out: str | Pa
             given = {"seed": seed, "u0": u0} if seeded else {}
             options = make_options(problem, variant.method, preset, overrides, w_reg=w_reg,
                                    **given, **dict(variant.values))
-            summary = fit(problem, data, variant.method, run_dir, options).summary
+            summary = fit(problem, data, variant.method, run_dir, options,
+                          overwrite=overwrite).summary
             rows.append({"method": variant.label, "seed": seed,
                          **{f"rel_err_{k}": v for k, v in _scalar_errors(summary).items()},
                          "u_rel_l2_vs_reference": summary.get("u_rel_l2_vs_reference"),

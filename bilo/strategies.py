@@ -28,6 +28,7 @@ from bilo.results import (
     relative_l2,
     write_result,
 )
+from bilo.runs import check_resume, run_folder
 from solvers.common import InputError, write_json_atomic
 from solvers.exchange import SolutionFile, read_solution
 
@@ -45,6 +46,41 @@ class Options:
 
     def step_options(self) -> dict:
         return {}
+
+    def check(self, problem: Problem) -> None:
+        """One line for the first invalid value: every number finite and inside its range (zero
+        never means "default"), θ0 inside the declared bounds."""
+        for name, value in self.theta0.items():
+            lo, hi = problem.bounds[name]
+            if not (np.isfinite(value) and lo <= value <= hi):
+                raise InputError(f"--theta0 {name}={value}: must be finite and in [{lo}, {hi}]")
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if isinstance(values.get("settings"), Settings):
+            values.update(asdict(values.pop("settings")))
+        for name, (lo, hi) in _LIMITS.items():
+            value = values.get(name)
+            for v in (value if isinstance(value, tuple) else (value,)):
+                if v is None or isinstance(v, bool):
+                    continue
+                if not (np.isfinite(v) and lo <= v <= hi):
+                    flag = _FLAGS.get(name, name.replace("_", "-"))
+                    raise InputError(f"--{flag} {v}: must be a finite number in "
+                                     f"[{lo:g}, {hi:g}]")
+
+
+_INF = float("inf")
+# the range of every numeric option and setting (whole numbers where the range is)
+_LIMITS = {"w_reg": (0.0, _INF), "w_rgrad": (0.0, _INF), "w_dat": (1e-300, _INF),
+           "width": (1, 1 << 16), "depth": (1, 64), "n_res": (2, 1 << 24),
+           "pretrain_steps": (0, 1 << 40), "finetune_steps": (0, 1 << 40),
+           "lr_net": (1e-300, _INF), "lr_theta": (1e-300, _INF), "n_reg": (2, 1 << 24),
+           "seed": (0, 2**63 - 1), "checkpoint_every": (1, 1 << 40),
+           "record_every": (1, 1 << 40), "polish": (0, 1 << 20), "nx": (3, 1 << 26),
+           "maxiter": (1, 1 << 30)}
+
+
+# settings whose command-line flag is not their name
+_FLAGS = {"lr_net": "lr", "finetune_steps": "steps"}
 
 
 @dataclass
@@ -223,7 +259,9 @@ def make_options(problem: Problem, method: str, preset: str = "quick",
         values["settings"] = replace(problem.presets[preset], **{
             k: v for k, v in (overrides or {}).items() if v is not None})
         values["preset"] = preset
-    return cls(theta0=theta0, **values)
+    options = cls(theta0=theta0, **values)
+    options.check(problem)
+    return options
 
 
 def load_data(problem: Problem, data: str | Path | SolutionFile) -> tuple[SolutionFile, str | None]:
@@ -233,6 +271,17 @@ def load_data(problem: Problem, data: str | Path | SolutionFile) -> tuple[Soluti
         path = str(Path(data).resolve())
         data = read_solution(data)
     where = path or "the data"
+    obs = data.observations
+    if obs is not None and data.mesh is None:  # grid data: the problem's unit box
+        for j, column in enumerate(obs.columns):
+            outside = (obs.points[:, j] < 0.0) | (obs.points[:, j] > 1.0)
+            if outside.any():
+                raise InputError(f"{where}: field 'observations/points': {int(outside.sum())} "
+                                 f"point(s) with {column} outside the domain [0, 1], e.g. "
+                                 f"{obs.points[outside][0].tolist()}")
+    if obs is not None and np.abs(obs.values).max(initial=0.0) > np.finfo(np.float32).max:
+        raise InputError(f"{where}: field 'observations/values': values up to "
+                         f"{np.abs(obs.values).max():.3g} overflow float32, the networks' dtype")
     if data.problem != problem.name:
         raise InputError(f"{where}: field '/@problem': holds problem '{data.problem}', not "
                          f"'{problem.name}'")
@@ -243,17 +292,24 @@ def load_data(problem: Problem, data: str | Path | SolutionFile) -> tuple[Soluti
 
 
 def fit(problem: Problem, data: str | Path | SolutionFile, method: str, out: str | Path,
-        options: Options | None = None, *, resume: bool = False, validate: bool = True,
-        log=print) -> Result:
+        options: Options | None = None, *, resume: bool = False, overwrite: bool = False,
+        validate: bool = True, log=print) -> Result:
     """Run `method` on the data; write result.h5, summary.json and figures in `out`; then (by
     default) validate the answer against the problem's reference solver (`bilo.validate`).
-    `log` takes the method's progress lines (None: silent); the rest goes to stdout."""
+    `log` takes the method's progress lines (None: silent); the rest goes to stdout. A folder
+    holding a run is refused unless `resume` or `overwrite` (`bilo.runs`)."""
     options = options or make_options(problem, method)
     data, data_path = load_data(problem, data)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "config.json", {"method": method, "problem": problem.name,
-                                            "data": data_path, **options.to_json()})
+    with run_folder(out, resume=resume, overwrite=overwrite) as out:
+        return _fit_in(problem, data, data_path, method, out, options, resume, validate, log)
+
+
+def _fit_in(problem, data, data_path, method, out, options, resume, validate, log) -> Result:
+    config = {"method": method, "problem": problem.name, "data": data_path,
+              **options.to_json()}
+    if resume:
+        check_resume(out, config)
+    write_json_atomic(out / "config.json", config)
     print(f"{method} on {problem.name} ({data_path or 'data in memory'}), options "
         f"{json.dumps(options.to_json(), default=str)[:200]}")
     result = METHODS[method].fit(problem, data, options, out, data_path=data_path,

@@ -53,19 +53,23 @@ def run_reference(problem: str | Problem, params: dict[str, float] | None = None
                    for k, v in given.items()}
     if not np.isfinite(noise) or noise < 0:
         raise InputError(f"--noise must be a finite number >= 0, got {noise}")
+    for flag, value, least in (("--nx", nx, 3), ("--nt", nt, 2)):
+        if value is not None and value < least:
+            raise InputError(f"{flag} {value}: must be at least {least}")
 
     start = time.perf_counter()
     try:
-        reference = spec.solve(full_params, callables, nx or spec.nx, nt or spec.nt)
+        reference = spec.solve(full_params, callables, spec.nx if nx is None else nx,
+                               spec.nt if nt is None else nt)
     except ValueError as exc:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"problem '{problem.name}': {exc}") from None
     wall = time.perf_counter() - start
 
-    layout = layout or spec.layout
-    points, columns = observation_points(layout, n_obs or spec.n_obs, reference.grid,
-                                         spec.layouts())
+    layout = spec.layout if layout is None else layout
+    points, columns = observation_points(layout, spec.n_obs if n_obs is None else n_obs,
+                                         reference.grid, spec.layouts())
     clean = sample(reference, points, columns)
     rng = np.random.default_rng(seed)
     values = clean + noise * rng.standard_normal(clean.shape) if noise > 0 else clean.copy()

@@ -75,8 +75,8 @@ def _check_params(problem: str, params: dict[str, float]) -> dict[str, float]:
     return merged
 
 
-def mpi_command(n_ranks: int, args: list[str],
-                module: str = "solvers.fem.cli") -> tuple[list[str], dict[str, str]]:
+def mpi_command(n_ranks: int, args: list[str], module: str = "solvers.fem.cli",
+                oversubscribe: bool = False) -> tuple[list[str], dict[str, str]]:
     """The mpirun command line and environment that run ``python -m MODULE ARGS`` (default
     ``solvers.fem.cli``) on `n_ranks` ranks. The environment is copied from os.environ (not
     inherited: an MPI library initialised in this process has added variables at C level that
@@ -90,12 +90,13 @@ def mpi_command(n_ranks: int, args: list[str],
     env["OMP_NUM_THREADS"] = "1"
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    command = [mpirun, "--allow-run-as-root", "-n", str(n_ranks), sys.executable, "-m", module,
-               *args]
+    command = [mpirun, "--allow-run-as-root", *(["--oversubscribe"] if oversubscribe else []),
+               "-n", str(n_ranks), sys.executable, "-m", module, *args]
     return command, env
 
 
-def _relaunch(problem, params, mesh_path, out, n_ranks, **options) -> dict:
+def _relaunch(problem, params, mesh_path, out, n_ranks, oversubscribe=False,
+              **options) -> dict:
     args = [problem, "--out", str(out)]
     for name, value in params.items():
         args += ["--param", f"{name}={value!r}"]
@@ -106,7 +107,7 @@ def _relaunch(problem, params, mesh_path, out, n_ranks, **options) -> dict:
             continue
         flag = "--" + name.replace("_", "-")
         args += [flag] if value is True else [flag, str(value)]
-    command, env = mpi_command(n_ranks, args)
+    command, env = mpi_command(n_ranks, args, oversubscribe=oversubscribe)
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
@@ -159,7 +160,7 @@ def _gaussian_seed(mesh_data, params: dict[str, float]):
 def run_fem_solve(problem: str, params: dict[str, float], mesh_path=None, out="solution.h5", *,
                   n_ranks: int = 1, n: int | None = None, nt: int | None = None,
                   n_steps: int | None = None, field: str | None = None, solver: str = "lu",
-                  xdmf: bool = True, comm=None) -> dict | None:
+                  xdmf: bool = True, comm=None, oversubscribe: bool = False) -> dict | None:
     """Solve `problem` ("darcy" or "fkpp2d") and write its outputs (see the module docstring).
 
     Args:
@@ -175,6 +176,7 @@ def run_fem_solve(problem: str, params: dict[str, float], mesh_path=None, out="s
         solver: "lu" (MUMPS) or "cg" (CG + BoomerAMG).
         xdmf: also write ``<stem>_paraview.xdmf`` for ParaView.
         comm: MPI communicator for an in-process solve (default COMM_WORLD).
+        oversubscribe: allow more ranks than cores (passed to mpirun).
 
     Returns:
         On rank 0 (and in the relaunching process) a summary dict with ``line`` (a one-line
@@ -183,13 +185,22 @@ def run_fem_solve(problem: str, params: dict[str, float], mesh_path=None, out="s
     params = _check_params(problem, dict(params))
     if int(n_ranks) != n_ranks or n_ranks < 1:
         raise InputError(f"--np must be an integer >= 1, got {n_ranks}")
+    cores = os.cpu_count() or 1
+    if n_ranks > cores and not oversubscribe and not _under_mpirun():
+        raise InputError(f"--np {n_ranks}: more ranks than this machine's {cores} cores; add "
+                         "--oversubscribe to run them anyway (slower)")
+    for flag, value, least in (("--nx", n, 1), ("--nt", nt, 2), ("--n-steps", n_steps, 1)):
+        if value is not None and value < least:
+            raise InputError(f"{flag} {value}: must be at least {least}")
     if mesh_path is not None and not Path(mesh_path).exists():
         raise InputError(f"{mesh_path}: mesh file does not exist")
     options = {"n": n, "nt": nt, "n_steps": n_steps, "field": field, "solver": solver,
                "no_xdmf": not xdmf}
     if n_ranks > 1 and not _under_mpirun():
-        return _relaunch(problem, params, mesh_path, out, int(n_ranks), **options)
-    return _solve_here(problem, params, mesh_path, out, n=n or 64, nt=nt or 11,
+        return _relaunch(problem, params, mesh_path, out, int(n_ranks),
+                         oversubscribe=oversubscribe, **options)
+    return _solve_here(problem, params, mesh_path, out, n=64 if n is None else n,
+                       nt=11 if nt is None else nt,
                        n_steps=n_steps, field=field, solver=solver, xdmf=xdmf, comm=comm)
 
 
