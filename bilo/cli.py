@@ -9,8 +9,12 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+
+# a write that ran out of room
+_DISK_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -325,6 +329,13 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("BILO_DEBUG"):
             raise
         print(f"bilo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if os.environ.get("BILO_DEBUG") or exc.errno not in _DISK_ERRORS:
+            raise
+        print(f"bilo {args.command}: error: {exc.filename or 'output'}: {exc.strerror}: the disk "
+              "is full or a file size limit is set (ulimit -f); files already written are "
+              "intact", file=sys.stderr)
         return 2
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -95,13 +96,23 @@ class SolutionFile:
 
 @contextlib.contextmanager
 def atomic_h5(path: str | os.PathLike, kind: str) -> Iterator[h5py.File]:
-    """Open a new HDF5 file for writing that appears at `path` only once fully written."""
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    """Open a new HDF5 file for writing that appears at `path` only once fully written.
+
+    The file is built in memory and written out with plain file I/O: a full disk or a file
+    size limit is then an OSError naming the file (HDF5 failing in mid-write crashes the
+    interpreter at exit), and nothing at `path` is touched."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
         h5.attrs["format"] = FORMAT_NAME
         h5.attrs["format_version"] = FORMAT_VERSION
         h5.attrs["kind"] = kind
         h5.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         yield h5
+    try:
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(buffer.getbuffer())
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
 
 def write_solution(path: str | os.PathLike, data: SolutionFile) -> Path:

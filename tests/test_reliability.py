@@ -154,3 +154,20 @@ def test_more_mpi_ranks_than_cores_needs_oversubscribe(tmp_path, capsys):
     assert main(["solve", "darcy", "--np", str(ranks), "--out", str(out)]) == 2
     _one_line(capsys, f"--np {ranks}", "--oversubscribe")
     assert not out.exists() and np.isfinite(ranks)
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path):
+    """`bilo solve fkpp` under a file size limit (`ulimit -f 100`, 51 kB; the file needs about
+    350 kB) over an existing x.h5: exit 2, one line naming the file, no crash at exit (HDF5
+    writing into the full file used to segfault), x.h5 unchanged and no temporary file left."""
+    target = tmp_path / "x.h5"
+    target.write_bytes(b"earlier result")
+    env = {k: v for k, v in os.environ.items() if k != "BILO_DEBUG"}
+    result = subprocess.run(["bash", "-c", f"ulimit -f 100; exec {sys.executable} -m bilo.cli "
+                             f"solve fkpp --out {target}"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "x.h5" in lines[0] and "File too large" in lines[0]
+    assert target.read_bytes() == b"earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.h5"]
