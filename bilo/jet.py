@@ -94,6 +94,15 @@ def _closure_frozen(keys: frozenset) -> tuple[Key, ...]:
     return tuple(sorted(out, key=_key_order))
 
 
+@lru_cache(maxsize=4096)
+def _in_order(keys: frozenset) -> tuple[Key, ...]:
+    """A key set in a fixed order. Channels are created in this order, and autograd accumulates
+    gradients in the order their operations were created: iterating the frozenset itself (whose
+    order follows string hashing, random per process) made two runs with the same seed differ
+    in the last bits."""
+    return tuple(sorted(keys, key=_key_order))
+
+
 def _set_partitions(items: list[int]):
     if not items:
         yield []
@@ -294,7 +303,7 @@ class Jet:
     @property
     def keys(self) -> list[Key]:
         """Tracked multi-indices, sorted by order."""
-        return sorted(self._keys, key=_key_order)
+        return list(_in_order(self._keys))
 
     @property
     def channels(self) -> dict[Key, torch.Tensor]:
@@ -368,7 +377,7 @@ class Jet:
         keys = self._keys | other._keys
         a, b = self._channels, other._channels
         ch: dict[Key, torch.Tensor] = {}
-        for alpha in keys:
+        for alpha in _in_order(keys):
             acc = None
             for beta, rest, coef in leibniz_splits(alpha):
                 x, y = a.get(beta), b.get(rest)
@@ -425,7 +434,7 @@ class Jet:
             raise KeyError(f"cannot differentiate by {a}: not tracked (tracked: {self.keys})")
         keys = set()
         ch = {}
-        for k in self._keys:
+        for k in _in_order(self._keys):
             rest = _sub_key(k, a)
             if rest is None:
                 continue
@@ -446,7 +455,7 @@ class Jet:
         """
         ch: dict[Key, torch.Tensor] = {}
         src = self._channels
-        for alpha in self._keys:
+        for alpha in _in_order(self._keys):
             acc = None
             for mult, blocks in faa_di_bruno_terms(alpha):
                 factors = [src.get(b) for b in blocks]
