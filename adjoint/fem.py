@@ -4,12 +4,20 @@
 * :class:`ReactionDiffusion2DAdjointProblem`: u_t = ∇·(D·P∇u) + ρu(1−u), no flux; the unknowns
   are (D, ρ), through the exact Crank–Nicolson/Newton sub-steps of ``solve_fkpp2d``.
 
+The objective follows the project's convention (``bilo.model``): J = misfit.value(u(x_i), d)
++ w_reg·∫|∇A|² dx, no ½ on either term; the data term is the `misfit` object (the problem's
+likelihood, e.g. ``bilo.likelihoods.Gaussian()``: mean((u − d)²)), as in the FDM adjoints.
+
 Parallel layout: m is the whole parameter vector (A at every mesh vertex in the mesh's input
 order, or (D, ρ)), the same on every rank, so that :func:`adjoint.taylor_test` and
 :func:`adjoint.minimize` (scipy) run unchanged on every rank and take the same steps. Each rank
 reads the entries of its owned and ghost dofs; gradients are assembled over the owned dofs
 (ghost contributions added to their owners) and gathered into input order on every rank, and
 scalars are summed on rank 0 and broadcast, so every rank holds bitwise the same J and gradient.
+The predictions u(x_i) are gathered on every rank (each point is evaluated by one rank), so the
+misfit and its gradient are evaluated on the whole vector, the same on every rank (a misfit that
+couples the points, like a relative norm, needs nothing more); each rank then takes the entries
+of its own points into the adjoint source.
 
     python -m adjoint.fem darcy fkpp2d              # Taylor tests of both gradients
     mpirun -n 2 python -m adjoint.fem darcy fkpp2d  # the same on two ranks
@@ -34,6 +42,7 @@ from solvers.fem.reaction_diffusion import (
     SCHEMES,
     _coefficient_location,
     default_step_count,
+    gaussian_initial_condition,
     time_steps,
 )
 
@@ -46,21 +55,52 @@ def _mesh_or_unit_square(mesh, n: int):
     return _mesh_arrays(mesh)
 
 
+def _checked_values(points, values) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if len(values) != len(points):
+        raise ValueError(f"{len(points)} observation points but {len(values)} values")
+    return values
+
+
+class _PointMisfit:
+    """misfit.value(u(x_i), d) of a P1 function u, and its derivative with respect to u's dofs
+    (``PointObservation.transpose`` of misfit.gradient), on every rank."""
+
+    def __init__(self, observation, values, misfit):
+        self.observation, self.values, self.misfit = observation, values, misfit
+
+    def predicted(self, u) -> np.ndarray:
+        return self.observation.values(u)
+
+    def value(self, predicted) -> float:
+        return float(self.misfit.value(predicted, self.values))
+
+    def source(self, predicted):
+        gradient = np.asarray(self.misfit.gradient(predicted, self.values), dtype=np.float64)
+        if gradient.shape != self.values.shape:
+            raise ValueError(f"misfit.gradient returned shape {gradient.shape}, expected "
+                             f"{self.values.shape}")
+        return self.observation.transpose(gradient)
+
+
 class DarcyAdjointProblem(AdjointProblem):
     """Infer A(x) of −∇·(A∇u) = f, u = 0 on the boundary, from values of u at points.
 
     A is the P1 function with the values m at the mesh's vertices (input order), and
 
-        J(m) = 1/(2n) Σ_i (u(x_i) − d_i)² + (w_reg/2) ∫|∇A|² dx,
+        J(m) = misfit.value(u(x_i), d) + w_reg ∫|∇A|² dx,
 
     u the P1 solution of the Darcy solver's system K(A) u = b (Dirichlet rows by the identity).
-    Gradient: Kᵀλ = −∂J/∂u, then dJ/dA_k = λᵀ ∂(K u)/∂A_k + w_reg ∫∇A·∇φ_k dx
-    = ∫ φ_k ∇u·∇λ dx + w_reg ∫∇A·∇φ_k dx: one factorisation serves both solves.
+    Gradient: Kᵀλ = −∂J/∂u, then dJ/dA_k = λᵀ ∂(K u)/∂A_k + 2 w_reg ∫∇A·∇φ_k dx
+    = ∫ φ_k ∇u·∇λ dx + 2 w_reg ∫∇A·∇φ_k dx: one factorisation serves both solves.
 
     Args:
         points: (n, 2) observation points inside the mesh.
         values: (n,) observed u.
         f: the source: a scalar, a callable of points or one value per vertex.
+        misfit: the data term, an object with value(predicted, observed) and
+            gradient(predicted, observed) (the problem's likelihood, e.g.
+            ``bilo.likelihoods.Gaussian()``: mean((u − d)²)).
         n: the unit square cut into n×n squares, unless `mesh` is given.
         mesh: ``solvers.exchange.Mesh`` or ``meshes.MeshData`` (every rank passes the same).
         comm: MPI communicator (default COMM_WORLD).
@@ -71,22 +111,21 @@ class DarcyAdjointProblem(AdjointProblem):
 
     function = "A"
 
-    def __init__(self, points, values, f=1.0, *, n: int = 16, mesh=None, comm=None,
+    def __init__(self, points, values, f=1.0, *, misfit, n: int = 16, mesh=None, comm=None,
                  w_reg: float = 1e-4, A0: float = 1.0, solver: str = "lu"):
         from solvers.fem import dolfinx_adapter as dx
 
         super().__init__()
         self._adapter = dx
         self.x, cells, _ = _mesh_or_unit_square(mesh, n)
-        self.values = np.asarray(values, dtype=np.float64).ravel()
-        if len(self.values) != len(points):
-            raise ValueError(f"{len(points)} observation points but {len(self.values)} values")
+        self.values = _checked_values(points, values)
         self.w_reg, self.A0 = float(w_reg), float(A0)
         self.dm = dx.DistributedMesh(self.x, cells, comm)
         self.source = self.dm.vertex_function(sample_field(f, self.x, cells, "f", "vertex"))
         self.coefficient = self.dm.vertex_function(np.full(len(self.x), self.A0), "A")
         self.operator = dx.DiffusionOperator(self.dm, self.coefficient, solver)
         self.observation = dx.PointObservation(self.dm, points)
+        self.misfit = _PointMisfit(self.observation, self.values, misfit)
 
     def initial_guess(self) -> np.ndarray:
         return np.full(len(self.x), self.A0)
@@ -98,19 +137,17 @@ class DarcyAdjointProblem(AdjointProblem):
         self.dm.assign_vertex_values(self.coefficient, m)
         self.operator.assemble()
         u = self.operator.solve(self.source)
-        return u, self.observation.values(u)
+        return u, self.misfit.predicted(u)
 
     def _objective(self, m, state) -> float:
-        residual = state[1] - self.values
-        seminorm, _ = self._adapter.gradient_seminorm(self.dm, self.coefficient)
-        return 0.5 * float(np.mean(residual**2)) + self.w_reg * seminorm
+        energy, _ = self._adapter.gradient_energy(self.dm, self.coefficient)
+        return self.misfit.value(state[1]) + self.w_reg * energy
 
     def _gradient(self, m, state) -> np.ndarray:
-        u, observed = state
-        residual = observed - self.values
-        lam = self.operator.solve_adjoint(self.observation.transpose(residual / residual.size))
-        _, seminorm_gradient = self._adapter.gradient_seminorm(self.dm, self.coefficient)
-        return self.operator.coefficient_sensitivity(u, lam) + self.w_reg * seminorm_gradient
+        u, predicted = state
+        lam = self.operator.solve_adjoint(self.misfit.source(predicted))
+        _, energy_gradient = self._adapter.gradient_energy(self.dm, self.coefficient)
+        return self.operator.coefficient_sensitivity(u, lam) + self.w_reg * energy_gradient
 
     def predict(self, m) -> np.ndarray:
         """u at the observation points for A given by m (on every rank)."""
@@ -121,20 +158,18 @@ class DarcyAdjointProblem(AdjointProblem):
         self.operator.destroy()
 
 
-def gaussian_initial_condition(vertices, amplitude: float = 0.5,
-                               width: float = 0.1) -> np.ndarray:
-    """amplitude·exp(−|x − c|²/(2σ²)) at the vertices: c the centre of their bounding box,
-    σ = width × its diagonal."""
+def centred_gaussian(vertices, amplitude: float = 0.5, width: float = 0.1) -> np.ndarray:
+    """The default u0: ``gaussian_initial_condition`` at the vertices, centred at the centre c
+    of their bounding box with σ = width × its diagonal."""
     low, high = vertices.min(axis=0), vertices.max(axis=0)
-    sigma = width * float(np.linalg.norm(high - low))
-    return amplitude * np.exp(-np.sum((vertices - (low + high) / 2) ** 2, axis=1)
-                              / (2 * sigma**2))
+    return gaussian_initial_condition(vertices, (low + high) / 2,
+                                      width * float(np.linalg.norm(high - low)), amplitude)
 
 
 class ReactionDiffusion2DAdjointProblem(AdjointProblem):
     """Infer (D, ρ) of u_t = ∇·(D·P∇u) + ρu(1−u), no-flux boundary, from u(x_i, T) at points.
 
-        J(D, ρ) = 1/(2n) Σ_i (u(x_i, T) − d_i)²,
+        J(D, ρ) = misfit.value(u(x_i, T), d),
 
     u the solution of ``solve_fkpp2d``'s scheme (P1, Crank–Nicolson with Rannacher start-up, or
     backward Euler; Newton per sub-step), computed by the solver's own stepper and sub-step
@@ -146,9 +181,10 @@ class ReactionDiffusion2DAdjointProblem(AdjointProblem):
         points: (n, 2) observation points inside the mesh.
         values: (n,) observed u at t_final.
         t_final: the observation time T.
+        misfit: the data term, as in :class:`DarcyAdjointProblem`.
         n_steps: uniform time steps (default: solve_fkpp2d's, at least 100).
         u0: the initial condition, a callable of points or one value per vertex; default
-            :func:`gaussian_initial_condition`.
+            :func:`centred_gaussian`.
         P: the diffusion map (scalar, callable, per-vertex or per-cell values; see P_at).
         n, mesh, comm: the mesh, as in :class:`DarcyAdjointProblem`.
         initial: the initial guess (D, ρ).
@@ -157,7 +193,8 @@ class ReactionDiffusion2DAdjointProblem(AdjointProblem):
 
     names = ("D", "rho")
 
-    def __init__(self, points, values, t_final: float = 1.0, *, n_steps: int | None = None,
+    def __init__(self, points, values, t_final: float = 1.0, *, misfit,
+                 n_steps: int | None = None,
                  u0=None, P=1.0, n: int = 16, mesh=None, comm=None, initial=(1.0, 1.0),
                  scheme: str = "cn", solver: str = "lu", P_at: str = "auto"):
         from solvers.fem import dolfinx_adapter as dx
@@ -165,9 +202,7 @@ class ReactionDiffusion2DAdjointProblem(AdjointProblem):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-        self.values = np.asarray(values, dtype=np.float64).ravel()
-        if len(self.values) != len(points):
-            raise ValueError(f"{len(points)} observation points but {len(self.values)} values")
+        self.values = _checked_values(points, values)
         self.initial = np.array(initial, dtype=np.float64)
         vertices, cells, _ = _mesh_or_unit_square(mesh, n)
         self.n_steps = (default_step_count(np.array([0.0, t_final])) if n_steps is None
@@ -176,7 +211,7 @@ class ReactionDiffusion2DAdjointProblem(AdjointProblem):
                          for sub in step]
         where = _coefficient_location(P, len(vertices), len(cells), P_at)
         p_values = sample_field(P, vertices, cells, "P", where)
-        u_initial = (gaussian_initial_condition(vertices) if u0 is None
+        u_initial = (centred_gaussian(vertices) if u0 is None
                      else sample_field(u0, vertices, cells, "u0", "vertex"))
         self.dm = dm = dx.DistributedMesh(vertices, cells, comm)
         p_function = (dm.cell_function(p_values, "P") if where == "cell"
@@ -185,6 +220,7 @@ class ReactionDiffusion2DAdjointProblem(AdjointProblem):
                                                    solver=solver)
         self.adjoint = dx.ReactionDiffusionAdjoint(self.stepper)
         self.observation = dx.PointObservation(dm, points)
+        self.misfit = _PointMisfit(self.observation, self.values, misfit)
 
     def initial_guess(self) -> np.ndarray:
         return self.initial.copy()
@@ -198,17 +234,15 @@ class ReactionDiffusion2DAdjointProblem(AdjointProblem):
         for size, theta in self.substeps:
             self.stepper.step(size, theta)
             states.append(self.stepper.snapshot())
-        return states, self.observation.values(self.stepper.u)
+        return states, self.misfit.predicted(self.stepper.u)
 
     def _objective(self, m, state) -> float:
-        return 0.5 * float(np.mean((state[1] - self.values) ** 2))
+        return self.misfit.value(state[1])
 
     def _gradient(self, m, state) -> np.ndarray:
-        states, observed = state
-        residual = observed - self.values
-        final_source = self.observation.transpose(residual / residual.size)
-        gradient = self.adjoint.parameter_gradient(self.substeps, states,
-                                                   {len(self.substeps): final_source})
+        states, predicted = state
+        gradient = self.adjoint.parameter_gradient(
+            self.substeps, states, {len(self.substeps): self.misfit.source(predicted)})
         return np.array([gradient[name] for name in self.names])
 
     def predict(self, m) -> np.ndarray:
@@ -222,6 +256,21 @@ class ReactionDiffusion2DAdjointProblem(AdjointProblem):
 
 
 # --------------------------------------------------------------------------- demo problems
+
+
+class MeanSquares:
+    """mean((u − d)²) and its gradient 2(u − d)/n: the data term of ``python -m adjoint.fem``.
+    The same function as ``bilo.likelihoods.Gaussian().value`` (what the tests and the problem
+    declarations pass as `misfit`), restated because adjoint/ sits below bilo in the layers and
+    cannot import it; tests/test_adjoint_fem.py checks that the two agree."""
+
+    def value(self, predicted, observed) -> float:
+        return float(np.mean((np.asarray(predicted) - np.asarray(observed)) ** 2))
+
+    def gradient(self, predicted, observed) -> np.ndarray:
+        residual = np.asarray(predicted, dtype=np.float64) - np.asarray(observed)
+        return 2.0 * residual / residual.size
+
 
 @dataclass
 class Demo:
@@ -246,18 +295,18 @@ def _smooth_field(vertices, seed: int) -> np.ndarray:
     return field / np.max(np.abs(field))
 
 
-def demo_darcy(n: int = 16, comm=None) -> Demo:
-    """Darcy on the unit square (n×n squares), f = 1, w_reg = 1e-5, noise-free data at 7×7
-    points from A = 1 + sin(2πx) sin(πy)/2. Taylor test at A = 1 + g₂/4 along g₁ (g_s: smooth
-    random fields, seeds 2 and 1), where the misfit and the regulariser contribute about
+def demo_darcy(misfit, n: int = 16, comm=None) -> Demo:
+    """Darcy on the unit square (n×n squares), f = 1, J = misfit + 1e-5 ∫|∇A|², noise-free data
+    at 7×7 points from A = 1 + sin(2πx) sin(πy)/2. Taylor test at A = 1 + g₂/4 along g₁ (g_s:
+    smooth random fields, seeds 2 and 1), where the misfit and the regulariser contribute about
     equally to the directional derivative; a rough direction would leave only the
     regulariser's curvature in the remainders."""
     points = _grid_points(0.0, 1.0, 7)
-    truth = DarcyAdjointProblem(points, np.zeros(len(points)), n=n, comm=comm)
+    truth = DarcyAdjointProblem(points, np.zeros(len(points)), misfit=misfit, n=n, comm=comm)
     A_true = 1.0 + 0.5 * np.sin(2 * np.pi * truth.x[:, 0]) * np.sin(np.pi * truth.x[:, 1])
     data = truth.predict(A_true)
     truth.close()
-    problem = DarcyAdjointProblem(points, data, n=n, comm=comm, w_reg=1e-5)
+    problem = DarcyAdjointProblem(points, data, misfit=misfit, n=n, comm=comm, w_reg=1e-5)
     return Demo(problem, A_true, 1.0 + 0.25 * _smooth_field(problem.x, 2),
                 _smooth_field(problem.x, 1))
 
@@ -266,7 +315,7 @@ DEMO_SIDE = 10.0
 DEMO_TRUE = (2.0, 1.5)
 
 
-def demo_reaction_diffusion(n: int = 16, n_steps: int = 20, comm=None) -> Demo:
+def demo_reaction_diffusion(misfit, n: int = 16, n_steps: int = 20, comm=None) -> Demo:
     """Fisher–KPP on a 10×10 square (n×n squares), P = 1 − x/20, the default Gaussian u0
     (σ = 1.41), T = 1 in n_steps Crank–Nicolson steps, noise-free data at 6×6 points from
     (D, ρ) = (2, 1.5). Start and Taylor point (1, 1)."""
@@ -280,8 +329,8 @@ def demo_reaction_diffusion(n: int = 16, n_steps: int = 20, comm=None) -> Demo:
         return 1.0 - p[:, 0] / (2 * DEMO_SIDE)
 
     def build(values):
-        return ReactionDiffusion2DAdjointProblem(points, values, 1.0, n_steps=n_steps, P=P,
-                                                 mesh=square, comm=comm)
+        return ReactionDiffusion2DAdjointProblem(points, values, 1.0, misfit=misfit,
+                                                 n_steps=n_steps, P=P, mesh=square, comm=comm)
 
     truth = build(np.zeros(len(points)))
     data = truth.predict(DEMO_TRUE)
@@ -293,13 +342,14 @@ def demo_reaction_diffusion(n: int = 16, n_steps: int = 20, comm=None) -> Demo:
 DEMOS = {"darcy": demo_darcy, "fkpp2d": demo_reaction_diffusion}
 
 
-def taylor_check(name: str, n: int = 16, comm=None) -> dict:
-    """Build demo `name` ("darcy" or "fkpp2d"), Taylor-test its gradient and free it.
+def taylor_check(name: str, misfit, n: int = 16, comm=None) -> dict:
+    """Build demo `name` ("darcy" or "fkpp2d") with data term `misfit`, Taylor-test its gradient
+    and free it.
 
     Returns (on every rank) J, the gradient at the Taylor point, the observed rates, the
     Taylor table (`table`), the number of ranks and the cells per rank (rank 0; else None).
     """
-    demo = DEMOS[name](n=n, comm=comm)
+    demo = DEMOS[name](misfit, n=n, comm=comm)
     problem = demo.problem
     gradient = problem.gradient(demo.taylor_point)
     taylor = taylor_test(problem.objective, problem.gradient, demo.taylor_point,
@@ -314,8 +364,9 @@ def taylor_check(name: str, n: int = 16, comm=None) -> dict:
 
 
 def main(argv=None) -> int:
-    """Taylor tests of the demo problems' gradients; rank 0 prints the tables and, with
-    --json, writes J, the gradient and the rates per problem. Exit status 1 if one fails."""
+    """Taylor tests of the demo problems' gradients (data term: mean squares); rank 0 prints
+    the tables and, with --json, writes J, the gradient and the rates per problem. Exit status 1
+    if one fails."""
     parser = argparse.ArgumentParser(prog="python -m adjoint.fem", description=main.__doc__)
     parser.add_argument("problems", nargs="+", choices=sorted(DEMOS))
     parser.add_argument("--n", type=int, default=16, help="squares per side of the mesh")
@@ -323,7 +374,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from solvers.fem.dolfinx_adapter import mpi_comm_world
 
-    results = {name: taylor_check(name, n=args.n) for name in args.problems}
+    results = {name: taylor_check(name, MeanSquares(), n=args.n) for name in args.problems}
     if mpi_comm_world().rank == 0:
         for name, result in results.items():
             print(f"{name} on {result['mpi_ranks']} rank(s):\n{result['table']}")

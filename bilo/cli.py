@@ -123,9 +123,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_gbm_synth(args) -> int:
-    from apps.gbm.synth import synthesize_patient
+    from apps.gbm.synth import run_synth
 
-    synthesize_patient(args.seed, args.out)
+    print(run_synth(args))
     return 0
 
 
@@ -288,10 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth = gbm_commands.add_parser(
         "synth", help="synthetic patient on the ICBM152 brain (FEM forward model)",
         description="Draws a tumour centre in white matter, growth parameters and thresholds "
-                    "from the seed, runs the FEM forward model and writes a BraTS-style "
-                    "patient folder with truth.json.")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--out", required=True, metavar="DIR")
+                    "from the seed (unless fixed by the options below), runs the FEM forward "
+                    "model and writes a BraTS-style patient folder with truth.json. "
+                    "See docs/gbm.md.")
+    from apps.gbm.synth import add_synth_arguments
+
+    add_synth_arguments(synth)  # options and their checks: apps/gbm/synth.py, docs/gbm.md
     synth.set_defaults(run=cmd_gbm_synth)
     gbm_run = gbm_commands.add_parser(
         "run", help="fit D, rho and segmentation thresholds to a patient; DICE and report",

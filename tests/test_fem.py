@@ -58,7 +58,7 @@ def test_fem_package_imports_without_dolfinx_or_torch():
     """`solvers.fem` (FemSolution, coefficient helpers, CLI parser) and `meshes` import without
     pulling in dolfinx, ufl, petsc4py or torch: only the adapter imports dolfinx, lazily."""
     code = ("import sys, solvers.fem, solvers.fem.darcy, solvers.fem.reaction_diffusion, "
-            "solvers.fem.cli, meshes, meshes.io\n"
+            "solvers.fem.cli, meshes, meshes.io, meshes.interpolation\n"
             "solvers.fem.cli.build_parser()\n"
             "bad = [m for m in ('dolfinx', 'ufl', 'petsc4py', 'torch') if m in sys.modules]\n"
             "assert not bad, bad")
@@ -248,6 +248,72 @@ def test_fkpp2d_cell_coefficient_outputs_and_point_evaluation(tmp_path, report):
            f"u(2)={solution.u[-1].sum():.3f}")
     np.testing.assert_allclose(at_points, solution.u[-1], atol=1e-12)
     assert np.isnan(outside).all()
+
+
+def test_p1_interpolation_is_exact_for_linear_fields(report):
+    """meshes.interpolation, the one P1 point interpolator: on a disc mesh from a mask with a
+    rotated, anisotropic affine, u = 1 + 2x - 3y is reproduced to 1e-12 at 500 random points
+    (barycentric weights in [0, 1] summing to 1), points off the mesh get the `outside` value,
+    and a non-linear field agrees with matplotlib's LinearTriInterpolator (an independent
+    implementation) to 1e-12. The dolfinx point observation of the adjoints (which locates the
+    points itself on each rank) takes its weights from the same function: u(x_i) of the linear
+    field to 1e-12 there too."""
+    import matplotlib.tri as mtri
+
+    from meshes import mesh_from_mask
+    from meshes.interpolation import P1Interpolator
+
+    angle = 0.4
+    affine = np.eye(3)
+    affine[:2, :2] = np.array([[np.cos(angle), -np.sin(angle)],
+                               [np.sin(angle), np.cos(angle)]]) @ np.diag([0.9, 1.4])
+    affine[:2, 2] = [3.0, -2.0]
+    i, j = np.mgrid[:30, :30]
+    data = mesh_from_mask((i - 14.5) ** 2 + (j - 14.5) ** 2 < 13**2, affine, coarsen=2)
+    vertices, cells = data.mesh.vertices[:, :2], data.mesh.cells
+    interpolate = P1Interpolator(vertices, cells)
+    rng = np.random.default_rng(3)
+    ij = 14.5 + rng.uniform(-9.0, 9.0, (500, 2))
+    points = ij @ affine[:2, :2].T + affine[:2, 2]
+    linear = 1.0 + 2.0 * points[:, 0] - 3.0 * points[:, 1]
+    values = interpolate(1.0 + 2.0 * vertices[:, 0] - 3.0 * vertices[:, 1], points)
+    inside, _, weights = interpolate.locate(points)
+    assert inside.all()
+    assert weights.min() >= -1e-12 and weights.max() <= 1 + 1e-12
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-14)
+    np.testing.assert_allclose(values, linear, rtol=0, atol=1e-12)
+    far = np.array([[500.0, 500.0]])
+    assert interpolate(np.zeros(len(vertices)), far, outside=-7.0)[0] == -7.0
+    bumpy = np.sin(vertices[:, 0] / 3.0) * np.cos(vertices[:, 1] / 4.0)
+    matplotlib_values = mtri.LinearTriInterpolator(
+        mtri.Triangulation(vertices[:, 0], vertices[:, 1], cells), bumpy)(points[:, 0],
+                                                                         points[:, 1])
+    difference = float(np.max(np.abs(interpolate(bumpy, points) - matplotlib_values)))
+    report(f"P1 interpolation: linear field max error "
+           f"{np.max(np.abs(values - linear)):.1e}, vs matplotlib {difference:.1e}")
+    assert difference < 1e-12
+
+    pytest.importorskip("dolfinx")
+    from solvers.fem import dolfinx_adapter as dx
+
+    dm = dx.DistributedMesh(vertices, cells)
+    observation = dx.PointObservation(dm, points)
+    u = dm.vertex_function(1.0 + 2.0 * vertices[:, 0] - 3.0 * vertices[:, 1])
+    np.testing.assert_allclose(observation.values(u), linear, rtol=0, atol=1e-12)
+
+
+def test_gaussian_initial_condition():
+    """solvers.fem.reaction_diffusion.gaussian_initial_condition, the one numpy Gaussian seed:
+    amplitude at the centre, amplitude*exp(-1/2) one width away, any leading shape of points,
+    extra columns ignored; a width <= 0 is an InputError."""
+    from solvers.fem.reaction_diffusion import gaussian_initial_condition
+
+    points = np.array([[[1.0, 2.0, 9.0], [4.0, 2.0, 9.0]], [[1.0, -1.0, 0.0], [5.0, 5.0, 0.0]]])
+    values = gaussian_initial_condition(points, (1.0, 2.0), 3.0, 0.5)
+    expected = 0.5 * np.exp(-np.array([[0.0, 9.0], [9.0, 25.0]]) / 18.0)
+    np.testing.assert_allclose(values, expected, rtol=1e-15)
+    with pytest.raises(InputError, match="width"):
+        gaussian_initial_condition(points, (0.0, 0.0), 0.0)
 
 
 def test_fem_input_errors(tmp_path):

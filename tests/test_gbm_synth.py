@@ -151,3 +151,69 @@ def test_embedded_patient_is_seed_0(tmp_path, report):
     for name in ("D", "rho", "u_c_wt", "u_c_tc", "centre_mm", "slice_index"):
         assert truth[name] == pytest.approx(stored[name]), name
     assert differing <= 0.005 * (seg_old > 0).sum()
+
+
+def test_fixed_quantities_reproduce_a_patient(synthetic, tmp_path, capsys, report):
+    """`bilo gbm synth` with every drawn quantity fixed to seed 7's accepted ones (--centre,
+    --L, --D, --rho, --thresholds) and another seed (123) writes seed 7's label map exactly:
+    nothing is left to the seed, truth.json lists the fixed quantities, and the one-line
+    summary names them."""
+    from bilo.cli import main
+
+    folder, truth, _, _ = synthetic
+    x, y = truth["centre_mm"]
+    out = tmp_path / "fixed"
+    code = main(["gbm", "synth", "--seed", "123", "--out", str(out), "--coarsen", "2",
+                 "--n-steps", "25", f"--centre={x!r},{y!r}",
+                 "--L", repr(truth["scales_generation"]["L_mm"]), "--D", repr(truth["D"]),
+                 "--rho", repr(truth["rho"]),
+                 "--thresholds", f"{truth['u_c_wt']!r},{truth['u_c_tc']!r}"])
+    line = capsys.readouterr().out.strip()
+    assert code == 0
+    fixed = json.loads((out / "truth.json").read_text())
+    report(f"all fixed, seed 123: {line}")
+    assert fixed["fixed"] == sorted(["centre_mm", "L_mm", "D", "rho", "thresholds"])
+    assert "fixed: " in line and fixed["attempt"] == 0
+    for name in ("centre_mm", "D", "rho", "u_c_wt", "u_c_tc"):
+        assert fixed[name] == truth[name], name
+    np.testing.assert_array_equal(np.asarray(nib.load(out / "seg.nii.gz").dataobj),
+                                  np.asarray(nib.load(folder / "seg.nii.gz").dataobj))
+
+
+def test_fixing_one_quantity_keeps_the_other_draws(synthetic, tmp_path):
+    """Seed 7 with D fixed to 1.0 (drawn: 1.465): the draws are made all the same, so the
+    centre, L, rho and thresholds are seed 7's (both accepted at attempt 0; with D = 1 the
+    tumour is smaller: WT 779 px against 939, measured)."""
+    from apps.gbm.synth import synthesize_patient
+
+    _, truth, _, _ = synthetic
+    partial = synthesize_patient(SEED, tmp_path, **FAST, fixed={"D": 1.0})
+    assert partial["fixed"] == ["D"] and partial["D"] == 1.0
+    assert truth["attempt"] == partial["attempt"] == 0
+    for name in ("centre_mm", "rho", "u_c_wt", "u_c_tc", "scales_generation"):
+        assert partial[name] == truth[name], name
+    assert partial["areas_px"]["wt"] < truth["areas_px"]["wt"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--D", "-1"], "--D must be a finite number > 0"),
+    (["--rho", "abc"], "--rho: expected a number"),
+    (["--thresholds", "0.7,0.3"], "0 < u_c_wt < u_c_tc < 1"),
+    (["--thresholds", "0.3"], "--thresholds: expected two"),
+    (["--centre", "1,2,3"], "--centre: expected two"),
+    (["--seed", "1.5"], "--seed: expected an integer"),
+    (["--coarsen", "0"], "--coarsen must be an integer >= 1"),
+    (["--slice", "3", "--slice-mm", "20"], "give one of them"),
+    (["--slice", "999"], "slice 999: outside the template"),
+    (["--centre=-200,0"], "not on the brain mesh"),
+])
+def test_synth_rejects_bad_values(tmp_path, capsys, args, fragment):
+    """Bad `bilo gbm synth` values: exit code 2, one line on stderr naming the flag, no
+    traceback and no patient folder."""
+    from bilo.cli import main
+
+    out = tmp_path / "patient"
+    assert main(["gbm", "synth", "--out", str(out), *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], lines
+    assert not out.exists()

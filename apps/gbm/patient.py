@@ -339,10 +339,14 @@ class ImageField:
     ``field(points_mm)`` interpolates the (optionally Gaussian-smoothed) image bilinearly at the
     points (N, 2) (extra columns are ignored); ``field.gradient(points_mm)`` returns (N, 2)
     d/dx, d/dy in 1/mm: the central-difference gradient of the image in voxel index space
-    (one-sided at the image edge), interpolated bilinearly and mapped to mm through the inverse
-    of the in-plane affine. The gradient is exact for a linear image; for a smooth image it is
-    second-order accurate in the pixel size. Points outside the image take the value of the
-    nearest edge pixel.
+    (one-sided at the image edge), mapped to mm through the inverse of the in-plane affine
+    (:attr:`gradient_mm`, two images) and interpolated bilinearly. The gradient is exact for a
+    linear image; for a smooth image it is second-order accurate in the pixel size. Points
+    outside the image take the value of the nearest edge pixel.
+
+    The tissue map P of the GBM model: the pipeline smooths it here and the network's sampler
+    (``apps.gbm.problem.ImageSampler``, the same bilinear sampling in torch) reads `values` and
+    `gradient_mm`; this numpy evaluation is its reference.
 
     Args:
         image: 2-D array (e.g. :func:`tissue_P` of a patient).
@@ -362,11 +366,12 @@ class ImageField:
         self.values = smooth_field(image, sigma_mm, spacing)
         if not np.all(np.isfinite(self.values)):
             raise InputError("ImageField: the image has non-finite values")
-        self._inverse = np.linalg.inv(affine2d[:2, :2])
         if min(self.values.shape) >= 2:
-            self._grad_ij = np.gradient(self.values)
+            grad_ij = np.stack(np.gradient(self.values))
         else:
-            self._grad_ij = [np.zeros_like(self.values), np.zeros_like(self.values)]
+            grad_ij = np.zeros((2, *self.values.shape))
+        # chain rule: ∇_mm f = A⁻ᵀ ∇_ij f, A the in-plane linear part of the affine
+        self.gradient_mm = np.einsum("ji,jrc->irc", np.linalg.inv(affine2d[:2, :2]), grad_ij)
 
     def _sample(self, image: np.ndarray, voxel: np.ndarray) -> np.ndarray:
         return ndimage.map_coordinates(image, voxel.T, order=1, mode="nearest")
@@ -377,8 +382,7 @@ class ImageField:
 
     def gradient(self, points_mm) -> np.ndarray:
         voxel = _mm_to_voxel(self.affine2d, points_mm)
-        g_ij = np.column_stack([self._sample(g, voxel) for g in self._grad_ij])
-        return g_ij @ self._inverse
+        return np.column_stack([self._sample(g, voxel) for g in self.gradient_mm])
 
 
 __all__ = [

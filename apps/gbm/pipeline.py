@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from apps.gbm.patient import Patient, brain_mask, load_patient, smooth_field, tissue_P
+from apps.gbm.patient import ImageField, Patient, brain_mask, load_patient, tissue_P
 from apps.gbm.problem import GBMProblem, ImageSampler
 from apps.gbm.scales import Scales, patient_scales
 from solvers.common import atomic_path, write_json_atomic
@@ -82,27 +82,17 @@ def _fem_solve(mesh_path: Path, out: Path, scales: Scales, params: dict, n_ranks
 
 
 def _interpolator(solution: SolutionFile, scales: Scales):
-    """u_FEM at dimensionless (x, y, t) points: linear on the triangles (0 outside the mesh),
+    """u_FEM at dimensionless (x, y, t) points: P1 on the triangles (0 outside the mesh),
     linear in time between the two output times around t."""
-    from matplotlib.tri import Triangulation
+    from meshes.interpolation import P1Interpolator
 
-    vertices = _dimensionless(solution.mesh.vertices, scales)
-    cells = np.asarray(solution.mesh.cells)
-    find = Triangulation(vertices[:, 0], vertices[:, 1], cells).get_trifinder()
+    locate = P1Interpolator(_dimensionless(solution.mesh.vertices, scales),
+                            solution.mesh.cells).locate
     times = solution.grid["t"]
     frames = np.asarray(solution.u)  # (times, vertices)
 
     def evaluate(points: np.ndarray) -> np.ndarray:
-        triangle = find(points[:, 0], points[:, 1])
-        inside = triangle >= 0
-        corners = cells[triangle[inside]]  # (n, 3)
-        a, b, c = (vertices[corners[:, k]] for k in range(3))
-        # barycentric coordinates of the points in their triangles
-        det = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * (b[:, 1] - a[:, 1])
-        rel = points[inside, :2] - a
-        lam_b = (rel[:, 0] * (c[:, 1] - a[:, 1]) - (c[:, 0] - a[:, 0]) * rel[:, 1]) / det
-        lam_c = ((b[:, 0] - a[:, 0]) * rel[:, 1] - rel[:, 0] * (b[:, 1] - a[:, 1])) / det
-        weights = np.column_stack([1 - lam_b - lam_c, lam_b, lam_c])
+        inside, corners, weights = locate(points)
         t = points[inside, 2]
         index = np.clip(np.searchsorted(times, t) - 1, 0, len(times) - 2)
         w_time = ((t - times[index]) / (times[index + 1] - times[index]))[:, None]
@@ -166,8 +156,8 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         log(f"   L = {scales.L_mm:.2f} mm, D̄ = {scales.D_bar_mm2:.4g} mm²/time, "
             f"ρ̄ = {scales.rho_bar:.4g} /time, centroid {np.round(scales.centroid_mm, 1)} mm")
     problem = GBMProblem(
-        ImageSampler(smooth_field(tissue, TISSUE_SMOOTHING_MM, patient.spacing),
-                     patient.affine2d, scales.centroid_mm, scales.L_mm),
+        ImageSampler(ImageField(tissue, patient.affine2d, sigma_mm=TISSUE_SMOOTHING_MM),
+                     scales.centroid_mm, scales.L_mm),
         kappa=scales.D_bar_mm2 / scales.L_mm**2, rho_bar=scales.rho_bar,
         ic_width=ic["width_mm"] / scales.L_mm, ic_amplitude=ic["amplitude"],
         brain_points=_dimensionless(patient.pixel_centres_mm(brain), scales),

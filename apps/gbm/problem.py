@@ -5,9 +5,10 @@
 in dimensionless coordinates x̂ = (x − c)/L (c: tumour-core centroid, L: characteristic length,
 both in mm), so the diffusion term carries κ = D̄/L². The residual expands
 ∇·(P∇u) = PΔu + ∇P·∇u with P and ∇P sampled (bilinearly, differentiably in the points) from the
-smoothed tissue image. Output transform: u = u0(x̂) + N·t, u0 = a·exp(−|x̂|²/(2w²)), so the
-initial condition holds exactly. No-flux at the brain boundary is not imposed on the network
-(the tumour stays well inside the brain); the FEM reference imposes it.
+smoothed tissue image (``apps.gbm.patient.ImageField``). Output transform: u = u0(x̂) + N·t,
+u0 = a·exp(−|x̂|²/(2w²)), so the initial condition holds exactly. No-flux at the brain boundary
+is not imposed on the network (the tumour stays well inside the brain); the FEM reference
+imposes it.
 
 Observations: whole tumour (WT) and tumour core (TC) masks at t = 1, modelled as
 sigmoid(20(u − u_c)) with thresholds u_c^WT, u_c^TC that the upper level infers along with D, ρ
@@ -20,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from apps.gbm.patient import ImageField
 from apps.gbm.scales import THRESHOLD_RANGES
 from bilo.likelihoods import SegmentationMasks
 from bilo.model import Parameter, Problem, Settings
@@ -31,41 +33,30 @@ NEAR_RADIUS = 1.5
 NEAR_FRACTION = 0.5
 # An error of the network at time t, while u is small, grows by up to exp(ρ·ρ̄·(1 − t)) by the
 # scan. So residual times are drawn as t = s**TIME_POWER (s uniform: early times more often)
-# and the residual is weighted by exp(RESIDUAL_DECAY·ρ̄·(1 − t)). With u fitted to the FEM
-# solution at θ0 and then 5000 residual-only steps at fixed θ0, u_NN drifted to 9.8 % from
-# the FEM solution at t = 1 with uniform times and no weight, and to 4.1 % with these values.
+# and the residual is weighted by exp(RESIDUAL_DECAY·ρ̄·(1 − t)) (measured in docs/gbm.md).
 TIME_POWER = 2.0
 RESIDUAL_DECAY = 0.5
 
 
 class ImageSampler:
-    """Bilinear samples of a 2-D image and of its gradient at dimensionless points.
+    """An :class:`~apps.gbm.patient.ImageField` and its gradient at dimensionless points
+    x̂ = (x_mm − centroid)/L, in torch (bilinear, differentiable in the points, on the network's
+    device): the same sampling as ``field(x_mm)`` and ``L·field.gradient(x_mm)``, which are its
+    numpy reference (tests/test_gbm_pipeline.py)."""
 
-    `affine` maps (row, column) pixel indices to mm; points are x̂ = (x_mm − centroid)/L.
-    """
-
-    def __init__(self, image: np.ndarray, affine: np.ndarray, centroid_mm, length_mm: float):
-        image = np.asarray(image, dtype=np.float64)
-        linear = np.asarray(affine, dtype=np.float64)[:2, :2]
-        self.offset = np.asarray(affine, dtype=np.float64)[:2, 2]
-        self.to_pixel = np.linalg.inv(linear)
+    def __init__(self, field: ImageField, centroid_mm, length_mm: float):
+        self.offset = field.affine2d[:2, 2]
+        self.to_pixel = np.linalg.inv(field.affine2d[:2, :2])
         self.centroid = np.asarray(centroid_mm, dtype=np.float64)
         self.length = float(length_mm)
-        d_row, d_col = np.gradient(image)  # per pixel
-        # chain rule: ∂P/∂x̂ = L · (A⁻ᵀ ∇_pixel P)
-        grad_mm = np.einsum("ji,jrc->irc", self.to_pixel, np.stack([d_row, d_col]))
-        self.stack = torch.as_tensor(np.stack([image, *(self.length * grad_mm)]),
+        # chain rule: ∂P/∂x̂ = L·∂P/∂x_mm
+        self.stack = torch.as_tensor(np.stack([field.values, *(self.length * field.gradient_mm)]),
                                      dtype=torch.float32)
-        self.shape = image.shape
+        self.shape = field.values.shape
 
     def to(self, device) -> ImageSampler:
         self.stack = self.stack.to(device)
         return self
-
-    def pixel_coordinates(self, points: np.ndarray) -> np.ndarray:
-        """(row, column) of dimensionless points (N, 2)."""
-        mm = self.centroid + self.length * np.asarray(points, dtype=np.float64)
-        return (mm - self.offset) @ self.to_pixel.T
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """(3, N): P, ∂P/∂x̂, ∂P/∂ŷ at the points."""
@@ -119,6 +110,8 @@ class GBMProblem(Problem):
         self.seed = seed
 
     def initial(self, x, y):
+        """u(x̂, 0) in jet arithmetic: ``solvers.fem.reaction_diffusion.gaussian_initial_condition``
+        (the numpy reference, tested to agree) in x̂, with width w/L."""
         return self.ic_amplitude * (-(x * x + y * y) / (2 * self.ic_width**2)).exp()
 
     def output(self, net, coords, theta, functions):

@@ -26,9 +26,9 @@ characteristic scales estimated from the segmentation:
 
 In coordinates scaled by L, x̂ = (x − x_c)/L, the model reads
 ``û_t = (D/(4ρ̄)) ∇̂·(P∇̂u) + ρ·ρ̄ u(1−u)``: the dimensionless diffusion is D/20.
-Because the lag of the logistic start and the slower diffusion in grey matter hold the front
-back, D = ρ = 1 gives an equivalent WT radius somewhat below L (about 0.7–0.8 L in white
-matter): the "true" dimensionless D of a tumour is typically 1–3.
+The lag of the logistic start and the slower diffusion in grey matter hold the front back, so
+D = ρ = 1 gives an equivalent WT radius below L and a tumour's dimensionless D is typically
+above 1 (measured in docs/gbm.md).
 
 The physically meaningful (scale-free) quantities are the products D·D̄ (mm² per unit time)
 and ρ·ρ̄ (per unit time).
@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from solvers.common import InputError
+from solvers.fem.reaction_diffusion import gaussian_initial_condition
 
 RHO_BAR = 5.0
 FRONT_TIME = 1.0
@@ -146,20 +147,10 @@ def patient_scales(patient, *, rho_bar: float = RHO_BAR) -> Scales:
 
 
 def initial_condition(points_mm, centroid_mm, width_mm: float = IC_WIDTH_MM,
-                      amplitude: float = IC_AMPLITUDE):
-    """A·exp(−|x − x_c|²/(2w²)) at points (N, 2) in mm (extra columns ignored); numpy arrays
-    give a numpy array, torch tensors a tensor (differentiable)."""
-    if not (np.isfinite(width_mm) and width_mm > 0):
-        raise InputError(f"initial condition: width must be > 0 mm, got {width_mm}")
-    cx, cy = (float(c) for c in np.asarray(centroid_mm, dtype=np.float64).ravel()[:2])
-    if type(points_mm).__module__.startswith("torch"):
-        import torch
-
-        r2 = (points_mm[..., 0] - cx) ** 2 + (points_mm[..., 1] - cy) ** 2
-        return amplitude * torch.exp(-r2 / (2.0 * width_mm**2))
-    points = np.asarray(points_mm, dtype=np.float64)
-    r2 = (points[..., 0] - cx) ** 2 + (points[..., 1] - cy) ** 2
-    return amplitude * np.exp(-r2 / (2.0 * width_mm**2))
+                      amplitude: float = IC_AMPLITUDE) -> np.ndarray:
+    """A·exp(−|x − x_c|²/(2w²)) at points (N, 2) in mm (extra columns ignored):
+    ``solvers.fem.reaction_diffusion.gaussian_initial_condition`` with the GBM defaults."""
+    return gaussian_initial_condition(points_mm, centroid_mm, width_mm, amplitude)
 
 
 __all__ = [

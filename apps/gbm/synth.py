@@ -7,7 +7,7 @@ Recipe of :func:`synthesize_patient` (all random draws from ``numpy.random.defau
    stored as uint8 0–255 and rescaled to [0, 1]). No CSF map is written (it is optional).
 2. Slice: by default the axial slice with the most white matter (pixels with wm > 0.5):
    index 97, z = +25 mm, just above the bodies of the lateral ventricles; or the slice nearest
-   to ``slice_mm``.
+   to ``slice_mm``, or the slice ``slice_index``.
 3. Domain and tissue: ``brain_mask`` (wm + gm > 0.1) and ``tissue_P`` (P = wm + gm/10) of
    ``apps.gbm.patient`` on that slice — the same functions the inference uses — meshed by
    ``meshes.mesh_from_mask`` (largest component, ``coarsen``), P sampled at the vertices.
@@ -15,18 +15,22 @@ Recipe of :func:`synthesize_patient` (all random draws from ``numpy.random.defau
    at least 15 mm from the outside of the brain mask, which includes the ventricles, and at
    least 5 mm from any pixel with P <= 0.5); the characteristic length L_gen uniform in
    [15, 25] mm; D log-uniform in [0.5, 2]; ρ log-uniform in [0.75, 1.5]; u_c^WT uniform in
-   [0.2, 0.35]; u_c^TC uniform in [0.5, 0.7] (see :data:`RANGES`).
+   [0.2, 0.35]; u_c^TC uniform in [0.5, 0.7] (see :data:`RANGES`). A quantity given in
+   ``fixed`` (``bilo gbm synth --centre/--L/--D/--rho/--thresholds``) replaces its draw; the
+   draws are made all the same, so the other quantities are those of the seed without it.
 5. Forward model: the scales of L_gen by the rule of ``apps.gbm.scales`` (ρ̄ = 5,
    D̄ = L_gen²/20), the initial Gaussian of that module (σ = 2.5 mm, amplitude 0.5) at the
    centre, and ``solvers.fem.solve_fkpp2d`` (P1, Crank–Nicolson, in-process on
    ``MPI.COMM_SELF``) of u_t = D·D̄ ∇·(P∇u) + ρ·ρ̄ u(1−u) up to t = 1.
-6. Masks: u(1) interpolated linearly over the triangles to the pixel centres (0 off the mesh);
+6. Masks: u(1) interpolated linearly over the triangles to the pixel centres (0 off the mesh;
+   ``meshes.interpolation.P1Interpolator``);
    WT = u > u_c^WT, TC = u > u_c^TC (so TC ⊆ WT).
 7. Acceptance: WT >= 100 pixels, TC >= 30 pixels, WT <= 4000 pixels, the Newton solve
    converged, and min u(1) >= −0.05 (the P1 solver with a consistent mass matrix is not
    positivity-preserving: under-resolved fronts, in grey matter where P is small, undershoot,
    and the logistic term amplifies negative values). Otherwise the next attempt draws again
-   (all quantities of step 4) from the same stream, so the result is a function of the seed.
+   (all quantities of step 4) from the same stream, so the result is a function of the seed;
+   with every quantity fixed there is nothing to redraw and a rejection is an error.
 8. Labels (BraTS <= 2021): TC = necrotic 1 ∪ enhancing 4, with the enhancing tumour the rim of
    TC (TC minus its erosion by :data:`ENHANCING_RIM_PX` = 2 pixels, 4-connected) and the
    necrotic core inside; edema 2 = WT minus TC. Tumour on the chosen slice only.
@@ -40,16 +44,11 @@ Recipe of :func:`synthesize_patient` (all random draws from ``numpy.random.defau
 
 The solve runs in-process on ``MPI.COMM_SELF`` (mpi4py initialises MPI on import when needed),
 so a plain ``python`` process works; run it on one process only (under ``mpirun -n N`` every
-rank would write the same files). Time: one forward solve takes about 10–17 s on one core with
-the default mesh (coarsen = 1, 37,612 cells, 50 steps; 50 steps agree with 100 to the pixel),
-about 2–4 s with coarsen = 2 (WT Dice about 0.97 against coarsen = 1).
+rank would write the same files). Solve times and the effect of ``coarsen`` and ``n_steps``:
+docs/gbm.md.
 
-CLI wiring for ``bilo gbm synth`` (``bilo/cli.py``)::
-
-    from apps.gbm.synth import add_synth_arguments, run_synth
-    add_synth_arguments(gbm_commands.add_parser("synth", help="synthetic GBM patient"))
-    ...
-    print(run_synth(args))   # InputError -> one-line error, as for the other commands
+``bilo gbm synth`` (``bilo/cli.py``) and ``python -m apps.gbm.synth`` take the options of
+:func:`add_synth_arguments` and run :func:`run_synth`; bad values are InputErrors (one line).
 """
 
 from __future__ import annotations
@@ -78,6 +77,7 @@ from apps.gbm.scales import (
     scales_from_length,
 )
 from meshes.image_mesh import affine_2d
+from meshes.interpolation import P1Interpolator
 from solvers.common import InputError, atomic_path
 
 GENERATOR_VERSION = 1
@@ -98,6 +98,7 @@ CENTRE_DEEP_WM_MM = 5.0
 ENHANCING_RIM_PX = 2
 DEFAULT_N_STEPS = 50
 DEFAULT_CROP_SLICES = 2
+FIXABLE = ("centre_mm", "L_mm", "D", "rho", "thresholds")
 MODEL_TEXT = ("u_t = D*D_bar*div(P(x) grad u) + rho*rho_bar*u*(1-u) on the brain slice, "
               "no flux on its boundary, t in [0, 1]; P = wm + gm_ratio*gm clipped to [0, 1]; "
               "u(x, 0) = A*exp(-|x - x0|^2/(2*w^2)); WT = u(x, 1) > u_c_wt, "
@@ -159,28 +160,81 @@ def centre_candidates(patient: Patient, P: np.ndarray, mask: np.ndarray) -> np.n
     return np.argwhere(allowed)
 
 
-def _draw(rng: np.random.Generator, candidates: np.ndarray) -> dict:
+def _draw(rng: np.random.Generator, candidates: np.ndarray, fixed: dict) -> dict:
+    """One attempt's quantities (step 4); those in `fixed` (checked by :func:`check_fixed`,
+    the centre as a voxel) replace their draws, which are made all the same."""
     def log_uniform(low, high):
         return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
-    index = candidates[int(rng.integers(len(candidates)))]
-    return {"centre_voxel": [int(index[0]), int(index[1])],
-            "L_mm": float(rng.uniform(*RANGES["L_mm"])),
-            "D": log_uniform(*RANGES["D"]), "rho": log_uniform(*RANGES["rho"]),
-            "u_c_wt": float(rng.uniform(*RANGES["u_c_wt"])),
-            "u_c_tc": float(rng.uniform(*RANGES["u_c_tc"]))}
+    index = (candidates[int(rng.integers(len(candidates)))] if len(candidates)
+             else fixed["centre_voxel"])
+    params = {"centre_voxel": [int(index[0]), int(index[1])],
+              "L_mm": float(rng.uniform(*RANGES["L_mm"])),
+              "D": log_uniform(*RANGES["D"]), "rho": log_uniform(*RANGES["rho"]),
+              "u_c_wt": float(rng.uniform(*RANGES["u_c_wt"])),
+              "u_c_tc": float(rng.uniform(*RANGES["u_c_tc"]))}
+    for name in ("centre_voxel", "L_mm", "D", "rho"):
+        if name in fixed:
+            params[name] = fixed[name]
+    if "thresholds" in fixed:
+        params["u_c_wt"], params["u_c_tc"] = fixed["thresholds"]
+    return params
 
 
-def vertex_to_pixels(vertices: np.ndarray, cells: np.ndarray, values: np.ndarray,
-                     points: np.ndarray) -> np.ndarray:
-    """Linear interpolation of a P1 field over the triangles at `points` (n, 2); 0 off the
-    mesh."""
-    import matplotlib.tri as mtri
+def _positive(name: str, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: expected a number, got {value!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise InputError(f"{name} must be a finite number > 0, got {value:g}")
+    return value
 
-    triangulation = mtri.Triangulation(vertices[:, 0], vertices[:, 1], cells)
-    interpolator = mtri.LinearTriInterpolator(triangulation, values)
-    result = interpolator(points[:, 0], points[:, 1])
-    return np.ma.filled(result.astype(np.float64), 0.0)
+
+def _pair(name: str, value) -> tuple[float, float]:
+    """Two numbers, from a sequence or a string "a,b"."""
+    parts = value.split(",") if isinstance(value, str) else list(np.ravel(value))
+    try:
+        pair = tuple(float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: expected two numbers A,B, got {value!r}") from None
+    if len(pair) != 2 or not all(np.isfinite(pair)):
+        raise InputError(f"{name}: expected two finite numbers A,B, got {value!r}")
+    return pair
+
+
+def check_fixed(fixed: dict | None) -> dict:
+    """The quantities that replace their draws, checked: ``centre_mm`` (x, y in mm, a pair),
+    ``L_mm``, ``D``, ``rho`` (> 0) and ``thresholds`` (u_c^WT, u_c^TC with
+    0 < u_c^WT < u_c^TC < 1). None values are dropped; InputError (one line) otherwise."""
+    fixed = {k: v for k, v in (fixed or {}).items() if v is not None}
+    unknown = set(fixed) - set(FIXABLE)
+    if unknown:
+        raise InputError(f"unknown fixed quantity {', '.join(sorted(unknown))}; known: "
+                         f"{', '.join(FIXABLE)}")
+    checked = {}
+    for name, flag in (("L_mm", "--L"), ("D", "--D"), ("rho", "--rho")):
+        if name in fixed:
+            checked[name] = _positive(flag, fixed[name])
+    if "centre_mm" in fixed:
+        checked["centre_mm"] = _pair("--centre", fixed["centre_mm"])
+    if "thresholds" in fixed:
+        wt, tc = _pair("--thresholds", fixed["thresholds"])
+        if not 0.0 < wt < tc < 1.0:
+            raise InputError(f"--thresholds {wt:g},{tc:g}: need 0 < u_c_wt < u_c_tc < 1")
+        checked["thresholds"] = (wt, tc)
+    return checked
+
+
+def _integer(name: str, value, minimum: int) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise InputError(f"{name}: expected an integer, got {value!r}") from None
+    if isinstance(value, bool) or int(value) != value or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value}")
+    return int(value)
 
 
 def tumour_labels(wt: np.ndarray, tc: np.ndarray, rim_px: int = ENHANCING_RIM_PX) -> np.ndarray:
@@ -215,12 +269,13 @@ def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
         nib.save(image, str(tmp))
 
 
-def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None, coarsen: int = 1,
+def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None,
+                       slice_index: int | None = None, coarsen: int = 1,
                        n_steps: int = DEFAULT_N_STEPS,
                        crop_slices: int | None = DEFAULT_CROP_SLICES,
                        gm_ratio: float = DEFAULT_GM_RATIO,
                        brain_threshold: float = DEFAULT_BRAIN_THRESHOLD,
-                       max_attempts: int = MAX_ATTEMPTS) -> dict:
+                       max_attempts: int = MAX_ATTEMPTS, fixed: dict | None = None) -> dict:
     """Generate a synthetic patient folder (see the module docstring) and return its truth
     record (also written to ``out_dir/truth.json``), with ``paths`` added.
 
@@ -228,39 +283,66 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None, coa
         seed: integer seed of every random draw.
         out_dir: folder to write (created; existing files of the same names are replaced).
         slice_mm: z (mm) of the axial slice; default: the slice with the most white matter.
-        coarsen: mesh coarsening factor (1: one square per pixel, ~37k cells, ~10 s per
-            solve on one core; 2 is 4× faster but its fronts undershoot more often).
+        slice_index: the axial slice by its index in the template instead (not with slice_mm).
+        coarsen: mesh coarsening factor (1: one square per pixel; 2: a quarter of the cells,
+            faster, but its fronts undershoot more often).
         n_steps: time steps of the forward solve over [0, 1].
         crop_slices: slices kept either side of the tumour slice (None: the whole volume).
         gm_ratio, brain_threshold: of ``tissue_P`` and ``brain_mask``.
-        max_attempts: draws tried before giving up (RuntimeError).
+        max_attempts: draws tried before giving up (InputError).
+        fixed: quantities that replace their draws (see :func:`check_fixed`): ``centre_mm``
+            (snapped to the nearest pixel, which must lie on the brain mesh), ``L_mm``, ``D``,
+            ``rho``, ``thresholds`` (u_c^WT, u_c^TC).
     """
     started = time.perf_counter()
-    if int(seed) != seed or seed < 0:
-        raise InputError(f"seed must be an integer >= 0, got {seed}")
-    if crop_slices is not None and (int(crop_slices) != crop_slices or crop_slices < 0):
-        raise InputError(f"crop_slices must be an integer >= 0 or None, got {crop_slices}")
-    seed = int(seed)
+    seed = _integer("seed", seed, 0)
+    if crop_slices is not None:
+        crop_slices = _integer("crop_slices", crop_slices, 0)
+    coarsen = _integer("coarsen", coarsen, 1)
+    n_steps = _integer("n_steps", n_steps, 1)
+    max_attempts = _integer("max_attempts", max_attempts, 1)
+    brain_threshold = float(brain_threshold)
+    if not np.isfinite(brain_threshold):
+        raise InputError(f"brain_threshold must be finite, got {brain_threshold}")
+    if slice_mm is not None and slice_index is not None:
+        raise InputError("give the slice by its z (slice_mm) or by its index, not both")
+    fixed = check_fixed(fixed)
     from meshes.image_mesh import mesh_from_mask
 
     wm3, gm3, affine, template_paths = load_template()
     n_slices = wm3.shape[2]
-    k = default_slice(wm3) if slice_mm is None else slice_at_mm(affine, slice_mm, n_slices)
+    if slice_index is not None:
+        k = _integer("slice index", slice_index, 0)
+        if k >= n_slices:
+            raise InputError(f"slice {k}: outside the template (slices 0..{n_slices - 1})")
+    else:
+        k = default_slice(wm3) if slice_mm is None else slice_at_mm(affine, slice_mm, n_slices)
     template = _template_patient(wm3[:, :, k].copy(), gm3[:, :, k].copy(), affine, k)
     mask = brain_mask(template, brain_threshold)
     P = tissue_P(template, gm_ratio)
     mesh_data = mesh_from_mask(mask, template.affine2d, coarsen=coarsen, vertex_images={"P": P})
     P_vertex = mesh_data.vertex_fields["P"]
     candidates = centre_candidates(template, P, mask)
-    if len(candidates) == 0:
-        raise InputError(f"slice {k}: no deep white matter to place a tumour centre in")
     pixels = np.argwhere(mask)
     pixel_mm = template.voxel_to_mm(pixels)
+    to_pixels = P1Interpolator(mesh_data.mesh.vertices, mesh_data.mesh.cells)
+    if "centre_mm" in fixed:
+        voxel = np.rint(template.mm_to_voxel(fixed["centre_mm"])[0]).astype(int)
+        centre = template.voxel_to_mm(voxel)
+        if (np.any(voxel < 0) or np.any(voxel >= mask.shape)
+                or not to_pixels.locate(centre)[0][0]):
+            x, y = fixed["centre_mm"]
+            raise InputError(f"--centre {x:g},{y:g}: not on the brain mesh of slice {k}")
+        fixed["centre_voxel"] = [int(voxel[0]), int(voxel[1])]
+    elif len(candidates) == 0:
+        raise InputError(f"slice {k}: no deep white matter to place a tumour centre in; give "
+                         "the centre (--centre X,Y)")
+    all_fixed = set(FIXABLE) <= set(fixed)
 
     rng = np.random.default_rng(seed)
     rejected = []
     for _ in range(max_attempts):
-        params = _draw(rng, candidates)
+        params = _draw(rng, candidates, fixed)
         centre_mm = template.voxel_to_mm(params["centre_voxel"])[0]
         scales_gen = scales_from_length(params["L_mm"], centre_mm)
         solve_started = time.perf_counter()
@@ -268,12 +350,14 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None, coa
             solution = _forward(mesh_data, P_vertex, scales_gen, params, n_steps)
         except RuntimeError as exc:  # Newton failure: blow-up of an undershoot
             rejected.append({**params, "reason": f"forward solve failed: {exc}"})
+            if all_fixed:
+                raise InputError(f"the fixed centre, L, D, rho and thresholds: forward solve "
+                                 f"failed: {exc}") from None
             continue
         solve_wall = time.perf_counter() - solve_started
         u1 = solution.u[-1]
         u_image = np.zeros(mask.shape)
-        u_image[pixels[:, 0], pixels[:, 1]] = vertex_to_pixels(
-            solution.vertices, solution.cells, u1, pixel_mm)
+        u_image[pixels[:, 0], pixels[:, 1]] = to_pixels(u1, pixel_mm)
         wt = (u_image > params["u_c_wt"]) & mask
         tc = (u_image > params["u_c_tc"]) & mask
         n_wt, n_tc = int(wt.sum()), int(tc.sum())
@@ -289,9 +373,12 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None, coa
         if not reasons:
             break
         rejected.append({**params, "reason": "; ".join(reasons)})
+        if all_fixed:
+            raise InputError(f"the fixed centre, L, D, rho and thresholds give no acceptable "
+                             f"tumour: {rejected[-1]['reason']}")
     else:
-        raise RuntimeError(f"seed {seed}: no acceptable tumour in {max_attempts} attempts; "
-                           f"last: {rejected[-1]['reason']}")
+        raise InputError(f"seed {seed}: no acceptable tumour in {max_attempts} attempts; "
+                         f"last: {rejected[-1]['reason']}")
 
     labels2d = tumour_labels(wt, tc)
     scales_est = estimate_scales(wt, tc, template.affine2d)
@@ -337,6 +424,7 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None, coa
         "rho": params["rho"],
         "u_c_wt": params["u_c_wt"],
         "u_c_tc": params["u_c_tc"],
+        "fixed": sorted(name for name in fixed if name != "centre_voxel"),
         "gm_ratio": gm_ratio,
         "brain_threshold": brain_threshold,
         "scales_generation": scales_gen.to_dict(),
@@ -363,30 +451,89 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None, coa
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``bilo gbm synth`` (to add to its subparser)."""
-    parser.add_argument("--seed", type=int, required=True, help="random seed (integer >= 0)")
+    """The options of ``bilo gbm synth`` and ``python -m apps.gbm.synth``. Values are read as
+    text and checked by :func:`run_synth`, so a bad one is a one-line InputError."""
+    parser.add_argument("--seed", default="0", help="random seed, an integer >= 0 (default 0)")
     parser.add_argument("--out", required=True, metavar="DIR", help="patient folder to write")
-    parser.add_argument("--slice-mm", type=float, default=None,
-                        help="z (mm) of the axial slice (default: the one with most white "
-                             "matter, z = 25 mm)")
-    parser.add_argument("--coarsen", type=int, default=1, help="mesh coarsening (default 1)")
-    parser.add_argument("--n-steps", type=int, default=DEFAULT_N_STEPS,
-                        help=f"time steps (default {DEFAULT_N_STEPS})")
-    parser.add_argument("--crop-slices", type=int, default=DEFAULT_CROP_SLICES,
-                        help="slices kept either side of the tumour slice; -1: whole volume "
-                             f"(default {DEFAULT_CROP_SLICES})")
+    parser.add_argument("--slice", metavar="K", default=None,
+                        help="axial slice index in the template (default: the one with most "
+                             "white matter, 97)")
+    parser.add_argument("--slice-mm", metavar="Z", default=None,
+                        help="the axial slice nearest to z = Z mm instead (97 is z = 25 mm)")
+    fixed = parser.add_argument_group(
+        "fixed quantities (each replaces its draw; the other draws stay those of the seed)")
+    fixed.add_argument("--centre", metavar="X,Y", default=None,
+                       help="tumour centre in mm, on the brain mesh; a negative X needs "
+                            "--centre=X,Y (default: drawn in deep "
+                            f"white matter, >= {CENTRE_BOUNDARY_MM:g} mm from the brain's "
+                            f"outside, >= {CENTRE_DEEP_WM_MM:g} mm from P <= 0.5)")
+    fixed.add_argument("--L", metavar="MM", default=None,
+                       help="characteristic length L_gen in mm (sets D_bar = L^2/20; default: "
+                            "uniform in [{:g}, {:g}])".format(*RANGES["L_mm"]))
+    fixed.add_argument("--D", metavar="D", default=None,
+                       help="dimensionless diffusion D > 0 (default: log-uniform in "
+                            "[{:g}, {:g}])".format(*RANGES["D"]))
+    fixed.add_argument("--rho", metavar="RHO", default=None,
+                       help="dimensionless growth rate rho > 0 (default: log-uniform in "
+                            "[{:g}, {:g}])".format(*RANGES["rho"]))
+    fixed.add_argument("--thresholds", metavar="WT,TC", default=None,
+                       help="mask thresholds u_c_wt,u_c_tc, 0 < WT < TC < 1 (default: uniform "
+                            "in [{:g}, {:g}] and [{:g}, {:g}])".format(*RANGES["u_c_wt"],
+                                                                     *RANGES["u_c_tc"]))
+    model = parser.add_argument_group("tissue, forward solve and output")
+    model.add_argument("--gm-ratio", metavar="R", default=None,
+                       help=f"P = wm + R*gm (default {DEFAULT_GM_RATIO:g})")
+    model.add_argument("--brain-threshold", metavar="T", default=None,
+                       help=f"brain = wm + gm > T (default {DEFAULT_BRAIN_THRESHOLD:g})")
+    model.add_argument("--coarsen", metavar="C", default="1",
+                       help="mesh coarsening, an integer >= 1 (default 1: one square per pixel)")
+    model.add_argument("--n-steps", metavar="N", default=str(DEFAULT_N_STEPS),
+                       help=f"time steps of the FEM solve (default {DEFAULT_N_STEPS})")
+    model.add_argument("--max-attempts", metavar="N", default=str(MAX_ATTEMPTS),
+                       help=f"draws tried before giving up (default {MAX_ATTEMPTS})")
+    model.add_argument("--crop-slices", metavar="K", default=str(DEFAULT_CROP_SLICES),
+                       help="slices kept either side of the tumour slice; -1: whole volume "
+                            f"(default {DEFAULT_CROP_SLICES})")
     return parser
+
+
+def _number(name: str, value, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise InputError(f"{name}: expected a number, got {value!r}") from None
+    if not np.isfinite(number):
+        raise InputError(f"{name} must be finite, got {value}")
+    return number
 
 
 def run_synth(args: argparse.Namespace) -> str:
     """Run ``bilo gbm synth`` from parsed arguments; returns the one-line summary."""
-    crop = None if args.crop_slices is not None and args.crop_slices < 0 else args.crop_slices
-    truth = synthesize_patient(args.seed, args.out, slice_mm=args.slice_mm,
-                               coarsen=args.coarsen, n_steps=args.n_steps, crop_slices=crop)
+    if args.slice is not None and args.slice_mm is not None:
+        raise InputError("--slice and --slice-mm: give one of them")
+    crop = _integer("--crop-slices", args.crop_slices, -1)
+    gm_ratio = _number("--gm-ratio", args.gm_ratio, DEFAULT_GM_RATIO)
+    if gm_ratio < 0:
+        raise InputError(f"--gm-ratio must be >= 0, got {gm_ratio:g}")
+    truth = synthesize_patient(
+        _integer("--seed", args.seed, 0), args.out,
+        slice_mm=None if args.slice_mm is None else _number("--slice-mm", args.slice_mm, 0.0),
+        slice_index=None if args.slice is None else _integer("--slice", args.slice, 0),
+        coarsen=_integer("--coarsen", args.coarsen, 1),
+        n_steps=_integer("--n-steps", args.n_steps, 1),
+        crop_slices=None if crop < 0 else crop, gm_ratio=gm_ratio,
+        brain_threshold=_number("--brain-threshold", args.brain_threshold,
+                                DEFAULT_BRAIN_THRESHOLD),
+        max_attempts=_integer("--max-attempts", args.max_attempts, 1),
+        fixed={"centre_mm": args.centre, "L_mm": args.L, "D": args.D, "rho": args.rho,
+               "thresholds": args.thresholds})
+    fixed = f", fixed: {', '.join(truth['fixed'])}" if truth["fixed"] else ""
     return (f"gbm synth: seed {truth['seed']} -> {args.out}: slice {truth['slice_index']} "
             f"(z = {truth['slice_z_mm']:g} mm), WT {truth['areas_px']['wt']} px, "
             f"TC {truth['areas_px']['tc']} px, D = {truth['D']:.3f}, rho = {truth['rho']:.3f}, "
-            f"u_c = {truth['u_c_wt']:.3f}/{truth['u_c_tc']:.3f}, "
+            f"u_c = {truth['u_c_wt']:.3f}/{truth['u_c_tc']:.3f}{fixed}, "
             f"in {truth['wall_s']:.1f} s")
 
 

@@ -27,6 +27,8 @@ from dolfinx.fem import petsc as fem_petsc
 from mpi4py import MPI
 from petsc4py import PETSc
 
+from meshes.interpolation import barycentric_coordinates
+
 SOLVERS = {
     "lu": {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"},
     "cg": {"ksp_type": "cg", "pc_type": "hypre", "pc_hypre_type": "boomeramg",
@@ -197,8 +199,9 @@ class PointObservation:
     """u ↦ (u(x_i))_i for P1 functions, and its transpose; each point is handled by one rank.
 
     A point is assigned to the lowest rank that owns a cell containing it; on that rank its
-    value is the P1 interpolant in that cell, Σ_k φ_k(x_i) u_k with the barycentric weights φ_k.
-    Raises ValueError if a point lies outside the mesh.
+    value is the P1 interpolant in that cell, Σ_k φ_k(x_i) u_k with the barycentric weights φ_k
+    (``meshes.interpolation.barycentric_coordinates``). Raises ValueError if a point lies
+    outside the mesh.
     """
 
     def __init__(self, dm: DistributedMesh, points):
@@ -217,16 +220,12 @@ class PointObservation:
             missing = int(np.argmin(found_on.any(axis=0)))
             raise ValueError(f"observation point {points[missing].tolist()} is outside the mesh")
         self.points = np.flatnonzero(np.argmax(found_on, axis=0) == dm.comm.rank)
-        geometry_nodes = dm.mesh.geometry.dofmap.array.reshape(-1, 3)
-        cell_dofs = dm.V.dofmap.list.array.reshape(-1, 3)
-        self.dofs = np.empty((len(self.points), 3), dtype=np.int32)
-        self.weights = np.empty((len(self.points), 3))
-        for row, point in enumerate(self.points):
-            cell = cell_of_point[point]
-            corners = dm.mesh.geometry.x[geometry_nodes[cell], :2]
-            local = np.linalg.solve((corners[1:] - corners[0]).T, points[point, :2] - corners[0])
-            self.weights[row] = [1.0 - local.sum(), local[0], local[1]]
-            self.dofs[row] = cell_dofs[cell]  # same local vertex order as the geometry
+        cells = cell_of_point[self.points]
+        geometry_nodes = dm.mesh.geometry.dofmap.array.reshape(-1, 3)[cells]
+        # the P1 dofs of a cell follow the local vertex order of its geometry
+        self.dofs = dm.V.dofmap.list.array.reshape(-1, 3)[cells].astype(np.int32)
+        self.weights = barycentric_coordinates(dm.mesh.geometry.x[geometry_nodes, :2],
+                                               points[self.points, :2])
 
     def values(self, function: fem.Function) -> np.ndarray:
         """u at every point, the same array on every rank."""
@@ -247,15 +246,17 @@ class PointObservation:
         return result
 
 
-def gradient_seminorm(dm: DistributedMesh, function: fem.Function) -> tuple[float, np.ndarray]:
-    """(½∫|∇a|² dx, its gradient with respect to the P1 values of a, in input vertex order); both
-    the same on every rank."""
+def gradient_energy(dm: DistributedMesh, function: fem.Function) -> tuple[float, np.ndarray]:
+    """(∫|∇a|² dx, its gradient 2∫∇a·∇φ_k dx with respect to the P1 values a_k of a, in input
+    vertex order); both the same on every rank. The regulariser R(a) of the project's objective
+    convention (``bilo.model``: no ½)."""
     test = ufl.TestFunction(dm.V)
-    value = fem.assemble_scalar(fem.form(0.5 * ufl.inner(ufl.grad(function), ufl.grad(function))
+    value = fem.assemble_scalar(fem.form(ufl.inner(ufl.grad(function), ufl.grad(function))
                                          * ufl.dx))
     gradient = fem.Function(dm.V)
     fem_petsc.assemble_vector(gradient.vector,
-                              fem.form(ufl.inner(ufl.grad(function), ufl.grad(test)) * ufl.dx))
+                              fem.form(2.0 * ufl.inner(ufl.grad(function), ufl.grad(test))
+                                       * ufl.dx))
     gradient.vector.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
     return sum_over_ranks(dm.comm, value), dm.vertex_values_on_all_ranks(gradient)
 

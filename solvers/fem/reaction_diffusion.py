@@ -30,6 +30,23 @@ DEFAULT_MIN_STEPS = 100
 SCHEMES = ("cn", "be")
 
 
+def gaussian_initial_condition(points, centre, width: float,
+                               amplitude: float = 1.0) -> np.ndarray:
+    """amplitude·exp(−|x − centre|²/(2·width²)) at points (..., 2) (extra columns ignored).
+
+    The Gaussian seed of the 2-D Fisher–KPP problems, the one numpy implementation: the GBM
+    app's initial tumour (``apps.gbm.scales``; ``apps.gbm.problem`` writes the same function in
+    jet arithmetic, tested against this one) and the default u0 of the FEM adjoint's demos.
+    """
+    width = float(width)
+    if not (np.isfinite(width) and width > 0):
+        raise InputError(f"Gaussian initial condition: width must be > 0, got {width}")
+    cx, cy = (float(c) for c in np.asarray(centre, dtype=np.float64).ravel()[:2])
+    points = np.asarray(points, dtype=np.float64)
+    r2 = (points[..., 0] - cx) ** 2 + (points[..., 1] - cy) ** 2
+    return amplitude * np.exp(-r2 / (2.0 * width**2))
+
+
 def default_step_count(times: np.ndarray, minimum: int = DEFAULT_MIN_STEPS) -> int:
     """The smallest step count >= `minimum` whose uniform steps hit every output time."""
     final = times[-1]

@@ -4,7 +4,8 @@ the same gradient as 1 rank.
 Runs in a plain ``pytest tests``: the module launches ``python -m adjoint.fem darcy fkpp2d``
 under ``mpirun --allow-run-as-root -n 1`` and ``-n 2`` (OMP_NUM_THREADS=1) once, and the tests
 read the JSON that rank 0 writes (J, gradient, Taylor rates, cells per rank). The problems are
-those of tests/test_adjoint_fem.py. Skipped where dolfinx or mpirun is missing.
+those of tests/test_adjoint_fem.py, with the CLI's data term ``adjoint.fem.MeanSquares`` (the
+Gaussian likelihood's mean((u - d)^2)). Skipped where dolfinx or mpirun is missing.
 """
 
 import json
@@ -43,7 +44,8 @@ def results(tmp_path_factory):
 @pytest.mark.parametrize("problem", PROBLEMS)
 def test_taylor_on_two_ranks(results, problem, report):
     """On 2 ranks (the 16 x 16-square mesh split in two): darcy, -div(A grad u) = 1, u = 0 on
-    the boundary, unknown P1 field A (289 values), J = point misfit + 1e-5/2 int |grad A|^2;
+    the boundary, unknown P1 field A (289 values), J = mean((u(x_i) - d_i)^2) + 1e-5 int
+    |grad A|^2 (the project's convention, no 1/2; the CLI's misfit adjoint.fem.MeanSquares);
     fkpp2d, u_t = div(D P grad u) + rho u(1-u), no flux, 20 Crank-Nicolson steps, unknown
     (D, rho). Reference: the Taylor test. Gradient-corrected remainder at rate >= 1.9 and the
     plain one at rate 1 +- 0.1 (measured as on one rank: 2.000 / 1.08 -> 1.01 for darcy,
