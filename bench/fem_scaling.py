@@ -39,12 +39,12 @@ def worker(n: int, steps: int, solver: str) -> None:
     from meshes.image_mesh import unit_square_mesh
     from solvers.fem.darcy import darcy_grf
     from solvers.fem.dolfinx_adapter import mpi_comm_world
-    from solvers.fem.reaction_diffusion import solve_fkpp2d
+    from solvers.fem.reaction_diffusion import gaussian_initial_condition, solve_fkpp2d
 
     comm = mpi_comm_world()
 
     def u0(p):
-        return 0.5 * np.exp(-np.sum((p - 0.5) ** 2, axis=1) / (2 * 0.05**2))
+        return gaussian_initial_condition(p, (0.5, 0.5), 0.05, 0.5)
 
     def tissue(p):
         return np.where(darcy_grf(p, seed=1) > 0, 1.0, 0.1)

@@ -143,6 +143,8 @@ def _field(mesh_data, name: str | None, default: str):
 
 
 def _gaussian_seed(mesh_data, params: dict[str, float]):
+    from solvers.fem.reaction_diffusion import gaussian_initial_condition
+
     vertices = mesh_data.mesh.vertices[:, :2]
     if "x0" in params and "y0" in params:
         centre = np.array([params["x0"], params["y0"]])
@@ -153,8 +155,7 @@ def _gaussian_seed(mesh_data, params: dict[str, float]):
     if sigma <= 0:
         raise InputError(f"fkpp2d: sigma must be > 0, got {sigma}")
     params.update(x0=float(centre[0]), y0=float(centre[1]), sigma=float(sigma))
-    amp = params["amp"]
-    return lambda p: amp * np.exp(-np.sum((p[:, :2] - centre) ** 2, axis=1) / (2 * sigma**2))
+    return lambda p: gaussian_initial_condition(p, centre, sigma, params["amp"])
 
 
 def run_fem_solve(problem: str, params: dict[str, float], mesh_path=None, out="solution.h5", *,
