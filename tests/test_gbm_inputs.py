@@ -297,3 +297,24 @@ def test_embedded_patient_matches_truth(report):
     assert patient.tc_area_px == truth["areas_px"]["tc"] >= 30
     assert not (patient.tc & ~patient.wt).any()
     assert size < 3e6
+
+
+def test_anatomy_checks(tmp_path, capsys):
+    """Tissue maps all zero: one line naming wm and gm. Tissue only in the columns j ≥ 19 (100
+    pixels) while the tumour (disc of radius 6 at (10, 12)) lies left of them: one line saying
+    how much of the tumour is outside the brain (100 %). A tumour of 5 pixels (radius 1, core
+    1 pixel): loaded, with a warning."""
+    zero = np.zeros(SHAPE, np.float32)
+    with pytest.raises(InputError, match=r"wm\.nii\.gz.*gm\.nii\.gz.*nearly\) zero"):
+        load_patient(make_patient(tmp_path / "zero", wm=zero, gm=zero))
+    wm, gm = tissue()
+    wm[:, :19], gm[:, :19] = 0.0, 0.0
+    with pytest.raises(InputError, match=r"seg\.nii\.gz: 100% of the tumour on slice 3 lies "
+                                         r"outside the brain"):
+        load_patient(make_patient(tmp_path / "outside", wm=wm, gm=gm))
+    small = np.zeros(SHAPE, np.int16)
+    small[:, :, 3][disc(1)] = 2
+    small[10, 12, 3] = 4
+    patient = load_patient(make_patient(tmp_path / "small", seg=small))
+    assert patient.wt_area_px == 5
+    assert "warning" in capsys.readouterr().out

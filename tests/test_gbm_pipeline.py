@@ -130,3 +130,17 @@ def test_tissue_sampler_is_the_image_field_in_torch():
     np.testing.assert_allclose(p, field(mm), atol=1e-5)
     np.testing.assert_allclose(np.column_stack([p_x, p_y]), length * field.gradient(mm),
                                atol=1e-5 * length)
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ({"method": "hmc"}, "unknown method"), ({"preset": "fast"}, "presets"),
+    ({"overrides": {"width": 0}}, "--width 0"), ({"n_ranks": 0}, "--np"),
+])
+def test_options_are_checked_before_any_stage(tmp_path, options, fragment):
+    """`bilo gbm run` with an unknown method or preset, a zero width or --np 0: InputError
+    before the patient is read or meshed (nothing written in OUT)."""
+    from solvers.common import InputError
+
+    with pytest.raises(InputError, match=fragment):
+        run_pipeline("data/patient_default", tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()

@@ -292,6 +292,7 @@ def load_patient(folder, slice: str | int = "auto") -> Patient:
         _check_same_grid(paths[role], data, map_affine, seg_path, seg.shape, affine)
         maps[role] = _check_probability(paths[role], data)[:, :, k].copy()
 
+    _check_anatomy(paths, maps, wt3[:, :, k], k)
     affine2d = affine_2d(affine, slice_axis=2, slice_index=k)
     sizes = np.linalg.norm(affine[:3, :3], axis=0)
     return Patient(
@@ -301,6 +302,33 @@ def load_patient(folder, slice: str | int = "auto") -> Patient:
         affine2d=affine2d, spacing=(float(sizes[0]), float(sizes[1])),
         slice_thickness=float(sizes[2]), convention=convention, paths=paths,
         shape3d=tuple(int(n) for n in seg.shape))
+
+
+# anatomy checks: the brain (wm + gm above the brain threshold) must cover this many pixels
+# of the slice, and the tumour outside the brain (holes filled: tissue maps often leave the
+# tumour out) may be at most this fraction of the tumour; fewer tumour pixels than
+# SMALL_TUMOUR_PX leave the growth parameters to the prior (a warning)
+MIN_BRAIN_PX = 100
+MAX_OUTSIDE_FRACTION = 0.5
+SMALL_TUMOUR_PX = 10
+
+
+def _check_anatomy(paths: dict, maps: dict, wt: np.ndarray, k: int, log=print) -> None:
+    """One line for tissue maps that are (nearly) zero, a tumour mostly outside the brain, and
+    (a warning) a tumour of a few pixels."""
+    brain = maps["wm"] + maps["gm"] > DEFAULT_BRAIN_THRESHOLD
+    if brain.sum() < MIN_BRAIN_PX:
+        raise InputError(f"{paths['wm']}, {paths['gm']}: wm + gm exceeds "
+                         f"{DEFAULT_BRAIN_THRESHOLD} on only {int(brain.sum())} pixels of slice "
+                         f"{k}: the tissue maps are (nearly) zero there")
+    outside = wt & ~ndimage.binary_fill_holes(brain)
+    if outside.sum() > MAX_OUTSIDE_FRACTION * wt.sum():
+        raise InputError(f"{paths['seg']}: {outside.sum() / wt.sum():.0%} of the tumour on slice "
+                         f"{k} lies outside the brain of the tissue maps (are seg and wm/gm "
+                         "registered to each other?)")
+    if wt.sum() < SMALL_TUMOUR_PX:
+        log(f"warning: {paths['seg']}: the tumour covers {int(wt.sum())} pixels of slice {k}; "
+            "so few pixels barely constrain the growth parameters")
 
 
 def brain_mask(patient: Patient, threshold: float = DEFAULT_BRAIN_THRESHOLD) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import numpy as np
 from apps.gbm.patient import ImageField, Patient, brain_mask, load_patient, tissue_P
 from apps.gbm.problem import GBMProblem, ImageSampler
 from apps.gbm.scales import Scales, patient_scales
-from solvers.common import atomic_path, write_json_atomic
+from solvers.common import InputError, atomic_path, write_json_atomic
 from solvers.exchange import (
     Mesh,
     Observations,
@@ -183,16 +183,20 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     ...) of the training."""
     from bilo.strategies import fit, make_options
 
+    # every option is checked before the first expensive stage (mesh, FEM)
+    options = make_options(GBMProblem.declaration(), method, preset, overrides, seed=seed,
+                           device=device, w_dat=w_dat)
+    if int(n_ranks) != n_ranks or n_ranks < 1:
+        raise InputError(f"--np must be an integer >= 1, got {n_ranks}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stage = Stages(log)
     case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
                    coarsen=coarsen, log=log)
     with stage(f"{method} pre-training and fine-tuning"):
-        options = make_options(case.problem, method, preset, overrides, seed=seed,
-                               device=device, u0=_interpolator(case.initial, case.scales),
-                               w_dat=w_dat)
-        trained = fit(case.problem, case.data, method, out / "train", options, validate=False)
+        options = replace(options, u0=_interpolator(case.initial, case.scales))
+        trained = fit(case.problem, case.data, method, out / "train", options, validate=False,
+                      overwrite=True)
     inferred = trained.params
     with stage("FEM solve at the inferred parameters"):
         final = _fem_solve(case.mesh_path, out / "fem_inferred.h5", case.scales, inferred,

@@ -109,6 +109,12 @@ class GBMProblem(Problem):
         self.pixel_size = float(pixel_size)  # dimensionless
         self.seed = seed
 
+    @classmethod
+    def declaration(cls) -> GBMProblem:
+        """The declaration without a patient (parameters, presets, likelihood): what options
+        are checked against before a patient is prepared."""
+        return cls.__new__(cls)
+
     def initial(self, x, y):
         """u(x̂, 0) in jet arithmetic: ``solvers.fem.reaction_diffusion.gaussian_initial_condition``
         (the numpy reference, tested to agree) in x̂, with width w/L."""
