@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian's numpy, scipy and h5py are built against the HDF5/MPI that dolfinx uses: a PyPI h5py
 # in the same process breaks on import. So the project is installed with --no-deps and its
 # other dependencies (pyproject.toml) are listed here.
-PIP_PACKAGES := torch==2.13.0 'matplotlib>=3.6' 'tqdm>=4.60' 'nibabel>=5' 'nilearn>=0.10' \
+PIP_PACKAGES := torch==2.13.0 'matplotlib>=3.6' 'tqdm>=4.60' 'arviz>=0.17' 'nibabel>=5' 'nilearn>=0.10' \
   'pytest>=7' 'ruff>=0.4' 'import-linter>=2'
 DEMO_OUT ?= out/demo
 export OMP_NUM_THREADS ?= 1

@@ -13,6 +13,21 @@ import errno
 import os
 import sys
 
+# the samplers' options (hmc, hmc-solver): flag --n-chains is field n_chains, ...
+_SAMPLER_FLAGS = {"n_chains": (int, "chains (default 4)"),
+                  "n_samples": (int, "draws per chain after warm-up (1000)"),
+                  "n_warmup": (int, "warm-up iterations: step size and mass matrix (1000)"),
+                  "n_leapfrog": (int, "leapfrog steps per proposal (10)"),
+                  "jitter": (float, "leapfrog count drawn in L(1 ± jitter) (0.2)"),
+                  "target_accept": (float, "acceptance aimed at in warm-up (0.75)"),
+                  "step_size": (float, "initial step size (default: found by doubling)"),
+                  "sigma": (float, "noise level (default: the data file's)"),
+                  "processes": (int, "hmc-solver: chains in parallel processes (1)"),
+                  "lower_tol": (float, "hmc: lower-level loss tolerance per leapfrog (1e-5)"),
+                  "lower_cap": (int, "hmc: most lower-level steps per leapfrog (50)"),
+                  "lower_lr": (float, "hmc: lower-level learning rate (the network's)"),
+                  "lora_rank": (int, "hmc: fine-tune rank-r increments only (0: all)")}
+
 # a write that ran out of room
 _DISK_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
@@ -89,7 +104,7 @@ def _method_options(args, problem, method: str):
     values = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
               "device": args.device, "w_rgrad": args.w_rgrad, "w_dat": args.w_dat,
               "w_reg": args.w_reg, "checkpoint_every": args.checkpoint_every, "nx": args.nx,
-              "polish": args.polish}
+              "polish": args.polish, **{name: getattr(args, name) for name in _SAMPLER_FLAGS}}
     return make_options(problem, method, args.preset, overrides, **values)
 
 
@@ -213,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, metavar="FILE.h5",
                        help="observations, as written by `bilo solve`")
     train.add_argument("--method", default="bilo", choices=list(METHODS),
-                       help="bilo (default), pinn or adjoint (solver + discrete adjoint + "
-                            "L-BFGS-B)")
+                       help="bilo (default), pinn, adjoint (solver + discrete adjoint + "
+                            "L-BFGS-B), hmc (B-BiLO: posterior of θ) or hmc-solver (the "
+                            "reference posterior with the solver)")
     train.add_argument("--preset", default="quick", help="quick (CPU smoke run) or paper")
     train.add_argument("--out", required=True, metavar="RUN_DIR")
     train.add_argument("--theta0", action="append", type=_key_value, default=[],
@@ -228,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--w-reg", type=float, default=None,
                        help="weight of the unknown function's regulariser w_reg·∫f'^2 "
                             "(default: the problem's, e.g. poisson 1e-3, heat 1e-4)")
+    for name, (kind, text) in _SAMPLER_FLAGS.items():
+        train.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     train.add_argument("--polish", type=int, default=None, metavar="ITERATIONS",
                        help="bilo/pinn: finish with this many L-BFGS-B iterations of the "
                             "solver and its adjoint from the network's answer; both reported")

@@ -76,7 +76,11 @@ _LIMITS = {"w_reg": (0.0, _INF), "w_rgrad": (0.0, _INF), "w_dat": (1e-300, _INF)
            "lr_net": (1e-300, _INF), "lr_theta": (1e-300, _INF), "n_reg": (2, 1 << 24),
            "seed": (0, 2**63 - 1), "checkpoint_every": (1, 1 << 40),
            "record_every": (1, 1 << 40), "polish": (0, 1 << 20), "nx": (3, 1 << 26),
-           "maxiter": (1, 1 << 30)}
+           "maxiter": (1, 1 << 30), "n_samples": (1, 1 << 30), "n_warmup": (0, 1 << 30),
+           "n_chains": (1, 1024), "n_leapfrog": (1, 1 << 16), "jitter": (0.0, 0.99),
+           "target_accept": (0.01, 0.99), "step_size": (1e-300, _INF),
+           "processes": (1, 1024), "sigma": (1e-300, _INF), "lower_tol": (0.0, _INF),
+           "lower_cap": (0, 1 << 30), "lower_lr": (1e-300, _INF), "lora_rank": (0, 1 << 16)}
 
 
 # settings whose command-line flag is not their name
@@ -113,6 +117,41 @@ class PINNOptions(NetworkOptions):
 
     def step_options(self) -> dict:
         return {"w_dat": self.w_dat}
+
+
+@dataclass
+class SamplerOptions:
+    """HMC over θ (`bilo.hmc`): chains, draws, warm-up (dual averaging of the step size to
+    `target_accept` and a diagonal mass matrix), leapfrog steps; σ from the data file unless
+    given. Chain c is seeded with seed + c."""
+
+    n_chains: int = 4
+    n_samples: int = 1000
+    n_warmup: int = 1000
+    n_leapfrog: int = 10
+    jitter: float = 0.2
+    target_accept: float = 0.75
+    step_size: float | None = None
+    sigma: float | None = None
+
+
+@dataclass
+class HMCSolverOptions(SamplerOptions, Options):
+    seed: int = 0
+    processes: int = 1  # chains in parallel processes
+    nx: int | None = None  # solver nodes (default: the data's reference grid)
+
+
+@dataclass
+class BayesBiLOOptions(SamplerOptions, BiLOOptions):
+    """B-BiLO: BiLO's options, the sampler's, and the lower level's fine-tuning at every
+    leapfrog position (until its loss is below lower_tol or after lower_cap steps, Adam at
+    lower_lr, default the network's lr; lora_rank > 0: low-rank increments only)."""
+
+    lower_tol: float = 1e-5
+    lower_cap: int = 50
+    lower_lr: float | None = None
+    lora_rank: int = 0
 
 
 @dataclass
@@ -221,8 +260,40 @@ class AdjointStrategy(Strategy):
                    "optimizer": "scipy L-BFGS-B", "trajectory": rows})
 
 
-METHODS: dict[str, Strategy] = {s.name: s for s in (BiLOStrategy(), PINNStrategy(),
-                                                    AdjointStrategy())}
+class HMCSolverStrategy(Strategy):
+    """The reference posterior: HMC with the problem's solver and its adjoint's gradient."""
+
+    name, Options = "hmc-solver", HMCSolverOptions
+
+    def fit(self, problem, data, options, out, *, data_path=None, resume=False, log=print):
+        from bilo.posterior import fit_hmc_solver
+
+        if resume:
+            raise InputError("hmc-solver does not resume; run it again with --overwrite")
+        return fit_hmc_solver(problem, data, options, out, data_path=data_path, log=log,
+                              method=self.name)
+
+
+class BayesBiLOStrategy(Strategy):
+    """B-BiLO (`bilo.bayes`): HMC over θ, the network fine-tuned at every leapfrog position."""
+
+    name, Options = "hmc", BayesBiLOOptions
+
+    def fit(self, problem, data, options, out, *, data_path=None, resume=False, log=print):
+        from bilo.bayes import fit_bayes_bilo
+
+        if resume:
+            raise InputError("hmc does not resume; run it again with --overwrite")
+        if not problem.has_network:
+            raise InputError(f"problem '{problem.name}' declares no residual: no network "
+                             "method for it yet")
+        return fit_bayes_bilo(problem, data, options, out, data_path=data_path, log=log,
+                              method=self.name)
+
+
+METHODS: dict[str, Strategy] = {s.name: s for s in (
+    BiLOStrategy(), PINNStrategy(), AdjointStrategy(), BayesBiLOStrategy(),
+    HMCSolverStrategy())}
 
 
 def problems_with_adjoint() -> list[str]:

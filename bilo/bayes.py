@@ -1,0 +1,143 @@
+"""Bayesian BiLO: HMC over θ only, the network following θ (paper Part II).
+
+`NetworkTarget` is the sampler's target (`bilo.hmc.Target`) for a pre-trained BiLO method: at
+every leapfrog position θ the lower level (residual + w_rgrad·residual-gradient loss) is
+fine-tuned from the current weights until its loss is below `lower_tol` or `lower_cap` steps
+are taken (the count is recorded per leapfrog step); the potential is then
+
+    U(θ) = −log p(d | u_NN(·, θ)) − log p(θ) = scale·misfit(u_NN(·, θ), d) − log p(θ),
+
+with ∂U/∂θ through the network's θ-input (BiLO's local operator makes u_NN(·, θ) follow the
+PDE near θ). `snapshot`/`restore` copy the fine-tuned weights and the optimiser state, so a
+rejected proposal goes back to the weights of the last accepted position. With `lora_rank` r
+the fine-tuning moves only rank-r increments of the hidden layers (`bilo.lora`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bilo import hmc
+from bilo.lora import add_low_rank
+from bilo.methods import Batch, Method
+from bilo.posterior import (
+    chains_result,
+    likelihood_scale,
+    log_prior_and_gradient,
+    posterior_mean,
+    write_chains,
+)
+from bilo.results import Result, reference_points
+
+
+class NetworkTarget:
+    def __init__(self, method: Method, batch: Batch, scale: float, *, lower_tol: float,
+                 lower_cap: int, lr: float, lora_rank: int = 0):
+        self.method, self.batch, self.scale = method, batch, float(scale)
+        self.problem = method.problem
+        self.lower_tol, self.lower_cap = float(lower_tol), int(lower_cap)
+        network = method.surrogate.network
+        trainable = (add_low_rank(network, lora_rank) if lora_rank
+                     else [p for p in network.parameters() if p.requires_grad])
+        self.trainable = trainable
+        self.optimiser = torch.optim.Adam(trainable, lr=lr)
+        self.bounds = [p.bounds for p in self.problem.parameters]
+        self.names = self.problem.params
+        self.lower_steps = 0
+
+    def _set_theta(self, theta: np.ndarray) -> None:
+        with torch.no_grad():
+            self.method.theta.copy_(torch.as_tensor(theta, dtype=self.method.theta.dtype))
+
+    def at_position(self, theta: np.ndarray) -> int:
+        """Fine-tune the lower level at θ; the number of optimiser steps taken."""
+        self._set_theta(theta)
+        steps = 0
+        while steps < self.lower_cap:
+            _, total, _ = self.method.lower_losses(self.batch)
+            if float(total.detach()) < self.lower_tol:
+                break
+            self.optimiser.zero_grad(set_to_none=True)
+            total.backward(inputs=self.trainable)
+            self.optimiser.step()
+            steps += 1
+        self.lower_steps += steps
+        return steps
+
+    def potential(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        self._set_theta(theta)
+        method = self.method
+        theta_dict = dict(zip(self.problem.params, method.theta, strict=True)) \
+            | method.surrogate.constants
+        misfit = self.problem.likelihood.value(method.surrogate.predict(self.batch.obs_points),
+                                               self.batch.obs_values, theta_dict)
+        (grad,) = torch.autograd.grad(misfit, method.theta)
+        log_prior, grad_prior = log_prior_and_gradient(self.problem.parameters, theta)
+        U = self.scale * float(misfit.detach()) - log_prior
+        gradient = self.scale * grad.detach().cpu().numpy().astype(np.float64) - grad_prior
+        return U, gradient
+
+    def snapshot(self):
+        return (copy.deepcopy(self.method.surrogate.network.state_dict()),
+                copy.deepcopy(self.optimiser.state_dict()))
+
+    def restore(self, state) -> None:
+        weights, optimiser = state
+        self.method.surrogate.network.load_state_dict(weights)
+        self.optimiser.load_state_dict(optimiser)
+
+
+def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
+                   method: str = "hmc") -> Result:
+    """B-BiLO: BiLO's pre-training (and its fine-tuning, when the settings ask for steps: it
+    brings θ near the posterior's mode), then `options.n_chains` HMC chains over θ, each from
+    a copy of the trained network, with the lower level fine-tuned at every leapfrog position
+    (`NetworkTarget`). The chains run one after another in this process (they share the
+    trained network; a GPU or many cores would run them in parallel)."""
+    import bilo.methods
+    from bilo.train import Run
+
+    scale, sigma = likelihood_scale(problem, data, options.sigma)
+    run = Run(problem, data, method, bilo.methods.BiLO, options, out, data_path)
+    run.train()
+    start = run.method.theta.detach().cpu().numpy().astype(np.float64)
+    print(f"sampling from θ = {dict(zip(problem.params, start.tolist(), strict=True))} after "
+          f"{run.step} BiLO steps")
+    chains, targets = [], []
+    started = time.perf_counter()
+    for c in range(options.n_chains):
+        target = NetworkTarget(copy.deepcopy(run.method), run.batch, scale,
+                               lower_tol=options.lower_tol, lower_cap=options.lower_cap,
+                               lr=options.lower_lr or options.settings.lr_net,
+                               lora_rank=options.lora_rank)
+        chains.append(hmc.sample(
+            target, start, n_samples=options.n_samples, n_warmup=options.n_warmup,
+            n_leapfrog=options.n_leapfrog, jitter=options.jitter,
+            target_accept=options.target_accept, step_size=options.step_size,
+            seed=options.seed + c, chain_id=c, log=log))
+        targets.append(target)
+    elapsed = time.perf_counter() - started
+    if out is not None:
+        write_chains(Path(out) / "chains.npz", chains)
+    mean = posterior_mean(chains, problem)
+    # the network of the first chain, fine-tuned at the posterior mean, gives u there
+    surrogate = targets[0].method.surrogate
+    targets[0].at_position(mean)
+    lower = np.concatenate([c.hook_counts for c in chains])
+    return chains_result(
+        problem, data, chains, options, method=method, data_path=data_path, scale=scale,
+        elapsed=elapsed, device=str(run.device),
+        u=surrogate.predict_numpy(reference_points(problem, data)).reshape(data.u.shape),
+        predict=surrogate.predict_numpy,
+        extra={"posterior_of": "θ by HMC on U = scale·misfit(u_NN(θ)) − log p(θ), the network "
+                               "fine-tuned at every leapfrog position; params are the "
+                               "posterior mean",
+               "sigma_used": sigma, "lora_rank": options.lora_rank,
+               "lower_steps_per_leapfrog": {"mean": float(lower.mean()),
+                                            "max": int(lower.max())},
+               "sampler": "bilo.hmc with bilo.bayes.NetworkTarget"})

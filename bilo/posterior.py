@@ -1,0 +1,434 @@
+"""Reference posteriors of a problem's scalar parameters from its solver and discrete adjoint.
+
+For Gaussian noise with σ and n observations, the negative log-posterior of θ is
+
+    U(θ) = scale·J(θ) − log p(θ),   scale = n/(2σ²),   J(θ) = mean((u(θ) − d)²),
+
+J the problem's objective (`bilo.model.objective`, the adjoint's `objective(m)`), p(θ) the
+product of the declared priors (`bilo.model.log_prior`; a parameter without one is flat on its
+bounds). σ is the data file's (`observations/@sigma`), or the one given.
+
+* `SolverTarget(problem, data)`: U and ∇U = scale·∇J − ∇log p, ∇J by the discrete adjoint (one
+  forward and one backward solve) and ∇log p by torch autograd through the priors (central
+  differences for a prior that does not take tensors): the target of `bilo.hmc` for the
+  `hmc-solver` reference.
+* `grid_posterior(problem, data, grid)`: for one or two parameters, exp(−U) on a grid of solver
+  evaluations, normalised by the trapezoidal rule: the marginals' means and sds, the
+  correlation and the density, exact up to the grid's discretisation.
+* `fit_hmc_solver(problem, data, options, out)`: chains of `SolverTarget` by `bilo.hmc` as a
+  method's `bilo.results.Result` (posterior mean as the answer, the diagnostics in `extra`,
+  every draw in `chains.npz`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bilo import hmc
+from bilo.likelihoods import Gaussian
+from bilo.model import Parameter, Problem, log_prior
+from bilo.results import FUNCTION_POINTS, Result, reference_points, relative_l2
+from solvers.common import InputError, atomic_path
+
+_INF = float("inf")
+# what a failed forward solve may raise (a step with no real root, a singular system, ...):
+# the position gets U = inf and its proposal is rejected
+_SOLVER_FAILURES = (RuntimeError, ArithmeticError, np.linalg.LinAlgError)
+
+
+def log_prior_and_gradient(parameters: tuple[Parameter, ...],
+                           theta: np.ndarray) -> tuple[float, np.ndarray]:
+    """Σ log p(θ_k) (as `bilo.model.log_prior`) and its gradient: torch autograd through each
+    prior's tensor path, central differences for a prior that returns no tensor. Outside the
+    support (or the bounds of a parameter without a prior): (−inf, zeros)."""
+    theta = np.asarray(theta, dtype=np.float64).reshape(-1)
+    total, gradient = 0.0, np.zeros(theta.size)
+    for j, (param, value) in enumerate(zip(parameters, theta, strict=True)):
+        if param.prior is None:
+            if not param.bounds[0] <= value <= param.bounds[1]:
+                return -_INF, np.zeros(theta.size)
+            continue
+        lp, dlp = _prior_term(param.prior, float(value))
+        if not math.isfinite(lp):
+            return -_INF, np.zeros(theta.size)
+        total += lp
+        gradient[j] = dlp
+    return total, gradient
+
+
+def _prior_term(prior, value: float) -> tuple[float, float]:
+    import torch
+
+    x = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+    try:
+        lp = prior.log_prob(x)
+    except (TypeError, AttributeError, RuntimeError):  # no torch path
+        lp = None
+    if isinstance(lp, torch.Tensor) and lp.requires_grad:
+        (grad,) = torch.autograd.grad(lp, x)
+        return float(lp.detach()), float(grad)
+    lp = float(prior.log_prob(value))
+    if not math.isfinite(lp):
+        return lp, 0.0
+    h = 1e-6 * max(1.0, abs(value))
+    lo, hi = prior.support
+    up = float(prior.log_prob(value + h)) if value + h <= hi else math.nan
+    down = float(prior.log_prob(value - h)) if value - h >= lo else math.nan
+    if math.isfinite(up) and math.isfinite(down):
+        return lp, (up - down) / (2 * h)
+    if math.isfinite(up):
+        return lp, (up - lp) / h
+    return lp, (lp - down) / h if math.isfinite(down) else 0.0
+
+
+def noise_sigma(data, sigma: float | None = None) -> float:
+    """σ of the Gaussian noise: `sigma` if given, else the data file's observations/@sigma; a
+    posterior needs it (InputError when it is 0: noise-free synthetic data has no posterior
+    width)."""
+    value = data.observations.sigma if sigma is None else sigma
+    if value is None or not (math.isfinite(value) and value > 0):
+        raise InputError(f"field 'observations/@sigma': the noise level is {value}; a posterior "
+                         "needs σ > 0 (make the data with `bilo solve ... --noise SIGMA`, or "
+                         "give --sigma)")
+    return float(value)
+
+
+def likelihood_scale(problem: Problem, data, sigma: float | None = None) -> tuple[float, float]:
+    """(scale, σ) with −log L = scale·J + const: n/(2σ²) for the Gaussian likelihood (σ from
+    `noise_sigma`), the likelihood's own `scale(n)` otherwise (σ NaN)."""
+    n = len(data.observations.values)
+    likelihood = problem.likelihood
+    if isinstance(likelihood, Gaussian):
+        used = noise_sigma(data, sigma)
+        return dataclasses.replace(likelihood, sigma=used).scale(n), used
+    return float(likelihood.scale(n)), math.nan
+
+
+class SolverTarget:
+    """U(θ) = scale·J(θ) − log p(θ) and its gradient from the problem's declared adjoint
+    (`problem.adjoint(data, w_reg={})`), θ in the order of `problem.params`.
+
+    `bounds` are the intersection of the parameters' bounds, their priors' supports and the
+    adjoint's L-BFGS-B bounds; the sampler reflects at them. A forward solve that fails gives
+    U = inf (counted in `n_failed`). Picklable: `bilo.hmc.run_chains(SolverTarget, args=(problem,
+    data))` builds it in each process."""
+
+    def __init__(self, problem: Problem, data, *, sigma: float | None = None,
+                 nx: int | None = None):
+        if data.observations is None:
+            raise InputError("field 'observations': missing; a posterior needs data")
+        model = problem.adjoint(data, w_reg={}, nx=nx)
+        if model is None:
+            raise InputError(f"problem '{problem.name}' declares no adjoint: the solver "
+                             "posterior needs one")
+        if problem.functions or model.function is not None or not model.names:
+            raise InputError(f"problem '{problem.name}' infers unknown functions: the solver "
+                             "posterior samples scalar parameters only")
+        if set(model.names) != set(problem.params):
+            raise InputError(f"problem '{problem.name}': its adjoint infers {model.names}, the "
+                             f"declaration {problem.params}")
+        self.problem, self.model = problem, model
+        self.names = problem.params
+        self.parameters = problem.parameters
+        # m (the adjoint's order) from θ (the declaration's), and back
+        self._to_m = [problem.params.index(k) for k in model.names]
+        self.scale, self.sigma = likelihood_scale(problem, data, sigma)
+        self.bounds = _bounds(problem, model)
+        self.n_failed = 0
+
+    def to_m(self, theta) -> np.ndarray:
+        return np.asarray(theta, dtype=np.float64).reshape(-1)[self._to_m]
+
+    def _gradient_to_theta(self, g_m: np.ndarray) -> np.ndarray:
+        g = np.zeros(len(self.names))
+        g[self._to_m] = g_m
+        return g
+
+    def objective(self, theta) -> float:
+        """J(θ) (one forward solve; inf where the solve fails)."""
+        try:
+            return float(self.model.objective(self.to_m(theta)))
+        except _SOLVER_FAILURES:
+            self.n_failed += 1
+            return _INF
+
+    def potential_value(self, theta) -> float:
+        """U(θ) without its gradient (no adjoint solve)."""
+        lp = log_prior(self.problem, dict(zip(self.names, np.asarray(theta, dtype=float).tolist(),
+                                              strict=True)))
+        if not math.isfinite(lp) or not self._inside(theta):
+            return _INF
+        return self.scale * self.objective(theta) - lp
+
+    def potential(self, theta) -> tuple[float, np.ndarray]:
+        theta = np.asarray(theta, dtype=np.float64).reshape(-1)
+        lp, dlp = log_prior_and_gradient(self.parameters, theta)
+        if not math.isfinite(lp) or not self._inside(theta):
+            return _INF, np.zeros(theta.size)
+        try:
+            m = self.to_m(theta)
+            J, g_m = self.model.objective(m), self.model.gradient(m)
+        except _SOLVER_FAILURES:
+            self.n_failed += 1
+            return _INF, np.zeros(theta.size)
+        return self.scale * J - lp, self.scale * self._gradient_to_theta(g_m) - dlp
+
+    def log_posterior(self, theta) -> float:
+        return -self.potential_value(theta)
+
+    def _inside(self, theta) -> bool:
+        return all(lo <= v <= hi for v, (lo, hi) in zip(np.asarray(theta).reshape(-1),
+                                                         self.bounds, strict=True))
+
+    def map_estimate(self, theta0=None) -> np.ndarray:
+        """The posterior mode by L-BFGS-B on U inside `bounds` (from the declared initial
+        guess by default)."""
+        from scipy.optimize import minimize
+
+        start = np.array([self.problem.initial_guess[k] for k in self.names]
+                         if theta0 is None else theta0, dtype=np.float64)
+        start = np.clip(start, [lo for lo, _ in self.bounds], [hi for _, hi in self.bounds])
+        found = minimize(self.potential, start, jac=True, method="L-BFGS-B",
+                         bounds=[(None if not math.isfinite(lo) else lo,
+                                  None if not math.isfinite(hi) else hi)
+                                 for lo, hi in self.bounds],
+                         options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 1000})
+        return np.asarray(found.x, dtype=np.float64)
+
+    def laplace_sd(self, theta: np.ndarray) -> np.ndarray:
+        """sd of the Laplace approximation at θ: sqrt of the inverse Hessian's diagonal, the
+        Hessian by central differences of the adjoint gradient."""
+        theta = np.asarray(theta, dtype=np.float64)
+        p = theta.size
+        hessian = np.zeros((p, p))
+        for j in range(p):
+            h = 1e-5 * max(1.0, abs(theta[j]))
+            up, down = theta.copy(), theta.copy()
+            up[j] += h
+            down[j] -= h
+            hessian[:, j] = (self.potential(up)[1] - self.potential(down)[1]) / (2 * h)
+        hessian = 0.5 * (hessian + hessian.T)
+        return np.sqrt(np.diag(np.linalg.inv(hessian)))
+
+
+def _bounds(problem: Problem, model) -> list[tuple[float, float]]:
+    solver = model.bounds() or [(None, None)] * len(model.names)
+    by_name = {name: (-_INF if lo is None else lo, _INF if hi is None else hi)
+               for name, (lo, hi) in zip(model.names, solver, strict=True)}
+    bounds = []
+    for p in problem.parameters:
+        support = p.prior.support if p.prior is not None else (-_INF, _INF)
+        lo = max(p.bounds[0], support[0], by_name[p.name][0])
+        hi = min(p.bounds[1], support[1], by_name[p.name][1])
+        if not lo < hi:
+            raise InputError(f"parameter {p.name}: its bounds {p.bounds}, prior support "
+                             f"{support} and solver bounds {by_name[p.name]} leave nothing")
+        bounds.append((float(lo), float(hi)))
+    return bounds
+
+
+# -- the grid posterior --------------------------------------------------------------------
+
+@dataclass
+class GridPosterior:
+    """A posterior density on a tensor grid (1 or 2 axes), normalised by the trapezoidal rule;
+    `density[i, j]` at (axes[0][i], axes[1][j])."""
+
+    names: tuple[str, ...]
+    axes: tuple[np.ndarray, ...]
+    density: np.ndarray
+    log_density: np.ndarray      # unnormalised log π at the nodes (−inf where U is not finite)
+    marginals: dict[str, np.ndarray]
+    mean: dict[str, float]
+    sd: dict[str, float]
+    corr: float | None
+    mode: dict[str, float]       # the grid node of highest density
+    n_evaluations: int
+
+
+def _trapezoid(values: np.ndarray, x: np.ndarray, axis: int = -1) -> np.ndarray:
+    values = np.moveaxis(values, axis, -1)
+    return np.sum(0.5 * (values[..., 1:] + values[..., :-1]) * np.diff(x), axis=-1)
+
+
+def grid_density(log_density, axes, names) -> GridPosterior:
+    """Evaluate `log_density(theta)` (θ a (p,) array, p = 1 or 2) at every node of the tensor
+    grid `axes`, normalise exp(log π) to integrate to one (trapezoidal rule) and take the
+    marginals' moments and the correlation the same way."""
+    axes = tuple(np.asarray(a, dtype=np.float64) for a in axes)
+    names = tuple(names)
+    if len(axes) not in (1, 2) or len(axes) != len(names):
+        raise InputError(f"grid posterior: 1 or 2 parameters, got {len(axes)} axes for "
+                         f"{names}")
+    for name, a in zip(names, axes, strict=True):
+        if a.ndim != 1 or a.size < 3 or not np.all(np.diff(a) > 0):
+            raise InputError(f"grid posterior: the axis of {name} must be at least 3 "
+                             "increasing nodes")
+    shape = tuple(a.size for a in axes)
+    log_pi = np.full(shape, -_INF)
+    for index in np.ndindex(*shape):
+        theta = np.array([a[i] for a, i in zip(axes, index, strict=True)])
+        value = float(log_density(theta))
+        log_pi[index] = value if not math.isnan(value) else -_INF
+    if not np.isfinite(log_pi).any():
+        raise InputError("grid posterior: the density is zero at every node")
+    weights = np.exp(log_pi - np.max(log_pi))
+    if len(axes) == 1:
+        density = weights / _trapezoid(weights, axes[0])
+        marginals = {names[0]: density}
+    else:
+        density = weights / _trapezoid(_trapezoid(weights, axes[1]), axes[0])
+        marginals = {names[0]: _trapezoid(density, axes[1], axis=1),
+                     names[1]: _trapezoid(density, axes[0], axis=0)}
+    mean, sd = {}, {}
+    for name, a in zip(names, axes, strict=True):
+        f = marginals[name]
+        mean[name] = float(_trapezoid(a * f, a))
+        sd[name] = math.sqrt(max(float(_trapezoid((a - mean[name]) ** 2 * f, a)), 0.0))
+    corr = None
+    if len(axes) == 2:
+        dx = axes[0][:, None] - mean[names[0]]
+        dy = axes[1][None, :] - mean[names[1]]
+        cov = float(_trapezoid(_trapezoid(dx * dy * density, axes[1]), axes[0]))
+        corr = cov / (sd[names[0]] * sd[names[1]])
+    top = np.unravel_index(int(np.argmax(log_pi)), shape)
+    mode = {name: float(a[i]) for name, a, i in zip(names, axes, top, strict=True)}
+    return GridPosterior(names, axes, density, log_pi, marginals, mean, sd, corr, mode,
+                         int(np.prod(shape)))
+
+
+def grid_posterior(problem: Problem, data, grid, *, sigma: float | None = None,
+                   nx: int | None = None, width: float = 8.0) -> GridPosterior:
+    """The posterior of a problem's 1 or 2 parameters on a grid, from a solver evaluation
+    (J by the adjoint's forward model) at every node: π ∝ exp(−scale·J(θ)) p(θ).
+
+    `grid`: a dict name → 1-D nodes, a sequence of node arrays in `problem.params` order, or an
+    int n: n nodes per axis over the mode ± `width` Laplace sds (clipped to the bounds)."""
+    target = SolverTarget(problem, data, sigma=sigma, nx=nx)
+    names = target.names
+    if isinstance(grid, (int, np.integer)):
+        mode = target.map_estimate()
+        spread = width * target.laplace_sd(mode)
+        axes = [np.linspace(max(m - s, lo), min(m + s, hi), int(grid))
+                for m, s, (lo, hi) in zip(mode, spread, target.bounds, strict=True)]
+    elif isinstance(grid, dict):
+        missing = set(names) - set(grid)
+        if missing:
+            raise InputError(f"grid posterior: no nodes for {', '.join(sorted(missing))}")
+        axes = [grid[k] for k in names]
+    else:
+        axes = list(grid)
+    return grid_density(target.log_posterior, axes, names)
+
+
+# -- the hmc-solver method -----------------------------------------------------------------
+
+def fit_hmc_solver(problem: Problem, data, options, out: Path | None, *,
+                   data_path: str | None = None, log=print,
+                   method: str = "hmc-solver") -> Result:
+    """HMC chains of `SolverTarget` as a `Result`: the posterior mean as the answer, u of the
+    solver at it, every sampling draw in `history` (step: the draw's index over all chains,
+    wall: the chains' seconds one after the other, theta, J), the posterior and the sampler's
+    diagnostics in `extra`, and (when `out` is given) all draws, warm-up included, in
+    `out/chains.npz`. `options` has `theta0`, `seed`, `n_chains`, `n_samples`, `n_warmup`,
+    `n_leapfrog`, `jitter`, `target_accept`, `step_size`, `processes`, `nx`, `sigma`."""
+    get = lambda name, default=None: getattr(options, name, default)  # noqa: E731
+    target = SolverTarget(problem, data, sigma=get("sigma"), nx=get("nx"))
+    theta0 = np.array([get("theta0", {}).get(k, problem.initial_guess[k]) for k in problem.params],
+                      dtype=np.float64)
+    for name, value, (lo, hi) in zip(problem.params, theta0, target.bounds, strict=True):
+        if not lo <= value <= hi:
+            raise InputError(f"--theta0 {name}={value}: outside the posterior's support "
+                             f"[{lo}, {hi}] (bounds and prior)")
+    n_chains, seed = int(get("n_chains", 4)), int(get("seed", 0))
+    started = time.perf_counter()
+    chains = hmc.run_chains(
+        SolverTarget, n_chains, [seed + c for c in range(n_chains)], theta0=theta0,
+        args=(problem, data), kwargs={"sigma": get("sigma"), "nx": get("nx")},
+        processes=int(get("processes", 1)), log=log,
+        n_samples=int(get("n_samples", 1000)), n_warmup=int(get("n_warmup", 1000)),
+        n_leapfrog=int(get("n_leapfrog", 10)), jitter=float(get("jitter", 0.2)),
+        target_accept=float(get("target_accept", 0.75)), step_size=get("step_size"))
+    elapsed = time.perf_counter() - started
+    if out is not None:
+        write_chains(Path(out) / "chains.npz", chains)
+    mean = posterior_mean(chains, problem)
+    m = target.to_m(mean)
+    obs = data.observations
+    at_obs = target.model.predict(m, obs.points_in(problem.coords))
+    return chains_result(
+        problem, data, chains, options, method=method, data_path=data_path,
+        scale=target.scale, elapsed=elapsed,
+        u=target.model.predict(m, reference_points(problem, data)).reshape(data.u.shape),
+        predict=lambda points: target.model.predict(m, points),
+        extra={"posterior_of": "θ by HMC on U = scale·J − log p(θ) with the solver and its "
+                               "adjoint; params are the posterior mean",
+               "sigma_used": target.sigma,
+               "bounds": {k: list(b) for k, b in zip(problem.params, target.bounds,
+                                                     strict=True)},
+               "model_rel_l2_vs_data": relative_l2(at_obs, obs.values),
+               "sampler": "bilo.hmc: leapfrog with reflection at the bounds, dual averaging "
+                          "and a diagonal mass matrix in warm-up"})
+
+
+def posterior_mean(chains: list[hmc.Chain], problem: Problem) -> np.ndarray:
+    draws = np.concatenate([c.samples for c in chains])
+    return draws.mean(axis=0)
+
+
+def chains_result(problem: Problem, data, chains: list[hmc.Chain], options, *, method: str,
+                  data_path: str | None, scale: float, elapsed: float, u: np.ndarray,
+                  predict, extra: dict, device: str = "cpu") -> Result:
+    """HMC chains as a `Result` (any target): the posterior mean as the answer, every sampling
+    draw in `history` (step: the draw's index over all chains, wall: the chains' seconds one
+    after the other, theta, J = (U + log p(θ))/scale), the posterior and the diagnostics in
+    `extra`."""
+    summary = hmc.diagnostics(chains)
+    posterior = summary.pop("params")
+    mean = posterior_mean(chains, problem)
+    draws = np.concatenate([c.samples for c in chains])
+    potential = np.concatenate([c.potential for c in chains])
+    log_p = np.array([log_prior(problem, dict(zip(problem.params, row.tolist(), strict=True)))
+                      for row in draws])
+    offsets = np.cumsum([0.0] + [c.wall_s for c in chains[:-1]])
+    history = {"step": np.arange(len(draws), dtype=np.float64),
+               "wall": np.concatenate([c.wall + off for c, off in zip(chains, offsets,
+                                                                       strict=True)]),
+               "theta": draws, "J": (potential + log_p) / scale}
+    n_warmup = sum(len(c.warmup) for c in chains)
+    n_draws = sum(len(c) for c in chains)
+    return Result(
+        method=method, problem=problem, data=data, data_path=data_path,
+        params={k: float(v) for k, v in zip(problem.params, mean, strict=True)},
+        functions={}, function_x=FUNCTION_POINTS, u=u, history=history,
+        steps={"warmup": n_warmup, "sampling": n_draws},
+        wall_s={"warmup": summary["warmup_s"], "sampling": summary["sampling_s"]},
+        device=device, w_reg={},
+        constants={k: v for k, v in data.params.items() if k not in problem.params},
+        options=options.to_json() if hasattr(options, "to_json") else {},
+        predict=predict,
+        extra={"posterior": posterior, "likelihood_scale": scale,
+               "priors": {p.name: p.prior.describe() if p.prior is not None else "flat"
+                          for p in problem.parameters},
+               "hmc": summary, "elapsed_s": round(elapsed, 4),
+               "n_potential": summary["n_potential"], **extra})
+
+
+def write_chains(path: Path, chains: list[hmc.Chain]) -> None:
+    """All draws, one row per chain: samples (chains, n, p) and the per-iteration records,
+    warm-up under `warmup_*`."""
+    blob = {"names": np.array(chains[0].names), "seeds": np.array([c.seed for c in chains]),
+            "step_size_final": np.array([c.final_step_size for c in chains]),
+            "mass": np.stack([c.mass for c in chains])}
+    for prefix, parts in (("", chains), ("warmup_", [c.warmup for c in chains])):
+        for key in ("samples", "accepted", "accept_prob", "step_size", "n_leapfrog",
+                    "potential", "energy", "divergent", "wall"):
+            blob[prefix + key] = np.stack([getattr(c, key) for c in parts])
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **blob)
