@@ -30,7 +30,8 @@ from bilo.posterior import (
     likelihood_scale,
     log_prior_and_gradient,
     posterior_mean,
-    write_chains,
+    reference_grid,
+    write_posterior,
 )
 from bilo.results import Result, reference_points
 
@@ -123,7 +124,7 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
         targets.append(target)
     elapsed = time.perf_counter() - started
     if out is not None:
-        write_chains(Path(out) / "chains.npz", chains)
+        write_posterior(Path(out), chains, reference_grid(problem, data, options.sigma))
     mean = posterior_mean(chains, problem)
     # the network of the first chain, fine-tuned at the posterior mean, gives u there
     surrogate = targets[0].method.surrogate

@@ -17,7 +17,7 @@ bounds). σ is the data file's (`observations/@sigma`), or the one given.
   correlation and the density, exact up to the grid's discretisation.
 * `fit_hmc_solver(problem, data, options, out)`: chains of `SolverTarget` by `bilo.hmc` as a
   method's `bilo.results.Result` (posterior mean as the answer, the diagnostics in `extra`,
-  every draw in `chains.npz`).
+  every draw in `posterior.h5`, `posterior.png`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from bilo import hmc
 from bilo.likelihoods import Gaussian
 from bilo.model import Parameter, Problem, log_prior
 from bilo.results import FUNCTION_POINTS, Result, reference_points, relative_l2
-from solvers.common import InputError, atomic_path
+from solvers.common import InputError
 
 _INF = float("inf")
 # what a failed forward solve may raise (a step with no real root, a singular system, ...):
@@ -336,8 +336,9 @@ def fit_hmc_solver(problem: Problem, data, options, out: Path | None, *,
     solver at it, every sampling draw in `history` (step: the draw's index over all chains,
     wall: the chains' seconds one after the other, theta, J), the posterior and the sampler's
     diagnostics in `extra`, and (when `out` is given) all draws, warm-up included, in
-    `out/chains.npz`. `options` has `theta0`, `seed`, `n_chains`, `n_samples`, `n_warmup`,
-    `n_leapfrog`, `jitter`, `target_accept`, `step_size`, `processes`, `nx`, `sigma`."""
+    `out/posterior.h5` (and `posterior.png`). `options` has `theta0`, `seed`, `n_chains`,
+    `n_samples`, `n_warmup`, `n_leapfrog`, `jitter`, `target_accept`, `step_size`,
+    `processes`, `nx`, `sigma`."""
     get = lambda name, default=None: getattr(options, name, default)  # noqa: E731
     target = SolverTarget(problem, data, sigma=get("sigma"), nx=get("nx"))
     theta0 = np.array([get("theta0", {}).get(k, problem.initial_guess[k]) for k in problem.params],
@@ -357,7 +358,7 @@ def fit_hmc_solver(problem: Problem, data, options, out: Path | None, *,
         target_accept=float(get("target_accept", 0.75)), step_size=get("step_size"))
     elapsed = time.perf_counter() - started
     if out is not None:
-        write_chains(Path(out) / "chains.npz", chains)
+        write_posterior(Path(out), chains, reference_grid(problem, data, get("sigma")))
     mean = posterior_mean(chains, problem)
     m = target.to_m(mean)
     obs = data.observations
@@ -420,15 +421,74 @@ def chains_result(problem: Problem, data, chains: list[hmc.Chain], options, *, m
                "n_potential": summary["n_potential"], **extra})
 
 
-def write_chains(path: Path, chains: list[hmc.Chain]) -> None:
-    """All draws, one row per chain: samples (chains, n, p) and the per-iteration records,
-    warm-up under `warmup_*`."""
-    blob = {"names": np.array(chains[0].names), "seeds": np.array([c.seed for c in chains]),
-            "step_size_final": np.array([c.final_step_size for c in chains]),
-            "mass": np.stack([c.mass for c in chains])}
-    for prefix, parts in (("", chains), ("warmup_", [c.warmup for c in chains])):
-        for key in ("samples", "accepted", "accept_prob", "step_size", "n_leapfrog",
-                    "potential", "energy", "divergent", "wall"):
-            blob[prefix + key] = np.stack([getattr(c, key) for c in parts])
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **blob)
+def reference_grid(problem: Problem, data, sigma: float | None = None) -> GridPosterior | None:
+    """The solver's grid posterior (201 nodes) of a one-parameter problem with an adjoint, to
+    draw beside the chains; None otherwise (a 2-D grid costs thousands of solves)."""
+    if len(problem.params) != 1 or type(problem).adjoint is Problem.adjoint:
+        return None
+    return grid_posterior(problem, data, 201, sigma=sigma)
+
+
+def write_posterior(out: Path, chains: list[hmc.Chain], grid: GridPosterior | None = None
+                    ) -> None:
+    """`posterior.h5` (kind `posterior`): every draw, one row per chain — samples (chains, n,
+    p), the per-iteration records (accepted, accept_prob, step_size, n_leapfrog, potential,
+    energy, divergent, wall), the warm-up's under `warmup/`, the hook counts per leapfrog
+    (B-BiLO: lower-level steps) per chain — and `posterior.png` (`plot_posterior`)."""
+    from solvers.exchange import atomic_h5
+
+    out = Path(out)
+    with atomic_h5(out / "posterior.h5", kind="posterior") as h5:
+        h5.attrs["names"] = ",".join(chains[0].names)
+        h5["seeds"] = np.array([c.seed for c in chains])
+        h5["step_size_final"] = np.array([c.final_step_size for c in chains])
+        h5["mass"] = np.stack([c.mass for c in chains])
+        h5["wall_s"] = np.array([c.wall_s for c in chains])
+        for prefix, parts in (("", chains), ("warmup/", [c.warmup for c in chains])):
+            for key in ("samples", "accepted", "accept_prob", "step_size", "n_leapfrog",
+                        "potential", "energy", "divergent", "wall"):
+                h5[prefix + key] = np.stack([getattr(c, key) for c in parts])
+        for c, chain in enumerate(chains):
+            h5[f"hook_counts/chain{c}"] = np.asarray(chain.hook_counts)
+    plot_posterior(out / "posterior.png", chains, grid)
+
+
+def plot_posterior(path: Path, chains: list[hmc.Chain], grid: GridPosterior | None = None
+                   ) -> None:
+    """Corner plot of θ (histograms on the diagonal, draws below it; the grid posterior's
+    marginals and contours when given) and one trace per chain and parameter."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = chains[0].names
+    p = len(names)
+    draws = np.concatenate([c.samples for c in chains])
+    fig, axes = plt.subplots(p, p + 1, figsize=(3.2 * (p + 1), 3.0 * p), squeeze=False)
+    for i in range(p):
+        for j in range(p):
+            ax = axes[i][j]
+            if j > i:
+                ax.set_axis_off()
+            elif i == j:
+                ax.hist(draws[:, i], bins=40, density=True, color="C0", alpha=0.6)
+                if grid is not None:
+                    ax.plot(grid.axes[i], grid.marginals[names[i]], "k", lw=1.2,
+                            label="grid posterior")
+                    ax.legend(fontsize=7)
+                ax.set(xlabel=names[i], yticks=[])
+            else:
+                ax.plot(draws[:, j], draws[:, i], ".", ms=1.5, alpha=0.3)
+                if grid is not None and grid.density.ndim == 2:
+                    ax.contour(grid.axes[j], grid.axes[i], grid.density.T, levels=4, colors="k",
+                               linewidths=0.8)
+                ax.set(xlabel=names[j], ylabel=names[i])
+        trace = axes[i][p]
+        for c, chain in enumerate(chains):
+            trace.plot(chain.samples[:, i], lw=0.6, label=f"chain {c}")
+        trace.set(xlabel="draw", ylabel=names[i], title="traces" if i == 0 else "")
+    axes[0][p].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

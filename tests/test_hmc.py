@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 
+import h5py
 import numpy as np
 import pytest
 from scipy import stats
@@ -478,7 +479,7 @@ def test_hmc_solver_against_the_grid_posterior(logistic, tmp_path, report):
     ± 20 %, from a = 1) against the grid posterior (401 solver evaluations over the mode ± 8
     Laplace sds): mean 1.98388, sd 0.01688 on the grid; the chains' mean within 3 MCSE (measured
     0.5 MCSE) and sd within 10 % (measured 1 %). The Result writes through bilo.results, with
-    the posterior in summary.json and every draw in chains.npz."""
+    the posterior in summary.json and every draw in posterior.h5 (posterior.png beside it)."""
     problem, data = logistic
     grid = grid_posterior(problem, data, 401)
     result = fit_hmc_solver(problem, data, _Options(theta0={"a": 1.0}), tmp_path, log=None)
@@ -496,6 +497,7 @@ def test_hmc_solver_against_the_grid_posterior(logistic, tmp_path, report):
     assert json.loads((tmp_path / "summary.json").read_text())["posterior"]["a"]["mean"] == \
         pytest.approx(post["mean"])
     assert summary["hmc"]["divergent"] == [0, 0]
-    with np.load(tmp_path / "chains.npz") as saved:
+    with h5py.File(tmp_path / "posterior.h5", "r") as saved:
         assert saved["samples"].shape == (2, 1000, 1)
-        assert saved["warmup_samples"].shape == (2, 500, 1)
+        assert saved["warmup/samples"].shape == (2, 500, 1)
+    assert (tmp_path / "posterior.png").exists()
