@@ -104,7 +104,9 @@ def _method_options(args, problem, method: str):
     values = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
               "device": args.device, "w_rgrad": args.w_rgrad, "w_dat": args.w_dat,
               "w_reg": args.w_reg, "checkpoint_every": args.checkpoint_every, "nx": args.nx,
-              "polish": args.polish, **{name: getattr(args, name) for name in _SAMPLER_FLAGS}}
+              "polish": args.polish, "stop_theta_tol": args.stop_theta_tol,
+              "stop_lower_tol": args.stop_lower_tol, "stop_window": args.stop_window,
+              **{name: getattr(args, name) for name in _SAMPLER_FLAGS}}
     return make_options(problem, method, args.preset, overrides, **values)
 
 
@@ -244,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--w-reg", type=float, default=None,
                        help="weight of the unknown function's regulariser w_reg·∫f'^2 "
                             "(default: the problem's, e.g. poisson 1e-3, heat 1e-4)")
+    train.add_argument("--stop-theta-tol", type=float, default=None, metavar="TOL",
+                       help="bilo/pinn: stop fine-tuning once θ changes by less than TOL "
+                            "(relative) over --stop-window steps")
+    train.add_argument("--stop-lower-tol", type=float, default=None, metavar="TOL",
+                       help="bilo/pinn: ... and the lower-level loss stays below TOL")
+    train.add_argument("--stop-window", type=int, default=None, metavar="STEPS",
+                       help="the window of the convergence rule (500)")
     for name, (kind, text) in _SAMPLER_FLAGS.items():
         train.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     train.add_argument("--polish", type=int, default=None, metavar="ITERATIONS",

@@ -152,14 +152,17 @@ class BiLO(Method):
         super().__init__(*args, **kwargs)
 
     def finetune_step(self, batch):
-        losses, lower, _ = self.lower_losses(batch)
-        upper = self.upper_objective(batch, losses)
+        # Lower level: the local-operator loss moves the weights W only; upper level: the data
+        # loss moves θ and the functions only (the paper's simultaneous gradient descent: both
+        # gradients at the same W and θ, then both steps). The two losses share no graph but
+        # the leaves, and one backward pass of their sum would mix the levels (the misfit's
+        # gradient in W, the residual's in θ): two passes, the lower one before the upper
+        # graph is built, so that a step holds the larger of the two graphs, not both.
         self.opt_net.zero_grad(set_to_none=True)
         self.opt_upper.zero_grad(set_to_none=True)
-        # Lower level: the local-operator loss moves the weights W only; upper level: the data
-        # loss moves θ and the functions only (the paper's simultaneous gradient descent).
+        losses, lower, _ = self.lower_losses(batch)
         lower.backward(inputs=self.net_params)
-        upper.backward(inputs=self.upper_params)
+        self.upper_objective(batch, losses).backward(inputs=self.upper_params)
         self.opt_net.step()
         self._step_upper()
         return losses

@@ -80,7 +80,9 @@ _LIMITS = {"w_reg": (0.0, _INF), "w_rgrad": (0.0, _INF), "w_dat": (1e-300, _INF)
            "n_chains": (1, 1024), "n_leapfrog": (1, 1 << 16), "jitter": (0.0, 0.99),
            "target_accept": (0.01, 0.99), "step_size": (1e-300, _INF),
            "processes": (1, 1024), "sigma": (1e-300, _INF), "lower_tol": (0.0, _INF),
-           "lower_cap": (0, 1 << 30), "lower_lr": (1e-300, _INF), "lora_rank": (0, 1 << 16)}
+           "lower_cap": (0, 1 << 30), "lower_lr": (1e-300, _INF), "lora_rank": (0, 1 << 16),
+           "stop_theta_tol": (1e-300, _INF), "stop_lower_tol": (1e-300, _INF),
+           "stop_window": (1, 1 << 40)}
 
 
 # settings whose command-line flag is not their name
@@ -101,6 +103,12 @@ class NetworkOptions(Options):
     # after training, this many L-BFGS-B iterations of the solver and its adjoint from the
     # network's answer (problems with an adjoint); both answers are reported
     polish: int = 0
+    # stop fine-tuning on convergence (bilo.train.StopRule): over the last stop_window steps θ
+    # changes by less than stop_theta_tol (relative) and the lower-level loss stays below
+    # stop_lower_tol; None: not checked
+    stop_theta_tol: float | None = None
+    stop_lower_tol: float | None = None
+    stop_window: int = 500
 
 
 @dataclass

@@ -3,13 +3,19 @@
 A `Run` trains one method's surrogate on one data file in a directory (`checkpoint.pt` while
 training) and hands back a `bilo.results.Result`; `bilo.strategies` wraps it as the `bilo` and
 `pinn` strategies. A run resumes exactly from its checkpoint (weights, θ, both Adam states,
-the step, the torch RNG).
+the step, the torch RNG). `Run.step_once` is one step of the loop, what `bilo train` does per
+step (bench/step_cost.py times it). Fine-tuning stops at its step count or, with a `StopRule`
+in the options, on convergence (`Result.extra["stop_reason"]`).
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time
+from bisect import bisect_left
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +37,87 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _format_losses(losses: dict[str, float], theta: np.ndarray, names) -> str:
+@dataclass
+class Phase:
+    """The loop state of one phase of `Run.train`."""
+
+    name: str
+    start: int  # the run's step at which the phase begins
+    end: int  # the step after its last
+    step_fn: Callable[[Batch], dict[str, torch.Tensor]]
+    bar: tqdm
+    clock: float  # time.perf_counter() when the loop (re)started the phase
+    wall0: float  # the phase's wall seconds before that
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Stop fine-tuning on convergence (off unless a tolerance is given). Checked at every
+    recorded step once the phase has run `window` steps: over the records of the last `window`
+    steps,
+
+    * `theta_tol`: for every parameter, (max − min of θ) / max(|θ now|, |θ initial|) is below it;
+    * `lower_tol`: the recorded lower-level loss, "res" + "rgrad" (PINN: "res"), is below it
+      at every record.
+
+    Each given tolerance must hold. The options' fields: `stop_theta_tol`, `stop_lower_tol`
+    (default None: not checked) and `stop_window` (default 500 steps)."""
+
+    theta_tol: float | None = None
+    lower_tol: float | None = None
+    window: int = 500
+
+    @classmethod
+    def from_options(cls, options, problem: Problem) -> StopRule | None:
+        theta_tol = getattr(options, "stop_theta_tol", None)
+        lower_tol = getattr(options, "stop_lower_tol", None)
+        window = getattr(options, "stop_window", None)
+        window = cls.window if window is None else window
+        if theta_tol is None and lower_tol is None:
+            return None
+        for flag, value in (("stop-theta-tol", theta_tol), ("stop-lower-tol", lower_tol)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise InputError(f"--{flag} {value}: must be a finite number above 0")
+        if isinstance(window, bool) or not (isinstance(window, int) and window >= 1):
+            raise InputError(f"--stop-window {window}: must be a whole number of steps >= 1")
+        if problem.functions:
+            raise InputError(f"--stop-theta-tol/--stop-lower-tol: problem '{problem.name}' has "
+                             "unknown functions, which the convergence rule does not watch")
+        return cls(theta_tol, lower_tol, window)
+
+    def check(self, history: dict[str, list], start: int, theta0: np.ndarray) -> str | None:
+        """"converged: ..." when the records since step `start` (the phase's first) satisfy
+        the rule over the last window, else None."""
+        steps = history["step"]
+        now = steps[-1]
+        if now - start < self.window:
+            return None
+        first = bisect_left(steps, now - self.window)
+        parts = []
+        if self.theta_tol is not None:
+            theta = np.asarray(history["theta"][first:], dtype=np.float64)
+            if theta.size:
+                scale = np.maximum(np.abs(theta[-1]), np.abs(theta0))
+                scale[scale == 0] = 1.0
+                change = float(((theta.max(axis=0) - theta.min(axis=0)) / scale).max())
+            else:
+                change = 0.0
+            if not change < self.theta_tol:
+                return None
+            parts.append(f"relative change of θ {change:.2e} < {self.theta_tol:g}")
+        if self.lower_tol is not None:
+            lower = np.zeros(len(steps) - first)
+            for key in ("res", "rgrad"):
+                if key in history:
+                    lower += np.asarray(history[key][first:], dtype=np.float64)
+            largest = float(lower.max())
+            if not largest < self.lower_tol:  # NaN (a missing record) does not converge
+                return None
+            parts.append(f"lower-level loss at most {largest:.2e} < {self.lower_tol:g}")
+        return f"converged: over the last {self.window} steps {', '.join(parts)}"
+
+
+def _format_losses(losses: dict[str, float], theta: list[float], names) -> str:
     parts = [f"{k} {v:.2e}" for k, v in losses.items()]
     parts += [f"{n} {v:.4f}" for n, v in zip(names, theta, strict=True)]
     return " ".join(parts)
@@ -67,6 +153,10 @@ class Run:
         self.step = 0  # steps done, pre-training then fine-tuning
         self.history: dict[str, list] = {key: [] for key in TRACKS}
         self.wall = {"pretrain": 0.0, "finetune": 0.0}
+        self.stop_rule = StopRule.from_options(options, problem)
+        self._theta0 = theta0.numpy().astype(np.float64)
+        # "converged: ..." once the stop rule has stopped fine-tuning; "step limit" at its end
+        self.stop_reason: str | None = None
 
     # -- data ---------------------------------------------------------------------------------
     def _make_batch(self) -> Batch:
@@ -132,7 +222,7 @@ class Run:
     def save_checkpoint(self) -> None:
         state = {"identity": self.identity(), "step": self.step, "history": self.history,
                  "wall": self.wall, "method": self.method.state_dict(),
-                 "torch_rng": torch.get_rng_state()}
+                 "torch_rng": torch.get_rng_state(), "stop_reason": self.stop_reason}
         with atomic_path(self.checkpoint_path) as tmp:
             torch.save(state, tmp)
 
@@ -151,61 +241,91 @@ class Run:
         self.method.load_state_dict(state["method"])
         self.method.to(self.device)
         self.step, self.history, self.wall = state["step"], state["history"], state["wall"]
+        self.stop_reason = state.get("stop_reason")
         torch.set_rng_state(state["torch_rng"])
 
     # -- loop ---------------------------------------------------------------------------------
-    def _record(self, losses: dict[str, torch.Tensor]) -> dict[str, float]:
-        values = {k: float(v.detach()) for k, v in losses.items()}
+    def _record(self, losses: dict[str, torch.Tensor]) -> tuple[dict[str, float], list[float]]:
+        """Append the step, θ, the wall clock and the losses to the history; the losses and θ
+        come off the device in one transfer (one synchronisation on a GPU)."""
+        theta = self.method.theta.detach()
+        row = torch.cat([torch.stack([v.detach() for v in losses.values()]), theta]).tolist()
+        values = dict(zip(losses, row, strict=False))
+        theta_values = row[len(losses):]
         n_before = len(self.history["step"])
         self.history["step"].append(self.step)
-        self.history["theta"].append(self.method.theta.detach().cpu().tolist())
+        self.history["theta"].append(theta_values)
         self.history["wall"].append(sum(self.wall.values()))
         for key in values.keys() | (self.history.keys() - set(TRACKS)):
             # a loss used in one phase only (u0, dat) is NaN in the other
             column = self.history.setdefault(key, [float("nan")] * n_before)
             column.append(values.get(key, float("nan")))
-        return values
+        return values, theta_values
+
+    def phases(self) -> list[tuple[str, int, int, Callable]]:
+        """(name, first step, end step, step function) of pre-training and fine-tuning."""
+        s = self.options.settings
+        return [("pretrain", 0, s.pretrain_steps, self.method.pretrain_step),
+                ("finetune", s.pretrain_steps, s.pretrain_steps + s.finetune_steps,
+                 self.method.finetune_step)]
+
+    def start_phase(self, name: str, file=None) -> Phase:
+        """The loop state of phase `name` from the current step on, with its progress bar on
+        `file` (default: stderr)."""
+        (start, end, step_fn), = [p[1:] for p in self.phases() if p[0] == name]
+        n_steps = end - start
+        # a bar on a terminal; in logs (no terminal) a line about every 10 %
+        interactive = (file or sys.stderr).isatty()
+        bar = tqdm(total=n_steps, initial=max(self.step - start, 0), desc=name, unit="step",
+                   file=file, mininterval=0.5, maxinterval=3600,
+                   miniters=None if interactive else max(n_steps // 10, 1))
+        return Phase(name, start, end, step_fn, bar, time.perf_counter(), self.wall[name])
+
+    def step_once(self, phase: Phase) -> dict[str, torch.Tensor]:
+        """One step of `train`'s loop in `phase`: new points where the problem redraws them,
+        the method's step, a record every `record_every` steps and at the phase's last step,
+        the progress bar, the wall clock, a checkpoint every `checkpoint_every` steps."""
+        s, options = self.options.settings, self.options
+        if self.problem.resample_collocation and self.step > 0:
+            self.batch.collocation, self.batch.u0 = self._collocation(self.step)
+        if self.problem.functions and s.stratified_reg and self.step > 0:
+            self.batch.reg_x, self.batch.f0 = self.regulariser_points(self.step)
+        losses = phase.step_fn(self.batch)
+        if (self.step - phase.start) % options.record_every == 0 or self.step == phase.end - 1:
+            values, theta = self._record(losses)
+            phase.bar.set_postfix_str(_format_losses(values, theta, self.problem.params),
+                                      refresh=False)
+            if self.stop_rule is not None and phase.name == "finetune":
+                self.stop_reason = self.stop_rule.check(self.history, phase.start,
+                                                        self._theta0)
+        self.step += 1
+        phase.bar.update(1)
+        self.wall[phase.name] = phase.wall0 + time.perf_counter() - phase.clock
+        if self.step % options.checkpoint_every == 0:
+            self.save_checkpoint()
+        return losses
+
+    @property
+    def converged(self) -> bool:
+        return self.stop_reason is not None and self.stop_reason.startswith("converged")
 
     def train(self) -> None:
-        s, options = self.options.settings, self.options
-        phases = [("pretrain", s.pretrain_steps, self.method.pretrain_step),
-                  ("finetune", s.finetune_steps, self.method.finetune_step)]
-        offset = 0
-        for phase, n_steps, step_fn in phases:
-            end = offset + n_steps
-            if self.step >= end:
-                offset = end
+        """Pre-training, then fine-tuning up to its step count or until the stop rule holds.
+        A run resumed after it converged takes no more steps unless the rule it is resumed
+        with (possibly none) no longer holds on its history."""
+        if self.converged:
+            self.stop_reason = None if self.stop_rule is None else self.stop_rule.check(
+                self.history, self.options.settings.pretrain_steps, self._theta0)
+        for name, _, end, _ in self.phases():
+            if self.step >= end or self.converged:
                 continue
-            # a bar on a terminal; in logs (no terminal) a line about every 10 %
-            bar = tqdm(total=n_steps, initial=self.step - offset, desc=phase, unit="step",
-                       mininterval=0.5, maxinterval=3600,
-                       miniters=None if self._interactive() else max(n_steps // 10, 1))
-            t0, wall0 = time.perf_counter(), self.wall[phase]
-            while self.step < end:
-                if self.problem.resample_collocation and self.step > 0:
-                    self.batch.collocation, self.batch.u0 = self._collocation(self.step)
-                if self.problem.functions and s.stratified_reg and self.step > 0:
-                    self.batch.reg_x, self.batch.f0 = self.regulariser_points(self.step)
-                losses = step_fn(self.batch)
-                if (self.step - offset) % options.record_every == 0 or self.step == end - 1:
-                    values = self._record(losses)
-                    bar.set_postfix_str(_format_losses(
-                        values, self.method.theta.detach().cpu().numpy(), self.problem.params),
-                        refresh=False)
-                self.step += 1
-                bar.update(1)
-                self.wall[phase] = wall0 + time.perf_counter() - t0
-                if self.step % options.checkpoint_every == 0:
-                    self.save_checkpoint()
-            bar.close()
-            offset = end
+            phase = self.start_phase(name)
+            while self.step < end and not self.converged:
+                self.step_once(phase)
+            phase.bar.close()
+        if not self.converged:
+            self.stop_reason = "step limit"
         self.save_checkpoint()
-
-    @staticmethod
-    def _interactive() -> bool:
-        import sys
-
-        return sys.stderr.isatty()
 
     # -- results ------------------------------------------------------------------------------
     def result(self) -> Result:
@@ -218,7 +338,9 @@ class Run:
             method=self.method_name, problem=self.problem, data=self.data,
             data_path=self.data_path, params=surrogate.params(),
             functions=surrogate.functions_on(FUNCTION_POINTS), u=u.reshape(self.data.u.shape),
-            history=history, steps={"pretrain": s.pretrain_steps, "finetune": s.finetune_steps},
+            history=history, steps={"pretrain": min(self.step, s.pretrain_steps),
+                                    "finetune": max(self.step - s.pretrain_steps, 0)},
             wall_s=dict(self.wall), device=str(self.device), w_reg=self.method.w_reg,
             constants=surrogate.constants, options=self.options.to_json(),
-            predict=surrogate.predict_numpy)
+            predict=surrogate.predict_numpy,
+            extra={"stop_reason": self.stop_reason or "step limit"})

@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
+from fkpp_losses import BILO_KEYS as FKPP_BILO_KEYS
+from fkpp_losses import bilo_jet_loss, bilo_textbook_loss
 
-from bilo.fkpp_losses import BILO_KEYS as FKPP_BILO_KEYS
-from bilo.fkpp_losses import bilo_jet_loss, bilo_textbook_loss
 from bilo.jet import Jet, closure, faa_di_bruno_terms, leibniz_splits
 from bilo.network import MLP
 

@@ -165,3 +165,67 @@ def test_parameter_bounds_are_kept_by_every_upper_step(method):
     batch = Batch(collocation=x, obs_points=x, obs_values=x[:, 0] ** 2)
     m.finetune_step(batch)
     assert m.theta.detach().tolist() == pytest.approx([0.2, 0.9], abs=1e-7)
+
+
+def test_two_point_stops_on_convergence(tmp_path, report):
+    """Two-point problem, BiLO with the paper's Appendix E settings and 2000 fine-tuning steps
+    allowed, stop rule on (θ's relative change < 1e-3 and lower-level loss < 1e-4 over the last
+    500 steps): fine-tuning stops well before 2000 steps with θ within 0.01 of the optimum
+    (0, 1); the reason and the steps actually taken are in the result, its history and
+    summary.json; resumed, the converged run takes no more steps."""
+    data = tmp_path / "target.h5"
+    write_solution(data, run_reference("two_point", {"theta0": 0.0, "theta1": 1.0}))
+    problem = get_problem("two_point")
+    options = make_options(problem, "bilo", "paper", {"finetune_steps": 2000},
+                           stop_theta_tol=1e-3, stop_lower_tol=1e-4, stop_window=500)
+    result = fit(problem, data, "bilo", tmp_path / "run", options, validate=False)
+    done = result.steps["finetune"]
+    reason = result.extra["stop_reason"]
+    report(f"stopped after {done} of 2000 fine-tuning steps at θ {result.params}: {reason}")
+    assert reason.startswith("converged") and 500 <= done <= 1500
+    assert result.steps["pretrain"] == options.settings.pretrain_steps
+    assert result.history["step"][-1] == options.settings.pretrain_steps + done - 1
+    assert np.hypot(result.params["theta0"], result.params["theta1"] - 1.0) < 0.01
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == reason
+    assert summary["steps"] == options.settings.pretrain_steps + done
+    # resumed with the same rule, the converged run takes no more steps
+    resumed = fit(problem, data, "bilo", tmp_path / "run", options, resume=True, validate=False)
+    assert resumed.steps == result.steps and resumed.extra["stop_reason"] == reason
+    assert resumed.params == result.params
+
+
+def test_stop_rule_needs_the_whole_window_and_every_tolerance():
+    """`bilo.train.StopRule` on hand-made histories (records every 10 steps from step 100, the
+    first fine-tuning step): no decision before a window of steps has passed; θ moving by 2e-3
+    relative to max(|θ|, |θ0|) or one lower-level loss (res + rgrad) above the tolerance keeps
+    training; otherwise "converged: ..."; invalid tolerances are refused in one line."""
+    from types import SimpleNamespace
+
+    from bilo.train import StopRule
+    from solvers.common import InputError
+
+    rule = StopRule(theta_tol=1e-3, lower_tol=1e-4, window=50)
+    theta0 = np.array([0.0, 2.0])
+
+    def history(n, theta=lambda i: [1e-5, 1.0], res=lambda i: 1e-5):
+        steps = [100 + 10 * i for i in range(n)]
+        return {"step": steps, "theta": [theta(i) for i in range(n)],
+                "res": [res(i) for i in range(n)], "rgrad": [1e-6] * n}
+
+    assert rule.check(history(5), 100, theta0) is None  # 40 steps: window not yet passed
+    assert rule.check(history(6), 100, theta0).startswith("converged: over the last 50 steps")
+    # θ1 moves by 4e-3 / max(1, 2) = 2e-3 within the window
+    assert rule.check(history(12, theta=lambda i: [0.0, 1.0 + 1e-3 * (i % 5)]), 100,
+                      theta0) is None
+    assert rule.check(history(12, res=lambda i: 2e-4 if i == 8 else 1e-5), 100, theta0) is None
+    assert rule.check(history(12, res=lambda i: 2e-4 if i == 4 else 1e-5), 100,
+                      theta0).startswith("converged")  # that record is older than the window
+    assert StopRule(lower_tol=1e-4, window=50).check(
+        history(12, theta=lambda i: [i, i]), 100, theta0).startswith("converged")
+    problem = get_problem("two_point")
+    assert StopRule.from_options(SimpleNamespace(), problem) is None
+    for bad in ({"stop_theta_tol": 0.0}, {"stop_lower_tol": float("nan")},
+                {"stop_theta_tol": 1e-3, "stop_window": 0}):
+        with pytest.raises(InputError, match="--stop-"):
+            StopRule.from_options(SimpleNamespace(**bad), problem)

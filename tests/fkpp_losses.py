@@ -1,7 +1,9 @@
 """The Fisher-KPP lower-level losses of BiLO and PINN written with the jet engine and the
 textbook way: nested reverse-mode autograd, per coordinate or batched over (x, t). The textbook
 forms are the independent reference the jet engine is tested against (tests/test_jet.py) and
-timed against (bench/step_cost.py).
+timed against (bench/step_cost.py). Test and benchmark scaffolding, not part of the `bilo`
+package: tests import it as `fkpp_losses` (pytest puts tests/ on sys.path), the benchmark as
+`tests.fkpp_losses` (it puts the project root on sys.path).
 
 Residual r = u_t − 0.01·D·u_xx − ρ·u(1 − u) on a network u(x, t[, D, ρ]); BiLO's loss is
 mean(r²) + mean((∂D r)²) + mean((∂ρ r)²), PINN's mean(r²).
