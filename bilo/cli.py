@@ -2,8 +2,9 @@
 
 Heavy modules (torch, dolfinx) are imported inside the subcommand that needs them, so that
 `bilo solve` and `bilo info` run on a machine without torch, and `bilo train` on one without
-dolfinx. Bad input ends with one line on stderr and exit code 2; set BILO_DEBUG=1 for the
-traceback.
+dolfinx. Bad input ends with one line on stderr and exit code 2, a diverged training with one
+line and exit code 3 (its last finite checkpoint kept), SIGINT/SIGTERM with a checkpoint, one
+line and exit code 130/143; set BILO_DEBUG=1 for the traceback.
 """
 
 from __future__ import annotations
@@ -349,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from solvers.common import InputError
+    from solvers.common import Diverged, InputError, Interrupted
 
     args = build_parser().parse_args(argv)
     try:
@@ -359,6 +360,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bilo {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Diverged as exc:
+        if os.environ.get("BILO_DEBUG"):
+            raise
+        print(f"bilo {args.command}: error: {exc}", file=sys.stderr)
+        return 3
+    except Interrupted as exc:
+        print(f"bilo {args.command}: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:  # before a loop that checkpoints was running
+        print(f"bilo {args.command}: interrupted", file=sys.stderr)
+        return 130
     except OSError as exc:
         if os.environ.get("BILO_DEBUG") or exc.errno not in _DISK_ERRORS:
             raise

@@ -10,8 +10,11 @@ in the options, on convergence (`Result.extra["stop_reason"]`).
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
 import sys
+import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable
@@ -25,7 +28,7 @@ from tqdm import tqdm
 from bilo.methods import Batch, Method
 from bilo.model import Problem
 from bilo.results import FUNCTION_POINTS, TRACKS, Result, reference_points
-from solvers.common import InputError, atomic_path
+from solvers.common import Diverged, InputError, Interrupted, atomic_path
 from solvers.exchange import SolutionFile, read_solution
 
 
@@ -117,6 +120,24 @@ class StopRule:
         return f"converged: over the last {self.window} steps {', '.join(parts)}"
 
 
+@contextlib.contextmanager
+def _signals_caught():
+    """SIGINT and SIGTERM noted in the yielded list instead of ending the process (the loop
+    checkpoints and stops); the previous handlers come back afterwards. Outside the main
+    thread signals cannot be caught and nothing changes."""
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _format_losses(losses: dict[str, float], theta: list[float], names) -> str:
     parts = [f"{k} {v:.2e}" for k, v in losses.items()]
     parts += [f"{n} {v:.4f}" for n, v in zip(names, theta, strict=True)]
@@ -157,6 +178,7 @@ class Run:
         self._theta0 = theta0.numpy().astype(np.float64)
         # "converged: ..." once the stop rule has stopped fine-tuning; "step limit" at its end
         self.stop_reason: str | None = None
+        self._checkpoint_step: int | None = None  # the step the checkpoint on disk holds
 
     # -- data ---------------------------------------------------------------------------------
     def _make_batch(self) -> Batch:
@@ -220,6 +242,7 @@ class Run:
                 "data": self.data_path}
 
     def save_checkpoint(self) -> None:
+        self._checkpoint_step = self.step
         state = {"identity": self.identity(), "step": self.step, "history": self.history,
                  "wall": self.wall, "method": self.method.state_dict(),
                  "torch_rng": torch.get_rng_state(), "stop_reason": self.stop_reason}
@@ -242,6 +265,7 @@ class Run:
         self.method.to(self.device)
         self.step, self.history, self.wall = state["step"], state["history"], state["wall"]
         self.stop_reason = state.get("stop_reason")
+        self._checkpoint_step = self.step
         torch.set_rng_state(state["torch_rng"])
 
     # -- loop ---------------------------------------------------------------------------------
@@ -291,6 +315,7 @@ class Run:
         if self.problem.functions and s.stratified_reg and self.step > 0:
             self.batch.reg_x, self.batch.f0 = self.regulariser_points(self.step)
         losses = phase.step_fn(self.batch)
+        self._check_finite(losses)
         if (self.step - phase.start) % options.record_every == 0 or self.step == phase.end - 1:
             values, theta = self._record(losses)
             phase.bar.set_postfix_str(_format_losses(values, theta, self.problem.params),
@@ -305,6 +330,22 @@ class Run:
             self.save_checkpoint()
         return losses
 
+    def _check_finite(self, losses: dict[str, torch.Tensor]) -> None:
+        """Stop at the first step whose losses or θ are not finite, before anything of it is
+        recorded or checkpointed (one check of all of them at once)."""
+        theta = self.method.theta.detach()
+        values = torch.cat([torch.stack([v.detach() for v in losses.values()]), theta])
+        if bool(torch.isfinite(values).all()):
+            return
+        names = [*losses, *(f"θ {p}" for p in self.problem.params)]
+        bad = [f"{n} = {v}" for n, v in zip(names, values.tolist(), strict=True)
+               if not np.isfinite(v)]
+        kept = (f"{self.checkpoint_path} keeps the last finite state (step "
+                f"{self._checkpoint_step})" if self._checkpoint_step is not None
+                else "no checkpoint was written before it")
+        raise Diverged(f"step {self.step}: {', '.join(bad)}: training diverged; {kept}; a "
+                       "smaller learning rate or other weights may help")
+
     @property
     def converged(self) -> bool:
         return self.stop_reason is not None and self.stop_reason.startswith("converged")
@@ -312,7 +353,12 @@ class Run:
     def train(self) -> None:
         """Pre-training, then fine-tuning up to its step count or until the stop rule holds.
         A run resumed after it converged takes no more steps unless the rule it is resumed
-        with (possibly none) no longer holds on its history."""
+        with (possibly none) no longer holds on its history. SIGINT and SIGTERM (a scheduler's
+        pre-emption) stop it after the current step with a checkpoint (`Interrupted`)."""
+        with _signals_caught() as caught:
+            self._train(caught)
+
+    def _train(self, caught: list[int]) -> None:
         if self.converged:
             self.stop_reason = None if self.stop_rule is None else self.stop_rule.check(
                 self.history, self.options.settings.pretrain_steps, self._theta0)
@@ -320,9 +366,16 @@ class Run:
             if self.step >= end or self.converged:
                 continue
             phase = self.start_phase(name)
-            while self.step < end and not self.converged:
-                self.step_once(phase)
-            phase.bar.close()
+            try:  # the bar closes before any message of a stop
+                while self.step < end and not self.converged and not caught:
+                    self.step_once(phase)
+            finally:
+                phase.bar.close()
+            if caught:
+                self.save_checkpoint()
+                raise Interrupted(caught[0], f"stopped by {signal.Signals(caught[0]).name} at "
+                                  f"step {self.step}; {self.checkpoint_path} holds it: continue "
+                                  "with --resume")
         if not self.converged:
             self.stop_reason = "step limit"
         self.save_checkpoint()

@@ -45,3 +45,16 @@ def write_json_atomic(path: str | os.PathLike, blob: dict) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as handle:
         json.dump(blob, handle, indent=2)
         handle.write("\n")
+
+
+class Diverged(RuntimeError):
+    """A computation produced a non-finite value; the message names the step and the quantity
+    and where the last finite state is."""
+
+
+class Interrupted(Exception):
+    """A long run stopped on a signal (SIGINT, SIGTERM) after saving its state."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum

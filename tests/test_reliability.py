@@ -210,3 +210,63 @@ def test_same_seed_same_answer_and_a_killed_run_resumes_exactly(tmp_path):
     resumed = _history(killed)
     for key in first:
         assert np.array_equal(first[key], resumed[key], equal_nan=True), key
+
+
+def test_divergence_stops_with_the_last_finite_checkpoint(tmp_path):
+    """Fisher–KPP with learning rates 1e30 and a checkpoint after every step: the first step
+    makes the weights enormous (still finite, checkpointed), the second step's losses are NaN:
+    exit 3 with one line naming step 1 and the loss, checkpoint.pt loads and holds only finite
+    numbers, no summary.json or result.h5 (nothing NaN written)."""
+    import torch
+
+    data = tmp_path / "gt.h5"
+    write_solution(data, run_reference("fkpp", {"D": 2.0, "rho": 2.0}))
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "BILO_DEBUG"}
+    result = subprocess.run([sys.executable, "-m", "bilo.cli", "train", "fkpp", "--data",
+                             str(data), "--out", str(out), "--lr", "1e30", "--lr-theta", "1e30",
+                             "--width", "16", "--n-res", "11", "11", "--pretrain-steps", "20",
+                             "--steps", "20", "--checkpoint-every", "1"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 3
+    line = result.stderr.strip().splitlines()[-1]
+    assert "step 1:" in line and "nan" in line and "diverged" in line and "step 1)" in line
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 1
+    tensors = [*state["method"]["network"].values(), state["method"]["theta"]]
+    assert all(bool(torch.isfinite(t).all()) for t in tensors)
+    assert not (out / "summary.json").exists() and not (out / "result.h5").exists()
+
+
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)])
+def test_a_signal_checkpoints_and_says_how_to_resume(logistic_data, tmp_path, signum, code):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's pre-emption) during training: the run saves a
+    checkpoint at the step it reached, prints one line with that step and --resume, and exits
+    130 / 143; resumed (SIGTERM case), it finishes with the same θ as an uninterrupted run."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "BILO_DEBUG"}
+    args = [sys.executable, "-m", "bilo.cli", "train", "logistic", "--data",
+            str(logistic_data), "--width", "8", "--n-res", "6", "--pretrain-steps", "3000",
+            "--steps", "10", "--checkpoint-every", "200", "--no-validate"]
+    process = subprocess.Popen([*args, "--out", str(out)], env=env, text=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while not (out / "checkpoint.pt").exists() and process.poll() is None:
+        time.sleep(0.02)  # the first checkpoint (step 200): the loop is running
+    process.send_signal(signal.Signals(signum))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == code, err
+    line = err.strip().splitlines()[-1]
+    assert "stopped by" in line and "--resume" in line
+    assert (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
+    if signum == 2:
+        return
+    subprocess.run([*args, "--out", str(out), "--resume"], check=True, env=env,
+                   capture_output=True, timeout=300)
+    subprocess.run([*args, "--out", str(tmp_path / "whole")], check=True, env=env,
+                   capture_output=True, timeout=300)
+    resumed = json.loads((out / "summary.json").read_text())["params"]
+    whole = json.loads((tmp_path / "whole" / "summary.json").read_text())["params"]
+    assert resumed == whole
