@@ -15,7 +15,7 @@ PIP_PACKAGES := torch==2.13.0 'matplotlib>=3.6' 'tqdm>=4.60' 'arviz>=0.17' 'niba
 DEMO_OUT ?= out/demo
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup test test-mpi lint demo bench clean
+.PHONY: setup test test-slow test-mpi lint demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@if ! /usr/bin/python3 -c "import dolfinx, mpi4py, h5py" 2>/dev/null \
@@ -39,7 +39,12 @@ setup: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not slow"
+
+# the checks that take minutes on 2 cores (pytest -m slow): the GBM pipeline end to end, B-BiLO
+# with LoRA
+test-slow: $(STAMP)
+	$(PY) -m pytest tests -m slow
 
 # Only the MPI tests (also part of `make test`): each test module launches mpirun itself.
 test-mpi: $(STAMP)

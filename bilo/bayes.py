@@ -38,13 +38,14 @@ from bilo.results import Result, reference_points
 
 class NetworkTarget:
     def __init__(self, method: Method, batch: Batch, scale: float, *, lower_tol: float,
-                 lower_cap: int, lr: float, lora_rank: int = 0):
+                 lower_cap: int, lr: float, lora_rank: int = 0, seed: int = 0):
         self.method, self.batch, self.scale = method, batch, float(scale)
         self.problem = method.problem
         self.lower_tol, self.lower_cap = float(lower_tol), int(lower_cap)
         network = method.surrogate.network
-        trainable = (add_low_rank(network, lora_rank) if lora_rank
-                     else [p for p in network.parameters() if p.requires_grad])
+        # the increments' initial A from the chain's own seed, not the global generator
+        trainable = (add_low_rank(network, lora_rank, torch.Generator().manual_seed(seed))
+                     if lora_rank else [p for p in network.parameters() if p.requires_grad])
         self.trainable = trainable
         self.optimiser = torch.optim.Adam(trainable, lr=lr)
         self.bounds = [p.bounds for p in self.problem.parameters]
@@ -115,7 +116,7 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
         target = NetworkTarget(copy.deepcopy(run.method), run.batch, scale,
                                lower_tol=options.lower_tol, lower_cap=options.lower_cap,
                                lr=options.lower_lr or options.settings.lr_net,
-                               lora_rank=options.lora_rank)
+                               lora_rank=options.lora_rank, seed=options.seed + c)
         chains.append(hmc.sample(
             target, start, n_samples=options.n_samples, n_warmup=options.n_warmup,
             n_leapfrog=options.n_leapfrog, jitter=options.jitter,

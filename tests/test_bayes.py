@@ -19,16 +19,23 @@ def logistic_data(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("lora_rank", [0, 2])
-def test_b_bilo_matches_the_grid_posterior(logistic_data, tmp_path, lora_rank, report):
-    """B-BiLO (quick preset: BiLO's 1000 + 2000 steps, then one chain of 150 warm-up and 400
-    draws, 5 leapfrog steps, the lower level fine-tuned to 1e-5 at each position; full
-    fine-tuning and LoRA rank 2) against the solver's grid posterior (801 nodes; mean
-    1.98388, sd 0.01688): posterior mean within 3 MCSE (plus the grid's own spacing), sd within
-    15 %, and the network at the posterior mean within 1 % of the solver there."""
+@pytest.mark.parametrize("lora_rank, lower_tol", [
+    (0, 1e-5), pytest.param(2, 1e-6, marks=pytest.mark.slow)])
+def test_b_bilo_matches_the_grid_posterior(logistic_data, tmp_path, lora_rank, lower_tol,
+                                           report):
+    """B-BiLO (quick preset: BiLO's 1000 + 2000 steps, then one chain of 150 warm-up and 800
+    draws, 5 leapfrog steps) against the solver's grid posterior (801 nodes; mean 1.98412, sd
+    0.01688): posterior mean within 3 MCSE (plus 1e-4 for the grid), sd within 15 %, and the
+    network at the posterior mean within 1 % of the solver there.
+
+    Full fine-tuning with the lower level to 1e-5 at each leapfrog position: measured mean
+    1.98461 ± 0.00103, sd 0.01693, 0.16 lower steps per leapfrog, 23 s. LoRA rank 2 needs the
+    lower level to 1e-6 (slow: 17 lower steps per leapfrog, 180 s; measured 1.98498 ± 0.00104,
+    sd 0.01675): at 1e-5 its increments leave u_NN(θ) off the PDE enough to move the mean by
+    3.4 MCSE (1.98647 ± 0.00069)."""
     problem = get_problem("logistic")
-    options = make_options(problem, "hmc", "quick", n_chains=1, n_warmup=150, n_samples=400,
-                           n_leapfrog=5, lora_rank=lora_rank)
+    options = make_options(problem, "hmc", "quick", n_chains=1, n_warmup=150, n_samples=800,
+                           n_leapfrog=5, lora_rank=lora_rank, lower_tol=lower_tol)
     summary = fit(problem, logistic_data, "hmc", tmp_path / "hmc", options, log=None).summary
     grid = grid_posterior(problem, read_solution(logistic_data), 801)
     grid_mean, grid_sd = grid.mean["a"], grid.sd["a"]

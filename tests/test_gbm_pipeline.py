@@ -133,7 +133,7 @@ def test_tissue_sampler_is_the_image_field_in_torch():
 
 
 @pytest.mark.parametrize("options, fragment", [
-    ({"method": "hmc"}, "unknown method"), ({"preset": "fast"}, "presets"),
+    ({"method": "bayes"}, "unknown method"), ({"preset": "fast"}, "presets"),
     ({"overrides": {"width": 0}}, "--width 0"), ({"n_ranks": 0}, "--np"),
 ])
 def test_options_are_checked_before_any_stage(tmp_path, options, fragment):
