@@ -37,10 +37,10 @@ from adjoint.fisher_kpp import POSITIVE
 from adjoint.optimize import AdjointProblem
 from adjoint.taylor import taylor_test
 from solvers.common import write_json_atomic
-from solvers.fem.darcy import _mesh_arrays, darcy_grf, sample_field
+from solvers.fem.darcy import darcy_grf, mesh_arrays, sample_field
 from solvers.fem.reaction_diffusion import (
     SCHEMES,
-    _coefficient_location,
+    coefficient_location,
     default_step_count,
     gaussian_initial_condition,
     time_steps,
@@ -52,7 +52,7 @@ def _mesh_or_unit_square(mesh, n: int):
         from meshes.image_mesh import unit_square_mesh
 
         mesh = unit_square_mesh(n)
-    return _mesh_arrays(mesh)
+    return mesh_arrays(mesh)
 
 
 def _checked_values(points, values) -> np.ndarray:
@@ -209,7 +209,7 @@ class ReactionDiffusion2DAdjointProblem(AdjointProblem):
                         else int(n_steps))
         self.substeps = [sub for step in time_steps(t_final / self.n_steps, self.n_steps, scheme)
                          for sub in step]
-        where = _coefficient_location(P, len(vertices), len(cells), P_at)
+        where = coefficient_location(P, len(vertices), len(cells), P_at)
         p_values = sample_field(P, vertices, cells, "P", where)
         u_initial = (centred_gaussian(vertices) if u0 is None
                      else sample_field(u0, vertices, cells, "u0", "vertex"))

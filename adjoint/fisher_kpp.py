@@ -32,10 +32,10 @@ from solvers.fdm.fisher_kpp import DIFFUSION_SCALE, fisher_kpp_initial
 # The reference's own step-count rule and step, so the schemes agree step for step.
 from solvers.fdm.reaction_diffusion import (
     RANNACHER_SUBSTEPS,
-    _default_step_count,
-    _theta_step,
     check_grid_size,
     check_output_times,
+    default_step_count,
+    theta_step,
 )
 
 # Lower bound of positive parameters in L-BFGS-B.
@@ -65,7 +65,7 @@ class ReactionDiffusionScheme:
         times = check_output_times(np.linspace(0.0, 1.0, 101) if t_out is None else t_out)
         self.h = 1.0 / (self.nx - 1)
         self.x = np.linspace(0.0, 1.0, self.nx)
-        self.n_steps = (_default_step_count(times, self.h) if n_steps is None
+        self.n_steps = (default_step_count(times, self.h) if n_steps is None
                         else check_grid_size(n_steps, "n_steps", 1))
         self.dt = times[-1] / self.n_steps
         self.t = self.dt * np.arange(self.n_steps + 1)
@@ -95,8 +95,8 @@ class ReactionDiffusionScheme:
     def _step(self, u: np.ndarray, j: int, c: float, rho: float | None) -> np.ndarray:
         """Sub-step j with the reference solver's own step, so both stay the same scheme."""
         if rho is None:
-            return _theta_step(u, self.sizes[j], self.thetas[j], c, None, None)
-        return _theta_step(u, self.sizes[j], self.thetas[j], c,
+            return theta_step(u, self.sizes[j], self.thetas[j], c, None, None)
+        return theta_step(u, self.sizes[j], self.thetas[j], c,
                            lambda v: rho * v * (1.0 - v), lambda v: rho * (1.0 - 2.0 * v))
 
     def full_states(self, states: np.ndarray) -> np.ndarray:

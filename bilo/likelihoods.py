@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bilo.priors import _ops
+from bilo.priors import array_namespace
 
 
 class Likelihood:
@@ -55,7 +55,7 @@ class Gaussian(Likelihood):
     sigma: float | None = None
 
     def value(self, u, observed, theta=None):
-        if _ops(u) is np:
+        if array_namespace(u) is np:
             return float(np.mean((np.asarray(u) - np.asarray(observed)) ** 2))
         return (u - observed).square().mean()
 
@@ -68,7 +68,8 @@ class Gaussian(Likelihood):
     def negative_log(self, u, observed, theta=None):
         if self.sigma:
             return self.scale(len(observed)) * self.value(u, observed)
-        return 0.5 * len(observed) * _ops(u).log(_ops(u).asarray(self.value(u, observed)))
+        xp = array_namespace(u)
+        return 0.5 * len(observed) * xp.log(xp.asarray(self.value(u, observed)))
 
     def gradient(self, u, observed, theta=None) -> np.ndarray:
         residual = np.asarray(u, dtype=np.float64) - np.asarray(observed, dtype=np.float64)
@@ -79,12 +80,12 @@ class Gaussian(Likelihood):
 
 
 def _sigmoid(z):
-    xp = _ops(z)
+    xp = array_namespace(z)
     return xp.sigmoid(z) if xp is not np else 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def _softplus(z):
-    xp = _ops(z)
+    xp = array_namespace(z)
     if xp is np:
         return np.logaddexp(0.0, z)
     import torch
@@ -121,7 +122,7 @@ class SegmentationMasks(Likelihood):
         for label, name in self.thresholds.items():
             z = self.slope * (u - theta[name])
             mask = observed >= label
-            yield z, (mask.to(u.dtype) if _ops(u) is not np else mask.astype(np.float64))
+            yield z, (mask.to(u.dtype) if array_namespace(u) is not np else mask.astype(np.float64))
 
     def negative_log(self, u, observed, theta=None):
         total = 0.0
@@ -130,7 +131,7 @@ class SegmentationMasks(Likelihood):
                 total = total + (_softplus(z) - mask * z).sum()
             else:
                 size = mask.sum()
-                size = max(float(size), 1.0) if _ops(u) is np else size.clamp(min=1.0)
+                size = max(float(size), 1.0) if array_namespace(u) is np else size.clamp(min=1.0)
                 total = total + ((_sigmoid(z) - mask) ** 2).sum() / size
         return total
 

@@ -15,7 +15,7 @@ import numpy as np
 _INF = float("inf")
 
 
-def _ops(x):
+def array_namespace(x):
     """The array namespace of x: torch for tensors, numpy otherwise (torch is never imported
     here, so the priors work without it)."""
     if type(x).__module__.startswith("torch"):
@@ -28,7 +28,7 @@ def _ops(x):
 def _inside(x, lo: float, hi: float, log_density):
     """log_density(x) on [lo, hi], −inf outside (evaluated at a safe point there, so that no
     log of a negative number leaks NaN into gradients)."""
-    xp = _ops(x)
+    xp = array_namespace(x)
     if xp is np:
         x = np.asarray(x, dtype=np.float64)
     inside = (x >= lo) & (x <= hi)
@@ -103,7 +103,7 @@ class LogNormal(Prior):
         return (0.0, _INF)
 
     def log_prob(self, x):
-        xp = _ops(x)
+        xp = array_namespace(x)
         norm = math.log(self.sigma * math.sqrt(2 * math.pi))
         return _inside(x, 0.0, _INF, lambda v: -0.5 * ((xp.log(v) - self.mu) / self.sigma) ** 2
                        - xp.log(v) - norm)
@@ -124,7 +124,7 @@ class Gamma(Prior):
         return (0.0, _INF)
 
     def log_prob(self, x):
-        xp = _ops(x)
+        xp = array_namespace(x)
         norm = self.shape * math.log(self.rate) - math.lgamma(self.shape)
         return _inside(x, 0.0, _INF,
                        lambda v: norm + (self.shape - 1) * xp.log(v) - self.rate * v)

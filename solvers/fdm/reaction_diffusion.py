@@ -76,7 +76,7 @@ def _step_indices(times: np.ndarray, n_steps: int) -> tuple[np.ndarray, np.ndarr
     return indices, np.abs(steps_exact - indices) > _TIME_GRID_RTOL * n_steps
 
 
-def _default_step_count(times: np.ndarray, h: float) -> int:
+def default_step_count(times: np.ndarray, h: float) -> int:
     """Smallest step count with dt close to h whose step grid contains every output time."""
     final_time = times[-1]
     denominators = [
@@ -111,7 +111,7 @@ def _laplacian(interior: np.ndarray) -> np.ndarray:
     return result
 
 
-def _theta_step(u, dt, theta, scaled_diffusivity, reaction, reaction_du):
+def theta_step(u, dt, theta, scaled_diffusivity, reaction, reaction_du):
     """One theta-scheme step for the interior values (theta=1/2: CN, theta=1: implicit Euler).
 
     Solves  v - u = dt*[theta*N(v) + (1-theta)*N(u)],  N(w) = c*Lap(w) + reaction(w),
@@ -189,7 +189,7 @@ def solve_reaction_diffusion(
 
     h = 1.0 / (initial.size - 1)
     if n_steps is None:
-        n_steps = _default_step_count(times, h)
+        n_steps = default_step_count(times, h)
     else:
         n_steps = check_grid_size(n_steps, "n_steps", 1)
     output_steps = _output_step_indices(times, n_steps)
@@ -201,7 +201,7 @@ def solve_reaction_diffusion(
     solution[0, 1:-1] = interior
 
     def advance(values, step_size, theta):
-        return _theta_step(values, step_size, theta, scaled_diffusivity, reaction, reaction_du)
+        return theta_step(values, step_size, theta, scaled_diffusivity, reaction, reaction_du)
 
     next_output = 1
     for step in range(1, n_steps + 1):

@@ -48,7 +48,7 @@ def darcy_paper_coefficient(grf_sample, high: float = 12.0, low: float = 3.0):
     return np.where(np.asarray(grf_sample, dtype=np.float64) > 0.0, high, low)
 
 
-def _mesh_arrays(mesh) -> tuple[np.ndarray, np.ndarray, str]:
+def mesh_arrays(mesh) -> tuple[np.ndarray, np.ndarray, str]:
     inner = getattr(mesh, "mesh", mesh)  # meshes.MeshData or solvers.exchange.Mesh
     vertices = np.asarray(inner.vertices, dtype=np.float64)
     cells = np.asarray(inner.cells, dtype=np.int64)
@@ -109,7 +109,7 @@ def solve_darcy(A, f=1.0, *, n: int = 64, mesh=None, comm=None,
         from meshes.image_mesh import unit_square_mesh
 
         mesh = unit_square_mesh(n)
-    vertices, cells, units = _mesh_arrays(mesh)
+    vertices, cells, units = mesh_arrays(mesh)
     a_cells = sample_field(A, vertices, cells, "A", "cell")
     if np.any(a_cells <= 0.0):
         raise InputError(f"A must be > 0 everywhere, minimum {a_cells.min():g}")

@@ -23,7 +23,7 @@ import numpy as np
 from solvers.common import InputError
 from solvers.fdm.reaction_diffusion import check_output_times
 from solvers.fem import FemSolution
-from solvers.fem.darcy import _mesh_arrays, sample_field
+from solvers.fem.darcy import mesh_arrays, sample_field
 
 RANNACHER_SUBSTEPS = 4
 DEFAULT_MIN_STEPS = 100
@@ -76,7 +76,7 @@ def time_steps(dt: float, n_steps: int, scheme: str) -> list[list[tuple[float, f
     return [start_up] + [[(dt, 0.5)] for _ in range(n_steps - 1)]
 
 
-def _coefficient_location(P, n_vertices: int, n_cells: int, P_at: str) -> str:
+def coefficient_location(P, n_vertices: int, n_cells: int, P_at: str) -> str:
     if P_at in ("vertex", "cell"):
         return P_at
     if P_at != "auto":
@@ -134,8 +134,8 @@ def solve_fkpp2d(mesh, P, D: float, rho: float, u0, t_out, n_steps: int | None =
     n_steps = int(n_steps)
     steps = output_steps(times, n_steps)
 
-    vertices, cells, units = _mesh_arrays(mesh)
-    where = _coefficient_location(P, len(vertices), len(cells), P_at)
+    vertices, cells, units = mesh_arrays(mesh)
+    where = coefficient_location(P, len(vertices), len(cells), P_at)
     p_values = sample_field(P, vertices, cells, "P", where)
     if np.any(p_values < 0.0):
         raise InputError(f"P must be >= 0, minimum {p_values.min():g}")
