@@ -6,7 +6,6 @@ ESS of Vehtari et al. (2021) of the quantity f averaged. Seeds are fixed, so eac
 deterministic draw; the measured numbers are in the docstrings and in docs/bayes.md.
 """
 
-import dataclasses
 import json
 import math
 
@@ -41,6 +40,7 @@ from bilo.posterior import (
 from bilo.priors import LogNormal, Normal, Uniform
 from bilo.problems import get_problem
 from bilo.results import write_result
+from bilo.strategies import make_options
 from bilo.synthetic import run_reference
 from solvers.common import InputError
 
@@ -455,25 +455,6 @@ def test_solver_posterior_needs_the_noise_level():
                                                              noise=0.1, seed=0))
 
 
-@dataclasses.dataclass
-class _Options:
-    theta0: dict
-    n_chains: int = 2
-    n_samples: int = 1000
-    n_warmup: int = 500
-    n_leapfrog: int = 5
-    jitter: float = 0.2
-    target_accept: float = 0.75
-    step_size: float | None = None
-    seed: int = 0
-    processes: int = 2
-    nx: int | None = None
-    sigma: float | None = None
-
-    def to_json(self):
-        return dataclasses.asdict(self)
-
-
 def test_hmc_solver_against_the_grid_posterior(logistic, tmp_path, report):
     """hmc-solver on the logistic data (2 chains in 2 processes, 500 warm-up + 1000 draws, L = 5
     ± 20 %, from a = 1) against the grid posterior (401 solver evaluations over the mode ± 8
@@ -482,7 +463,9 @@ def test_hmc_solver_against_the_grid_posterior(logistic, tmp_path, report):
     the posterior in summary.json and every draw in posterior.h5 (posterior.png beside it)."""
     problem, data = logistic
     grid = grid_posterior(problem, data, 401)
-    result = fit_hmc_solver(problem, data, _Options(theta0={"a": 1.0}), tmp_path, log=None)
+    options = make_options(problem, "hmc-solver", theta0={"a": 1.0}, n_chains=2,
+                           n_samples=1000, n_warmup=500, n_leapfrog=5, processes=2)
+    result = fit_hmc_solver(problem, data, options, tmp_path, log=None)
     post = result.extra["posterior"]["a"]
     z = (post["mean"] - grid.mean["a"]) / post["mcse_mean"]
     report(f"grid: mean {grid.mean['a']:.5f}, sd {grid.sd['a']:.5f}; hmc-solver: mean "
