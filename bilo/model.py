@@ -17,8 +17,9 @@ The objective is written once, in `objective`: J(θ, f) = likelihood misfit + Σ
 R(f) = ∫₀¹ f′(x)² dx (the Dirichlet energy; `TotalVariation` uses ∫|f′|). The networks estimate
 R by the mean of f′² over points drawn one per cell of [0, 1]; the solvers and the adjoint take
 the exact integral of the piecewise-linear interpolant. For a Gaussian likelihood with σ the
-negative log-posterior is scale·J − log p(θ) with scale = n/(2σ²) (`negative_log_posterior`):
-the regulariser then acts as a Gaussian prior on f.
+negative log-posterior is scale·J − log p(θ) with scale = n/(2σ²) (`log_prior` here; the
+samplers' targets in `bilo.posterior` and `bilo.bayes` evaluate it): the regulariser then acts
+as a Gaussian prior on f.
 
 This module does not import torch: `bilo solve` and `bilo validate` run without it.
 """
@@ -268,14 +269,3 @@ def log_prior(problem: Problem, theta: dict[str, float]) -> float:
         elif not p.bounds[0] <= value <= p.bounds[1]:
             return -math.inf
     return total
-
-
-def negative_log_posterior(problem: Problem, u: np.ndarray, observed: np.ndarray,
-                           theta: dict[str, float], functions=None, w_reg=None) -> float:
-    """−log p(θ, f | d) up to a constant: scale·J − log p(θ) (see the module docstring)."""
-    n = len(observed)
-    scale = problem.likelihood.scale(n)
-    data = float(problem.likelihood.negative_log(np.asarray(u, dtype=np.float64),
-                                                 np.asarray(observed, dtype=np.float64), theta))
-    return data + scale * regulariser(problem, functions or {}, w_reg or {}) \
-        - log_prior(problem, theta)
