@@ -168,6 +168,13 @@ class AdjointOptions(Options):
     maxiter: int = 5000
 
 
+def require_network(problem: Problem) -> None:
+    """The network methods need the problem's residual."""
+    if not problem.has_network:
+        raise InputError(f"problem '{problem.name}' declares no residual: no network method "
+                         "for it yet")
+
+
 class Strategy:
     name = ""
     Options: type[Options] = Options
@@ -186,9 +193,7 @@ class NetworkStrategy(Strategy):
         import bilo.methods
         from bilo.train import Run
 
-        if not problem.has_network:
-            raise InputError(f"problem '{problem.name}' declares no residual: no network "
-                             "method for it yet")
+        require_network(problem)
         return Run(problem, data, self.name, getattr(bilo.methods, self.steps), options, out,
                    data_path)
 
@@ -292,9 +297,7 @@ class BayesBiLOStrategy(Strategy):
 
         if resume:
             raise InputError("hmc does not resume; run it again with --overwrite")
-        if not problem.has_network:
-            raise InputError(f"problem '{problem.name}' declares no residual: no network "
-                             "method for it yet")
+        require_network(problem)
         return fit_bayes_bilo(problem, data, options, out, data_path=data_path, log=log,
                               method=self.name)
 
@@ -329,9 +332,7 @@ def make_options(problem: Problem, method: str, preset: str = "quick",
         raise InputError(f"problem '{problem.name}' has no parameter {', '.join(extra)}; "
                          f"its parameters: {', '.join(problem.params) or '(none)'}")
     if issubclass(cls, NetworkOptions):
-        if not problem.has_network:
-            raise InputError(f"problem '{problem.name}' declares no residual: no network "
-                             "method for it yet")
+        require_network(problem)
         if preset not in problem.presets:
             raise InputError(f"problem '{problem.name}' has presets "
                              f"{', '.join(problem.presets) or '(none)'}, not '{preset}'")
