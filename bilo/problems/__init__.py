@@ -7,7 +7,9 @@ from bilo.problems.fkpp import FisherKPP
 from bilo.problems.fkpp2d import FisherKPP2D
 from bilo.problems.heat import Heat
 from bilo.problems.logistic import Logistic
+from bilo.problems.nonlinear_poisson import NonlinearPoisson
 from bilo.problems.poisson import Poisson
+from bilo.problems.poisson_constant import PoissonConstant
 from bilo.problems.singular import Singular
 from bilo.problems.two_point import TwoPoint
 from solvers.common import InputError
@@ -22,6 +24,8 @@ PROBLEMS: dict[str, type[Problem]] = {p.name: p for p in (
     Logistic,
     Darcy,
     FisherKPP2D,
+    PoissonConstant,
+    NonlinearPoisson,
 )}
 
 
