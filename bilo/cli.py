@@ -14,7 +14,7 @@ import errno
 import os
 import sys
 
-# the samplers' options (hmc, hmc-solver): flag --n-chains is field n_chains, ...
+# the samplers' options (hmc, hmc-solver, bpinn): flag --n-chains is field n_chains, ...
 _SAMPLER_FLAGS = {"n_chains": (int, "chains (default 4)"),
                   "n_samples": (int, "draws per chain after warm-up (1000)"),
                   "n_warmup": (int, "warm-up iterations: step size and mass matrix (1000)"),
@@ -27,7 +27,10 @@ _SAMPLER_FLAGS = {"n_chains": (int, "chains (default 4)"),
                   "lower_tol": (float, "hmc: lower-level loss tolerance per leapfrog (1e-5)"),
                   "lower_cap": (int, "hmc: most lower-level steps per leapfrog (50)"),
                   "lower_lr": (float, "hmc: lower-level learning rate (the network's)"),
-                  "lora_rank": (int, "hmc: fine-tune rank-r increments only (0: all)")}
+                  "lora_rank": (int, "hmc: fine-tune rank-r increments only (0: all)"),
+                  "sigma_r": (float, "bpinn: sd of the residual pseudo-likelihood (default: "
+                                     "the data's sigma)"),
+                  "sigma_w": (float, "bpinn: sd of the weights' Gaussian prior (1)")}
 
 # a write that ran out of room
 _DISK_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -232,8 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="observations, as written by `bilo solve`")
     train.add_argument("--method", default="bilo", choices=list(METHODS),
                        help="bilo (default), pinn, adjoint (solver + discrete adjoint + "
-                            "L-BFGS-B), hmc (B-BiLO: posterior of θ) or hmc-solver (the "
-                            "reference posterior with the solver)")
+                            "L-BFGS-B), hmc (B-BiLO: posterior of θ), hmc-solver (the "
+                            "reference posterior with the solver) or bpinn (B-PINN: HMC over "
+                            "θ and the PINN's weights)")
     train.add_argument("--preset", default="quick", help="quick (CPU smoke run) or paper")
     train.add_argument("--out", required=True, metavar="RUN_DIR")
     train.add_argument("--theta0", action="append", type=_key_value, default=[],

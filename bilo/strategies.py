@@ -81,6 +81,7 @@ _LIMITS = {"w_reg": (0.0, _INF), "w_rgrad": (0.0, _INF), "w_dat": (1e-300, _INF)
            "target_accept": (0.01, 0.99), "step_size": (1e-300, _INF),
            "processes": (1, 1024), "sigma": (1e-300, _INF), "lower_tol": (0.0, _INF),
            "lower_cap": (0, 1 << 30), "lower_lr": (1e-300, _INF), "lora_rank": (0, 1 << 16),
+           "sigma_r": (1e-300, _INF), "sigma_w": (1e-300, _INF),
            "stop_theta_tol": (1e-300, _INF), "stop_lower_tol": (1e-300, _INF),
            "stop_window": (1, 1 << 40)}
 
@@ -160,6 +161,16 @@ class BayesBiLOOptions(SamplerOptions, BiLOOptions):
     lower_cap: int = 50
     lower_lr: float | None = None
     lora_rank: int = 0
+
+
+@dataclass
+class BPINNOptions(SamplerOptions, PINNOptions):
+    """B-PINN: PINN's options (its training gives the chains' start), the sampler's, the sd
+    sigma_r of the residual's Gaussian pseudo-likelihood (default: the data's noise σ) and the
+    sd sigma_w of the weights' Gaussian prior."""
+
+    sigma_r: float | None = None
+    sigma_w: float = 1.0
 
 
 @dataclass
@@ -302,9 +313,24 @@ class BayesBiLOStrategy(Strategy):
                               method=self.name)
 
 
+class BPINNStrategy(Strategy):
+    """B-PINN (`bilo.bpinn`): HMC over θ and the PINN's weights jointly, the baseline."""
+
+    name, Options = "bpinn", BPINNOptions
+
+    def fit(self, problem, data, options, out, *, data_path=None, resume=False, log=print):
+        from bilo.bpinn import fit_bpinn
+
+        if resume:
+            raise InputError("bpinn does not resume; run it again with --overwrite")
+        require_network(problem)
+        return fit_bpinn(problem, data, options, out, data_path=data_path, log=log,
+                         method=self.name)
+
+
 METHODS: dict[str, Strategy] = {s.name: s for s in (
     BiLOStrategy(), PINNStrategy(), AdjointStrategy(), BayesBiLOStrategy(),
-    HMCSolverStrategy())}
+    HMCSolverStrategy(), BPINNStrategy())}
 
 
 def problems_with_adjoint() -> list[str]:
