@@ -23,12 +23,12 @@ function (a LogNormal on (0, ∞) would put mass where the branch is singular or
 
 The networks and the other branches: a network trained on the residual alone finds *a* solution
 of the PDE, not necessarily the solver's. Pretrained at k = 0.8, 0.9 or 1 on the residual alone
-it lands on other branches (|u − u_ref|/|u_ref| = 0.5 to 1); only at the truth k = 0.7 does it
-find the solver's. Pretrain with the solver's solution at the initial guess (`bilo train
-nonlinear_poisson --u0 auto`): the network then keeps the branch, but the θ-derivative loss
-plateaus for about 6,500 steps at k = 1 before it converges, hence the quick preset's 8,000
-pretraining steps. With `--u0 auto` and the quick preset BiLO reaches k = 0.6964 on the
-21-point σ = 0.05 data (the adjoint: 0.69665); docs/poisson_bayes.md.
+it lands on other branches (|u − u_ref|/|u_ref| = 0.50 at k = 0.8, 0.87 at 0.9); only at the
+truth k = 0.7 does it find the solver's. Pretrain with the solver's solution at the initial
+guess (`bilo train nonlinear_poisson --u0 auto`): the network then keeps the branch, but the
+θ-derivative loss plateaus for about 6,500 steps at k = 1 before it converges, hence the quick
+preset's 8,000 pretraining steps. With `--u0 auto` and the quick preset BiLO reaches
+k = 0.6964 on the 21-point σ = 0.05 data (the adjoint: 0.69665); docs/poisson_bayes.md.
 """
 
 import numpy as np

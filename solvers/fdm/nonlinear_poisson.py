@@ -20,11 +20,12 @@ Newton's method solves F = 0 (relative step tolerance 1e-13).
 Several solution branches: lam D2 has eigenvalues -lam (j pi / 1.4)^2 = -0.0504 j^2 (j = 1, 2,
 ...), and k sech^2(u) in [0, k] lifts several of them above zero, so the Jacobian is indefinite
 and can be singular. Newton from an arbitrary start may land on another branch (from sin^3(6y)
-itself it does for k >= 0.95). The solver therefore follows the branch through a known solution
-`start` = (k0, u0) (default: k0 = 0.7 and the exact profile, on which Newton converges in a few
-steps) by continuation in k: steps of at most 0.05, each from the tangent predictor
-u + dk du/dk (du/dk = -(dF/du)^{-1} tanh u), halved when Newton fails or its correction exceeds
-0.1 (a jump to another branch). J(k) is then the same function of k for every caller.
+itself it does, or fails, at several k >= 0.95). The solver therefore follows the branch
+through a known solution `start` = (k0, u0) (default: k0 = 0.7 and the exact profile, on which
+Newton converges in a few steps) by continuation in k: steps of at most 0.05, each from the
+tangent predictor u + dk du/dk (du/dk = -(dF/du)^{-1} tanh u), halved when Newton fails or its
+correction exceeds 0.1 (a jump to another branch). J(k) is then the same function of k for
+every caller.
 
 Measured on that branch (nx = 1001; docs/poisson_bayes.md): it exists for k > 0.5064 (a fold:
 the null vector of dF/du is odd, and continuation fails below it), dF/du is singular again at
