@@ -10,7 +10,9 @@ are taken (the count is recorded per leapfrog step); the potential is then
 with ∂U/∂θ through the network's θ-input (BiLO's local operator makes u_NN(·, θ) follow the
 PDE near θ). `snapshot`/`restore` copy the fine-tuned weights and the optimiser state, so a
 rejected proposal goes back to the weights of the last accepted position. With `lora_rank` r
-the fine-tuning moves only rank-r increments of the hidden layers (`bilo.lora`).
+the fine-tuning moves only rank-r increments of the hidden layers (`bilo.lora`). `observe`
+gives u_NN at every k-th draw, for the posterior-predictive band and for the check that u_NN
+stays the PDE's solution along the chain (`bilo.posterior.network_against_solver`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ from bilo.posterior import (
     chains_result,
     likelihood_scale,
     log_prior_and_gradient,
+    network_against_solver,
     posterior_mean,
+    posterior_predictive,
+    predictive_every,
+    predictive_summary,
     reference_grid,
     write_posterior,
 )
@@ -38,7 +44,8 @@ from bilo.results import Result, reference_points
 
 class NetworkTarget:
     def __init__(self, method: Method, batch: Batch, scale: float, *, lower_tol: float,
-                 lower_cap: int, lr: float, lora_rank: int = 0, seed: int = 0):
+                 lower_cap: int, lr: float, lora_rank: int = 0, seed: int = 0,
+                 observe_points: np.ndarray | None = None):
         self.method, self.batch, self.scale = method, batch, float(scale)
         self.problem = method.problem
         self.lower_tol, self.lower_cap = float(lower_tol), int(lower_cap)
@@ -51,6 +58,7 @@ class NetworkTarget:
         self.bounds = [p.bounds for p in self.problem.parameters]
         self.names = self.problem.params
         self.lower_steps = 0
+        self.observe_points = observe_points
 
     def _set_theta(self, theta: np.ndarray) -> None:
         with torch.no_grad():
@@ -84,6 +92,10 @@ class NetworkTarget:
         gradient = self.scale * grad.detach().cpu().numpy().astype(np.float64) - grad_prior
         return U, gradient
 
+    def observe(self, theta: np.ndarray) -> np.ndarray:
+        """u_NN at `observe_points`, the network in the state of the draw θ."""
+        return self.method.surrogate.predict_numpy(self.observe_points)
+
     def snapshot(self):
         return (copy.deepcopy(self.method.surrogate.network.state_dict()),
                 copy.deepcopy(self.optimiser.state_dict()))
@@ -94,13 +106,24 @@ class NetworkTarget:
         self.optimiser.load_state_dict(optimiser)
 
 
+def chain_target(method: Method, batch: Batch, scale: float, *, threads: int | None = None,
+                 **options) -> NetworkTarget:
+    """One chain's target on its own copy of the trained method (`bilo.hmc.run_chains` builds
+    it in each process, or in turn in this one); `threads`: torch's per process."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return NetworkTarget(copy.deepcopy(method), batch, scale, **options)
+
+
 def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
                    method: str = "hmc") -> Result:
     """B-BiLO: BiLO's pre-training (and its fine-tuning, when the settings ask for steps: it
     brings θ near the posterior's mode), then `options.n_chains` HMC chains over θ, each from
     a copy of the trained network, with the lower level fine-tuned at every leapfrog position
-    (`NetworkTarget`). The chains run one after another in this process (they share the
-    trained network; a GPU or many cores would run them in parallel)."""
+    (`NetworkTarget`), in `options.processes` processes (torch's threads shared among them).
+    u_NN is recorded at every `predictive_every`-th draw, at the observations (the
+    posterior-predictive band) and on the reference grid, where it is compared with the solver
+    at the draw's θ."""
     import bilo.methods
     from bilo.train import Run
 
@@ -110,26 +133,41 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
     start = run.method.theta.detach().cpu().numpy().astype(np.float64)
     print(f"sampling from θ = {dict(zip(problem.params, start.tolist(), strict=True))} after "
           f"{run.step} BiLO steps")
-    chains, targets = [], []
+    target_options = dict(
+        lower_tol=options.lower_tol, lower_cap=options.lower_cap,
+        lr=options.lower_lr or options.settings.lr_net, lora_rank=options.lora_rank,
+        observe_points=np.concatenate([data.observations.points_in(problem.coords),
+                                       reference_points(problem, data)]))
+    processes = min(int(options.processes), int(options.n_chains))
+    threads = max(1, torch.get_num_threads() // processes) if processes > 1 else None
+    seeds = [options.seed + c for c in range(options.n_chains)]
     started = time.perf_counter()
-    for c in range(options.n_chains):
-        target = NetworkTarget(copy.deepcopy(run.method), run.batch, scale,
-                               lower_tol=options.lower_tol, lower_cap=options.lower_cap,
-                               lr=options.lower_lr or options.settings.lr_net,
-                               lora_rank=options.lora_rank, seed=options.seed + c)
-        chains.append(hmc.sample(
-            target, start, n_samples=options.n_samples, n_warmup=options.n_warmup,
-            n_leapfrog=options.n_leapfrog, jitter=options.jitter,
-            target_accept=options.target_accept, step_size=options.step_size,
-            seed=options.seed + c, chain_id=c, log=log))
-        targets.append(target)
+    chains = hmc.run_chains(
+        chain_target, options.n_chains, seeds, theta0=start,
+        args=(run.method, run.batch, scale), kwargs={**target_options, "threads": threads},
+        seed_kwarg="seed", processes=processes, log=log,
+        n_samples=options.n_samples, n_warmup=options.n_warmup,
+        n_leapfrog=options.n_leapfrog, jitter=options.jitter,
+        target_accept=options.target_accept, step_size=options.step_size,
+        observe_every=predictive_every(options))
     elapsed = time.perf_counter() - started
+    predictive = posterior_predictive(problem, data, chains, sigma, seed=options.seed)
+    errors = network_against_solver(problem, data, predictive, options.sigma)
+    if errors is not None:
+        predictive["u_rel_l2_vs_solver"] = errors
+    if errors is not None and log is not None:
+        log(f"u_NN against the solver at {errors.size} recorded draws: relative L2 mean "
+            f"{errors.mean():.3g}, max {errors.max():.3g}")
     if out is not None:
-        write_posterior(Path(out), chains, reference_grid(problem, data, options.sigma))
+        write_posterior(Path(out), chains, reference_grid(problem, data, options.sigma),
+                        {k: v for k, v in predictive.items() if k != "u_grid"},
+                        (problem, data))
     mean = posterior_mean(chains, problem)
-    # the network of the first chain, fine-tuned at the posterior mean, gives u there
-    surrogate = targets[0].method.surrogate
-    targets[0].at_position(mean)
+    # a fresh copy of the trained network, fine-tuned at the posterior mean, gives u there
+    final = chain_target(run.method, run.batch, scale, **{
+        **target_options, "lower_cap": max(options.lower_cap, 1000)}, seed=options.seed)
+    final.at_position(mean)
+    surrogate = final.method.surrogate
     lower = np.concatenate([c.hook_counts for c in chains])
     return chains_result(
         problem, data, chains, options, method=method, data_path=data_path, scale=scale,
@@ -142,4 +180,6 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
                "sigma_used": sigma, "lora_rank": options.lora_rank,
                "lower_steps_per_leapfrog": {"mean": float(lower.mean()),
                                             "max": int(lower.max())},
+               "predictive": predictive_summary(data, predictive, errors),
+               "processes": processes,
                "sampler": "bilo.hmc with bilo.bayes.NetworkTarget"})

@@ -67,6 +67,9 @@ class Target(Protocol):
     * `at_position(theta) -> int | None`: called at every leapfrog position before `potential`
       (B-BiLO fine-tunes the network to the new θ there); the number it returns (e.g.
       lower-level steps) is recorded per leapfrog step in `Draws.hook_counts`.
+    * `observe(theta) -> array`: called after every `observe_every`-th sampling draw, with the
+      target in the draw's state (B-BiLO: the network fine-tuned at θ); the arrays are kept in
+      `Chain.observed` (posterior-predictive draws of u, for instance).
 
     A target may also carry `bounds` (a (lo, hi) pair per parameter) and `names`, which the
     sampler uses when they are not given.
@@ -276,6 +279,8 @@ class Chain(Draws):
     warmup_s: float = 0.0        # of which warm-up
     n_potential: int = 0         # potential evaluations, heuristics included
     hook_total: int = 0          # sum of at_position counts, heuristics and start included
+    observed: np.ndarray | None = None        # (m, q) what observe returned
+    observed_index: np.ndarray | None = None  # (m,) the draws it was called at
 
     @property
     def sampling_s(self) -> float:
@@ -355,7 +360,8 @@ def sample(target: Target, theta0, *, n_samples: int = 1000, n_warmup: int = 100
            adapt_mass: bool = True, bounds: Sequence[tuple[float, float]] | None = None,
            names: Sequence[str] | None = None, seed: int | None = None,
            max_energy_error: float = 1000.0, progress: bool = False,
-           log: Callable[[str], None] | None = None, chain_id: int = 0) -> Chain:
+           log: Callable[[str], None] | None = None, chain_id: int = 0,
+           observe_every: int = 0) -> Chain:
     """One HMC chain of `n_samples` draws after `n_warmup` warm-up iterations.
 
     Args:
@@ -371,6 +377,7 @@ def sample(target: Target, theta0, *, n_samples: int = 1000, n_warmup: int = 100
         seed: seeds the chain's `numpy.random.Generator`.
         max_energy_error: H′ − H above this is a divergence.
         progress: a tqdm bar; `log`: a line at the end of warm-up and of sampling.
+        observe_every: k > 0 calls `target.observe(θ)` after sampling draws 0, k, 2k, …
     """
     theta = np.array(theta0, dtype=np.float64).reshape(-1)
     p = theta.size
@@ -378,7 +385,8 @@ def sample(target: Target, theta0, *, n_samples: int = 1000, n_warmup: int = 100
     if len(names) != p:
         raise InputError(f"hmc: {len(names)} names for {p} parameters")
     for label, value, least in (("n_samples", n_samples, 1), ("n_warmup", n_warmup, 0),
-                                ("n_leapfrog", n_leapfrog, 1)):
+                                ("n_leapfrog", n_leapfrog, 1),
+                                ("observe_every", observe_every, 0)):
         if int(value) != value or value < least:
             raise InputError(f"hmc: {label} must be a whole number >= {least}, got {value}")
     if not 0.0 <= jitter < 1.0:
@@ -388,6 +396,9 @@ def sample(target: Target, theta0, *, n_samples: int = 1000, n_warmup: int = 100
     if step_size is not None and not (math.isfinite(step_size) and step_size > 0):
         raise InputError(f"hmc: step_size must be a positive number, got {step_size}")
     runner = _Runner(target, bounds, p)
+    observe = getattr(target, "observe", None) if observe_every else None
+    observed: list[np.ndarray] = []
+    observed_index: list[int] = []
     if not (np.all(np.isfinite(theta)) and np.all(theta >= runner.lo)
             and np.all(theta <= runner.hi)):
         raise InputError(f"hmc: theta0 = {theta.tolist()} is not finite and inside the bounds "
@@ -479,6 +490,9 @@ def sample(target: Target, theta0, *, n_samples: int = 1000, n_warmup: int = 100
                                      divergent, time.perf_counter()), strict=True):
             rows[key].append(value)
         counts.extend(end.counts)
+        if observe is not None and not warm and (it - n_warmup) % observe_every == 0:
+            observed.append(np.asarray(observe(theta.copy()), dtype=np.float64).reshape(-1))
+            observed_index.append(it - n_warmup)
 
         if warm:
             if adapt_step:
@@ -514,7 +528,10 @@ def sample(target: Target, theta0, *, n_samples: int = 1000, n_warmup: int = 100
                   theta0=np.array(theta0, dtype=np.float64).reshape(-1), warmup=warmup,
                   final_step_size=eps, mass=1.0 / inv_mass, wall_s=stop - start,
                   warmup_s=warmup_end - start, n_potential=runner.n_potential,
-                  hook_total=runner.hook_total)
+                  hook_total=runner.hook_total,
+                  observed=np.array(observed) if observe is not None else None,
+                  observed_index=(np.array(observed_index, dtype=np.int64)
+                                  if observe is not None else None))
     if log is not None:
         log(f"chain {chain_id}: {n_samples} draws in {chain.sampling_s:.2f} s, acceptance "
             f"{chain.accept_rate:.3f}, {chain.n_divergent} divergent")
@@ -530,14 +547,16 @@ def _run_chain(make_target, args, kwargs, theta0, seed, chain_id, options) -> Ch
 
 def run_chains(make_target: Callable[..., Target], n_chains: int = 4,
                seeds: Sequence[int] | None = None, *, theta0, args: tuple = (),
-               kwargs: dict | None = None, processes: int = 1, context: str = "spawn",
+               kwargs: dict | None = None, seed_kwarg: str | None = None,
+               processes: int = 1, context: str = "spawn",
                log: Callable[[str], None] | None = None, **options: Any) -> list[Chain]:
     """`n_chains` independent chains, chain c built by `make_target(*args, **kwargs)` and seeded
     with `seeds[c]` (default 0, 1, …); `theta0` is one point or one row per chain; `options`
     go to `sample`. With `processes > 1` the chains run in a multiprocessing pool of that
     many processes ("spawn" or "forkserver" context): `make_target` and its arguments must be
-    picklable (a module-level function or class). The chains come back in seed order, the same
-    whatever `processes` is."""
+    picklable (a module-level function or class). `seed_kwarg`: also pass the chain's seed to
+    `make_target` under that name (a target with randomness of its own). The chains come back
+    in seed order, the same whatever `processes` is."""
     seeds = list(range(n_chains)) if seeds is None else [int(s) for s in seeds]
     if len(seeds) != n_chains or len(set(seeds)) != n_chains:
         raise InputError(f"hmc: need {n_chains} different seeds, got {seeds}")
@@ -555,7 +574,8 @@ def run_chains(make_target: Callable[..., Target], n_chains: int = 4,
             chain_options["progress"] = False
         else:
             chain_options.setdefault("log", log)
-        jobs.append((make_target, args, kwargs, starts[c], seeds[c], c, chain_options))
+        target_kwargs = kwargs if seed_kwarg is None else {**kwargs, seed_kwarg: seeds[c]}
+        jobs.append((make_target, args, target_kwargs, starts[c], seeds[c], c, chain_options))
     if processes <= 1 or n_chains == 1:
         return [_run_chain(*job) for job in jobs]
     pool_size = min(processes, n_chains)

@@ -120,7 +120,7 @@ class SolverTarget:
     data))` builds it in each process."""
 
     def __init__(self, problem: Problem, data, *, sigma: float | None = None,
-                 nx: int | None = None):
+                 nx: int | None = None, observe_points=None):
         if data.observations is None:
             raise InputError("field 'observations': missing; a posterior needs data")
         model = problem.adjoint(data, w_reg={}, nx=nx)
@@ -141,6 +141,12 @@ class SolverTarget:
         self.scale, self.sigma = likelihood_scale(problem, data, sigma)
         self.bounds = _bounds(problem, model)
         self.n_failed = 0
+        self.observe_points = observe_points
+
+    def observe(self, theta) -> np.ndarray:
+        """u of the solver at `observe_points` (posterior-predictive draws; the sampler calls
+        this at every k-th draw)."""
+        return self.model.predict(self.to_m(theta), self.observe_points)
 
     def to_m(self, theta) -> np.ndarray:
         return np.asarray(theta, dtype=np.float64).reshape(-1)[self._to_m]
@@ -257,10 +263,10 @@ def _trapezoid(values: np.ndarray, x: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.sum(0.5 * (values[..., 1:] + values[..., :-1]) * np.diff(x), axis=-1)
 
 
-def grid_density(log_density, axes, names) -> GridPosterior:
+def grid_density(log_density, axes, names, *, progress: bool = False) -> GridPosterior:
     """Evaluate `log_density(theta)` (θ a (p,) array, p = 1 or 2) at every node of the tensor
     grid `axes`, normalise exp(log π) to integrate to one (trapezoidal rule) and take the
-    marginals' moments and the correlation the same way."""
+    marginals' moments and the correlation the same way (`progress`: a tqdm bar)."""
     axes = tuple(np.asarray(a, dtype=np.float64) for a in axes)
     names = tuple(names)
     if len(axes) not in (1, 2) or len(axes) != len(names):
@@ -272,7 +278,12 @@ def grid_density(log_density, axes, names) -> GridPosterior:
                              "increasing nodes")
     shape = tuple(a.size for a in axes)
     log_pi = np.full(shape, -_INF)
-    for index in np.ndindex(*shape):
+    nodes = np.ndindex(*shape)
+    if progress:
+        from tqdm import tqdm
+
+        nodes = tqdm(nodes, total=int(np.prod(shape)), desc="grid posterior", leave=False)
+    for index in nodes:
         theta = np.array([a[i] for a, i in zip(axes, index, strict=True)])
         value = float(log_density(theta))
         log_pi[index] = value if not math.isnan(value) else -_INF
@@ -304,7 +315,8 @@ def grid_density(log_density, axes, names) -> GridPosterior:
 
 
 def grid_posterior(problem: Problem, data, grid, *, sigma: float | None = None,
-                   nx: int | None = None, width: float = 8.0) -> GridPosterior:
+                   nx: int | None = None, width: float = 8.0,
+                   progress: bool = False) -> GridPosterior:
     """The posterior of a problem's 1 or 2 parameters on a grid, from a solver evaluation
     (J by the adjoint's forward model) at every node: π ∝ exp(−scale·J(θ)) p(θ).
 
@@ -324,7 +336,57 @@ def grid_posterior(problem: Problem, data, grid, *, sigma: float | None = None,
         axes = [grid[k] for k in names]
     else:
         axes = list(grid)
-    return grid_density(target.log_posterior, axes, names)
+    return grid_density(target.log_posterior, axes, names, progress=progress)
+
+
+def grid_summary(grid: GridPosterior) -> dict:
+    """The grid posterior's numbers, for JSON."""
+    return {"names": list(grid.names), "mean": grid.mean, "sd": grid.sd, "corr": grid.corr,
+            "mode": grid.mode, "n_solves": grid.n_evaluations,
+            "axes": {k: [float(a[0]), float(a[-1]), int(a.size)]
+                     for k, a in zip(grid.names, grid.axes, strict=True)}}
+
+
+def write_grid_posterior(out: Path, grid: GridPosterior, summary: dict) -> None:
+    """`grid_posterior.h5` (kind `grid_posterior`: the axes, the normalised density, the
+    unnormalised log density, the marginals), `grid_summary.json` and `grid_posterior.png`
+    (the density or its contours, with the marginals), each written whole or not at all."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from solvers.common import atomic_path, write_json_atomic
+    from solvers.exchange import atomic_h5
+
+    out = Path(out)
+    with atomic_h5(out / "grid_posterior.h5", kind="grid_posterior") as h5:
+        h5.attrs["names"] = ",".join(grid.names)
+        for name, axis in zip(grid.names, grid.axes, strict=True):
+            h5[f"axes/{name}"] = axis
+            h5[f"marginals/{name}"] = grid.marginals[name]
+        h5["density"] = grid.density
+        h5["log_density"] = grid.log_density
+    write_json_atomic(out / "grid_summary.json", summary)
+    names = grid.names
+    fig, axes = plt.subplots(1, len(names) + (len(names) == 2), squeeze=False,
+                             figsize=(4.2 * (len(names) + (len(names) == 2)), 3.6))
+    for ax, name, axis in zip(axes[0], names, grid.axes, strict=False):
+        ax.plot(axis, grid.marginals[name], "k")
+        ax.axvline(grid.mean[name], color="C0", lw=1,
+                   label=f"mean {grid.mean[name]:.4g}, sd {grid.sd[name]:.3g}")
+        ax.set(xlabel=name, ylabel="density", title=f"marginal of {name}")
+        ax.legend(fontsize=7)
+    if len(names) == 2:
+        ax = axes[0][2]
+        ax.contourf(grid.axes[0], grid.axes[1], grid.density.T, levels=12, cmap="Blues")
+        ax.plot(grid.mean[names[0]], grid.mean[names[1]], "r+", ms=10, label="mean")
+        ax.set(xlabel=names[0], ylabel=names[1], title=f"joint density (ρ = {grid.corr:.3f})")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(out / "grid_posterior.png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
 
 
 # -- the hmc-solver method -----------------------------------------------------------------
@@ -349,19 +411,23 @@ def fit_hmc_solver(problem: Problem, data, options, out: Path | None, *,
                              f"[{lo}, {hi}] (bounds and prior)")
     n_chains, seed = int(get("n_chains", 4)), int(get("seed", 0))
     started = time.perf_counter()
+    obs = data.observations
     chains = hmc.run_chains(
         SolverTarget, n_chains, [seed + c for c in range(n_chains)], theta0=theta0,
-        args=(problem, data), kwargs={"sigma": get("sigma"), "nx": get("nx")},
+        args=(problem, data), kwargs={"sigma": get("sigma"), "nx": get("nx"),
+                                      "observe_points": obs.points_in(problem.coords)},
         processes=int(get("processes", 1)), log=log,
         n_samples=int(get("n_samples", 1000)), n_warmup=int(get("n_warmup", 1000)),
         n_leapfrog=int(get("n_leapfrog", 10)), jitter=float(get("jitter", 0.2)),
-        target_accept=float(get("target_accept", 0.75)), step_size=get("step_size"))
+        target_accept=float(get("target_accept", 0.75)), step_size=get("step_size"),
+        observe_every=predictive_every(options))
     elapsed = time.perf_counter() - started
+    predictive = posterior_predictive(problem, data, chains, target.sigma, seed=seed)
     if out is not None:
-        write_posterior(Path(out), chains, reference_grid(problem, data, get("sigma")))
+        write_posterior(Path(out), chains, reference_grid(problem, data, get("sigma")),
+                        predictive, (problem, data))
     mean = posterior_mean(chains, problem)
     m = target.to_m(mean)
-    obs = data.observations
     at_obs = target.model.predict(m, obs.points_in(problem.coords))
     return chains_result(
         problem, data, chains, options, method=method, data_path=data_path,
@@ -374,6 +440,7 @@ def fit_hmc_solver(problem: Problem, data, options, out: Path | None, *,
                "bounds": {k: list(b) for k, b in zip(problem.params, target.bounds,
                                                      strict=True)},
                "model_rel_l2_vs_data": relative_l2(at_obs, obs.values),
+               "predictive": predictive_summary(data, predictive),
                "sampler": "bilo.hmc: leapfrog with reflection at the bounds, dual averaging "
                           "and a diagonal mass matrix in warm-up"})
 
@@ -421,6 +488,113 @@ def chains_result(problem: Problem, data, chains: list[hmc.Chain], options, *, m
                "n_potential": summary["n_potential"], **extra})
 
 
+# -- the posterior predictive ------------------------------------------------------------
+
+def predictive_every(options) -> int:
+    """The draws between two recordings of u (option `predictive_every`; default: about 100
+    recordings per chain)."""
+    every = getattr(options, "predictive_every", None)
+    return int(every) if every else max(1, int(getattr(options, "n_samples", 1000)) // 100)
+
+
+def posterior_predictive(problem: Problem, data, chains: list[hmc.Chain], sigma: float, *,
+                         seed: int = 0) -> dict[str, np.ndarray]:
+    """The posterior-predictive draws recorded by the chains (`Chain.observed`, u at the
+    observation points first, then for a network target u at the reference grid's points):
+    θ and u at the observations per recorded draw, the 2.5/50/97.5 % quantiles of u there
+    (its credible band) and the 2.5/97.5 % quantiles of new data u + σ·ε (the predictive
+    band, one noise draw per recorded u, seeded)."""
+    recorded = [c for c in chains if c.observed is not None and len(c.observed)]
+    if not recorded:
+        return {}
+    n_obs = len(data.observations.values)
+    theta = np.concatenate([c.samples[c.observed_index] for c in recorded])
+    u = np.concatenate([c.observed for c in recorded])
+    u_obs = u[:, :n_obs]
+    noisy = u_obs + sigma * np.random.default_rng(seed).standard_normal(u_obs.shape)
+    arrays = {"theta": theta, "u_obs": u_obs,
+              "u_quantiles": np.quantile(u_obs, [0.025, 0.5, 0.975], axis=0),
+              "data_quantiles": np.quantile(noisy, [0.025, 0.975], axis=0)}
+    if u.shape[1] > n_obs:
+        arrays["u_grid"] = u[:, n_obs:]
+    return arrays
+
+
+def network_against_solver(problem: Problem, data, arrays: dict[str, np.ndarray],
+                           sigma: float | None = None) -> np.ndarray | None:
+    """Relative L2 distance, on the reference grid, between the network's u at each recorded
+    draw's θ (`arrays["u_grid"]`) and the solver's u at that θ (the adjoint's forward model):
+    whether u_NN stayed a solution of the PDE along the chain. None without an adjoint."""
+    if "u_grid" not in arrays or type(problem).adjoint is Problem.adjoint:
+        return None
+    target = SolverTarget(problem, data, sigma=sigma)
+    points = reference_points(problem, data)
+    return np.array([relative_l2(u, target.model.predict(target.to_m(theta), points))
+                     for theta, u in zip(arrays["theta"], arrays["u_grid"], strict=True)])
+
+
+def predictive_summary(data, arrays: dict[str, np.ndarray],
+                       errors: np.ndarray | None = None) -> dict:
+    """What `summary.json` says of the posterior predictive: the recorded draws, the mean width
+    of u's 95 % band, the fraction of observations inside the 95 % predictive band, and the
+    network-against-solver distances along the chain."""
+    if not arrays:
+        return {}
+    low, high = arrays["data_quantiles"]
+    observed = data.observations.values
+    summary = {"n_draws": int(len(arrays["theta"])),
+               "u_band95_mean_width": float(np.mean(arrays["u_quantiles"][2]
+                                                    - arrays["u_quantiles"][0])),
+               "data_in_band95": float(np.mean((observed >= low) & (observed <= high)))}
+    if errors is not None:
+        summary["u_rel_l2_vs_solver"] = {"mean": float(errors.mean()),
+                                         "max": float(errors.max()),
+                                         "n": int(errors.size)}
+    return summary
+
+
+def plot_predictive(path: Path, problem: Problem, data, arrays: dict[str, np.ndarray]) -> None:
+    """u's 95 % credible band and median and the 95 % predictive band for new data, with the
+    data, along the observation coordinate that varies most (one panel per value of the other
+    coordinates, up to four; otherwise against the observation's index)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = data.observations.points_in(problem.coords)
+    observed = data.observations.values
+    spread = [len(np.unique(points[:, j])) for j in range(points.shape[1])]
+    axis = int(np.argmax(spread))
+    rest = np.delete(points, axis, axis=1)
+    groups = np.unique(rest, axis=0) if rest.shape[1] else np.zeros((1, 0))
+    by_index = len(groups) > 4
+    if by_index:
+        panels = [np.arange(len(observed))]
+        labels, xs = ["all observations"], [np.arange(len(observed), dtype=float)]
+    else:
+        panels = [np.flatnonzero(np.all(rest == g, axis=1)) for g in groups]
+        labels = [", ".join(f"{c} = {v:.3g}" for c, v in zip(
+            [c for j, c in enumerate(problem.coords) if j != axis], g, strict=True))
+            for g in groups]
+        xs = [points[idx, axis] for idx in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.6), squeeze=False)
+    for ax, idx, x, label in zip(axes[0], panels, xs, labels, strict=True):
+        order = np.argsort(x)
+        idx, x = idx[order], x[order]
+        q, d = arrays["u_quantiles"][:, idx], arrays["data_quantiles"][:, idx]
+        ax.fill_between(x, d[0], d[1], color="C1", alpha=0.2, label="95 % predictive (new data)")
+        ax.fill_between(x, q[0], q[2], color="C0", alpha=0.4, label="95 % credible band of u")
+        ax.plot(x, q[1], "C0", lw=1.2, label="posterior median of u")
+        ax.plot(x, observed[idx], "k.", ms=5, label="data")
+        ax.set(xlabel="observation" if by_index else problem.coords[axis], ylabel="u",
+               title=label if label else "")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def reference_grid(problem: Problem, data, sigma: float | None = None) -> GridPosterior | None:
     """The solver's grid posterior (201 nodes) of a one-parameter problem with an adjoint, to
     draw beside the chains; None otherwise (a 2-D grid costs thousands of solves)."""
@@ -429,12 +603,15 @@ def reference_grid(problem: Problem, data, sigma: float | None = None) -> GridPo
     return grid_posterior(problem, data, 201, sigma=sigma)
 
 
-def write_posterior(out: Path, chains: list[hmc.Chain], grid: GridPosterior | None = None
-                    ) -> None:
+def write_posterior(out: Path, chains: list[hmc.Chain], grid: GridPosterior | None = None,
+                    predictive: dict[str, np.ndarray] | None = None,
+                    plot_predictive_with: tuple | None = None) -> None:
     """`posterior.h5` (kind `posterior`): every draw, one row per chain — samples (chains, n,
     p), the per-iteration records (accepted, accept_prob, step_size, n_leapfrog, potential,
     energy, divergent, wall), the warm-up's under `warmup/`, the hook counts per leapfrog
-    (B-BiLO: lower-level steps) per chain — and `posterior.png` (`plot_posterior`)."""
+    (B-BiLO: lower-level steps) per chain, the posterior-predictive arrays under
+    `predictive/` — and `posterior.png` (`plot_posterior`); `predictive.png` when
+    `plot_predictive_with` = (problem, data) is given with the predictive arrays."""
     from solvers.exchange import atomic_h5
 
     out = Path(out)
@@ -450,7 +627,11 @@ def write_posterior(out: Path, chains: list[hmc.Chain], grid: GridPosterior | No
                 h5[prefix + key] = np.stack([getattr(c, key) for c in parts])
         for c, chain in enumerate(chains):
             h5[f"hook_counts/chain{c}"] = np.asarray(chain.hook_counts)
+        for key, value in (predictive or {}).items():
+            h5[f"predictive/{key}"] = value
     plot_posterior(out / "posterior.png", chains, grid)
+    if predictive and plot_predictive_with is not None:
+        plot_predictive(out / "predictive.png", *plot_predictive_with, predictive)
 
 
 def plot_posterior(path: Path, chains: list[hmc.Chain], grid: GridPosterior | None = None

@@ -83,7 +83,7 @@ _LIMITS = {"w_reg": (0.0, _INF), "w_rgrad": (0.0, _INF), "w_dat": (1e-300, _INF)
            "lower_cap": (0, 1 << 30), "lower_lr": (1e-300, _INF), "lora_rank": (0, 1 << 16),
            "sigma_r": (1e-300, _INF), "sigma_w": (1e-300, _INF),
            "stop_theta_tol": (1e-300, _INF), "stop_lower_tol": (1e-300, _INF),
-           "stop_window": (1, 1 << 40)}
+           "stop_window": (1, 1 << 40), "predictive_every": (1, 1 << 30)}
 
 
 # settings whose command-line flag is not their name
@@ -142,12 +142,13 @@ class SamplerOptions:
     target_accept: float = 0.75
     step_size: float | None = None
     sigma: float | None = None
+    processes: int = 1  # chains in parallel processes
+    predictive_every: int | None = None  # u recorded at every k-th draw (default n_samples/100)
 
 
 @dataclass
 class HMCSolverOptions(SamplerOptions, Options):
     seed: int = 0
-    processes: int = 1  # chains in parallel processes
     nx: int | None = None  # solver nodes (default: the data's reference grid)
 
 

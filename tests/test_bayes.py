@@ -32,7 +32,12 @@ def test_b_bilo_matches_the_grid_posterior(logistic_data, tmp_path, lora_rank, l
     1.98461 ± 0.00103, sd 0.01693, 0.16 lower steps per leapfrog, 23 s. LoRA rank 2 needs the
     lower level to 1e-6 (slow: 19 lower steps per leapfrog, 180 s; measured 1.98416 ± 0.00116,
     sd 0.01663): at 1e-5 its increments leave u_NN(θ) off the PDE enough to move the mean by
-    3.4 MCSE (1.98647 ± 0.00069). Measured with one thread, as make test runs."""
+    3.4 MCSE (1.98647 ± 0.00069). Measured with one thread, as make test runs.
+
+    Along the chain (u_NN recorded at every 8th draw, against the solver at that draw's θ on
+    the reference grid), the network stays within 1 % of the solver on average: full
+    fine-tuning measured mean 1.7e-3, max 2.3e-2 (100 draws): the far tails
+    of the chain, where the network was fine-tuned least, are the worst."""
     problem = get_problem("logistic")
     options = make_options(problem, "hmc", "quick", n_chains=1, n_warmup=150, n_samples=800,
                            n_leapfrog=5, lora_rank=lora_rank, lower_tol=lower_tol)
@@ -47,6 +52,11 @@ def test_b_bilo_matches_the_grid_posterior(logistic_data, tmp_path, lora_rank, l
     assert abs(found["mean"] - grid_mean) < 3 * found["mcse_mean"] + 1e-4
     assert abs(found["sd"] / grid_sd - 1) < 0.15
     assert summary["u_rel_l2_vs_reference"] < 1e-2
+    along = summary["predictive"]["u_rel_l2_vs_solver"]
+    report(f"u_NN against the solver at {along['n']} draws: relative L2 mean {along['mean']:.2e}, "
+           f"max {along['max']:.2e}; data in the 95 % predictive band "
+           f"{summary['predictive']['data_in_band95']:.2f}")
+    assert along["n"] == 100 and along["mean"] < 1e-2
 
 
 def test_a_rejection_restores_the_weights_of_the_last_accepted_position(logistic_data,

@@ -460,7 +460,10 @@ def test_hmc_solver_against_the_grid_posterior(logistic, tmp_path, report):
     ± 20 %, from a = 1) against the grid posterior (401 solver evaluations over the mode ± 8
     Laplace sds): mean 1.98388, sd 0.01688 on the grid; the chains' mean within 3 MCSE (measured
     0.5 MCSE) and sd within 10 % (measured 1 %). The Result writes through bilo.results, with
-    the posterior in summary.json and every draw in posterior.h5 (posterior.png beside it)."""
+    the posterior in summary.json and every draw in posterior.h5 (posterior.png beside it).
+    The posterior predictive records u at every 10th draw (200 of them): since u(t; a) is
+    increasing in a, its 2.5/50/97.5 % bands equal the solver's u at those quantiles of a
+    (to 1e-6: np.quantile interpolates linearly between order statistics)."""
     problem, data = logistic
     grid = grid_posterior(problem, data, 401)
     options = make_options(problem, "hmc-solver", theta0={"a": 1.0}, n_chains=2,
@@ -483,4 +486,43 @@ def test_hmc_solver_against_the_grid_posterior(logistic, tmp_path, report):
     with h5py.File(tmp_path / "posterior.h5", "r") as saved:
         assert saved["samples"].shape == (2, 1000, 1)
         assert saved["warmup/samples"].shape == (2, 500, 1)
-    assert (tmp_path / "posterior.png").exists()
+        recorded, bands = saved["predictive/theta"][:, 0], saved["predictive/u_quantiles"][:]
+        drawn = saved["samples"][:, ::10, 0].ravel()
+    assert (tmp_path / "posterior.png").exists() and (tmp_path / "predictive.png").exists()
+    # u(t; a) increases with a at every t > 0, so u's quantiles are u at a's quantiles
+    assert np.array_equal(np.sort(recorded), np.sort(drawn))
+    model = SolverTarget(problem, data)
+    times = data.observations.points_in(("t",))
+    for row, q in zip(bands, (0.025, 0.5, 0.975), strict=True):
+        at_quantile = model.model.predict(np.array([np.quantile(recorded, q)]), times)
+        assert np.max(np.abs(row - at_quantile)) < 1e-6
+    assert summary["predictive"]["n_draws"] == 200
+
+
+def test_posterior_grid_command(tmp_path, capsys):
+    """`bilo posterior-grid logistic --data FILE --nodes 201`: the numbers in grid_summary.json
+    are those of bilo.posterior.grid_posterior on the same data (flat prior on a > 0; mean
+    1.9841, sd 0.0169), the density integrates to 1 in grid_posterior.h5, the plot is written,
+    and a second run into the same folder is refused (exit 2) without touching the first."""
+    from bilo.cli import main
+    from solvers.exchange import read_solution, write_solution
+
+    path = tmp_path / "data.h5"
+    write_solution(path, run_reference("logistic", {"a": 2.0}, n_obs=21, noise=0.01, seed=0))
+    out = tmp_path / "grid"
+    assert main(["posterior-grid", "logistic", "--data", str(path), "--out", str(out),
+                 "--nodes", "201"]) == 0
+    assert "a: mean 1.98" in capsys.readouterr().out
+    expected = grid_posterior(get_problem("logistic"), read_solution(path), 201)
+    summary = json.loads((out / "grid_summary.json").read_text())
+    assert summary["mean"]["a"] == pytest.approx(expected.mean["a"], rel=1e-12)
+    assert summary["sd"]["a"] == pytest.approx(expected.sd["a"], rel=1e-12)
+    assert summary["n_solves"] == 201
+    with h5py.File(out / "grid_posterior.h5", "r") as saved:
+        a, density = saved["axes/a"][:], saved["density"][:]
+    assert np.sum(0.5 * (density[1:] + density[:-1]) * np.diff(a)) == pytest.approx(1.0)
+    assert (out / "grid_posterior.png").stat().st_size > 0
+    before = (out / "grid_posterior.h5").read_bytes()
+    assert main(["posterior-grid", "logistic", "--data", str(path), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (out / "grid_posterior.h5").read_bytes() == before

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from bilo.model import Parameter, Problem, ReferenceSpec, Settings
+from bilo.priors import LogNormal
 from solvers import fdm
 from solvers.reference import Reference
 
@@ -25,8 +26,10 @@ def solve(params, functions, nx, nt) -> Reference:
 class FisherKPP(Problem):
     name = "fkpp"
     coords = ("x", "t")
-    parameters = (Parameter("D", 1.0, bounds=(1e-6, float("inf"))),
-                  Parameter("rho", 1.0, bounds=(1e-6, float("inf"))))
+    # weakly informative: the median at the truth's order of magnitude, a factor e per sd
+    parameters = (Parameter("D", 1.0, bounds=(1e-6, float("inf")), prior=LogNormal(0.0, 1.0)),
+                  Parameter("rho", 1.0, bounds=(1e-6, float("inf")),
+                            prior=LogNormal(0.0, 1.0)))
     reference = ReferenceSpec(
         solve, "Fisher-KPP u_t = 0.01 D u_xx + rho u(1-u), u(x,0) = sin^2(pi x)/2",
         defaults={"D": 1.0, "rho": 1.0}, time_dependent=True, nx=401, nt=101, layout="grid",
