@@ -12,6 +12,7 @@ import pytest
 from apps.gbm.patient import (
     ImageField,
     brain_mask,
+    find_roles,
     load_patient,
     smooth_field,
     tissue_P,
@@ -114,11 +115,141 @@ def test_label_conventions(tmp_path):
 
 @pytest.mark.parametrize("role", ["seg", "wm", "gm"])
 def test_missing_file(tmp_path, role):
-    """A missing seg, wm or gm file: the message names the expected file and says missing."""
+    """A missing seg, wm or gm file: one line naming the folder and the role, the accepted
+    names, and the NIfTI files that were found (the other two, not the text file)."""
     folder = make_patient(tmp_path / "p")
     (folder / f"{role}.nii.gz").unlink()
-    with pytest.raises(InputError, match=rf"{role}\.nii\.gz: missing"):
+    (folder / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match=rf"p: missing the {role} role .*no file named "
+                                         rf"{role}, .*\*_{role}") as info:
         load_patient(folder)
+    message = str(info.value)
+    others = [f"{name}.nii.gz" for name in ("gm", "seg", "wm") if name != role]
+    assert f"NIfTI files found: {', '.join(others)} (" in message
+    assert "notes.txt" not in message and "\n" not in message
+    for path in folder.iterdir():
+        path.unlink()
+    with pytest.raises(InputError, match=r"missing the seg role .*no NIfTI files found"):
+        find_roles(folder)
+
+
+BRATS_IMAGES = ("t1", "t1ce", "t2", "flair")
+
+
+def write_roles(folder, names):
+    """A patient with the role files under the given names ({role: file name}): the default
+    seg, wm and gm, zeros for csf and 3.5 everywhere for pet. Written under a lower-case
+    suffix and renamed (nibabel.save rewrites mixed-case suffixes)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wm, gm = tissue()
+    content = {"seg": brats_labels(), "wm": wm, "gm": gm, "csf": np.zeros(SHAPE, np.float32),
+               "pet": np.full(SHAPE, 3.5, np.float32)}
+    for role, name in names.items():
+        gz = name.lower().endswith(".gz")
+        written = save(folder / f"tmp_{role}.nii{'.gz' if gz else ''}", content[role])
+        written.rename(folder / name)
+    return folder
+
+
+def test_find_roles_exact_names(tmp_path):
+    """This project's own names (seg/wm/gm/csf/pet.nii.gz, as synth writes them) and .nii
+    ones: each role maps to its file; no csf/pet file -> no such key; truth.json and other
+    files are ignored."""
+    folder = make_patient(tmp_path / "p")
+    (folder / "truth.json").write_text("{}")
+    assert find_roles(folder) == {role: folder / f"{role}.nii.gz" for role in ("seg", "wm", "gm")}
+    plain = write_roles(tmp_path / "q", {role: f"{role}.nii" for role in
+                                         ("seg", "wm", "gm", "csf", "pet")})
+    roles = find_roles(plain)
+    assert {role: path.name for role, path in roles.items()} == {
+        "seg": "seg.nii", "wm": "wm.nii", "gm": "gm.nii", "csf": "csf.nii", "pet": "pet.nii"}
+
+
+def test_brats_prefixed_names(tmp_path):
+    """A BraTS release folder: BraTS2021_00000_seg/_wm/_gm.nii.gz next to the _t1, _t1ce, _t2
+    and _flair images, which match no role; the patient loads as with the exact names."""
+    prefix = "BraTS2021_00000"
+    folder = write_roles(tmp_path / prefix, {role: f"{prefix}_{role}.nii.gz"
+                                             for role in ("seg", "wm", "gm")})
+    for image in BRATS_IMAGES:
+        save(folder / f"{prefix}_{image}.nii.gz", np.ones(SHAPE, np.float32))
+    roles = find_roles(folder)
+    assert {role: path.name for role, path in roles.items()} == {
+        role: f"{prefix}_{role}.nii.gz" for role in ("seg", "wm", "gm")}
+    patient = load_patient(folder)
+    assert patient.paths == roles and patient.slice_index == 3 and patient.csf is None
+    np.testing.assert_array_equal(patient.wt, disc(6))
+
+
+def test_predictgbm_names(tmp_path):
+    """PredictGBM's fixed layout: tumorseg is the segmentation, csf and pet are found too; csf
+    is loaded as a probability map, pet only recorded in paths (its values, 3.5, are not
+    checked as probabilities)."""
+    folder = write_roles(tmp_path / "p", {"seg": "tumorseg.nii.gz", "wm": "wm.nii.gz",
+                                          "gm": "gm.nii.gz", "csf": "csf.nii.gz",
+                                          "pet": "pet.nii.gz"})
+    roles = find_roles(folder)
+    assert {role: path.name for role, path in roles.items()} == {
+        "seg": "tumorseg.nii.gz", "wm": "wm.nii.gz", "gm": "gm.nii.gz", "csf": "csf.nii.gz",
+        "pet": "pet.nii.gz"}
+    patient = load_patient(folder)
+    assert patient.paths == roles and patient.paths["pet"].name == "pet.nii.gz"
+    np.testing.assert_array_equal(patient.csf, np.zeros(SHAPE[:2]))
+    np.testing.assert_array_equal(patient.tc, disc(3))
+
+
+def test_role_names_any_case(tmp_path):
+    """Upper and mixed case in the role, the prefix and the suffix (SEG.NII.GZ,
+    BraTS_X_WM.nii, Gm.Nii.Gz, PET.NII, P01_TumorSeg.nii.gz) find their roles, and the patient
+    loads (nibabel's own loader would look for Gm.nii.Gz)."""
+    folder = write_roles(tmp_path / "p", {"seg": "SEG.NII.GZ", "wm": "BraTS_X_WM.nii",
+                                          "gm": "Gm.Nii.Gz", "pet": "PET.NII"})
+    roles = find_roles(folder)
+    assert {role: path.name for role, path in roles.items()} == {
+        "seg": "SEG.NII.GZ", "wm": "BraTS_X_WM.nii", "gm": "Gm.Nii.Gz", "pet": "PET.NII"}
+    assert load_patient(folder).slice_index == 3
+    other = write_roles(tmp_path / "q", {"seg": "P01_TumorSeg.nii.gz", "wm": "WM.nii.gz",
+                                         "gm": "gm.nii.gz"})
+    assert find_roles(other)["seg"].name == "P01_TumorSeg.nii.gz"
+
+
+@pytest.mark.parametrize("names, candidates", [
+    (("seg.nii.gz", "X_seg.nii.gz"), "X_seg.nii.gz, seg.nii.gz"),
+    (("A_seg.nii.gz", "B_seg.nii.gz"), "A_seg.nii.gz, B_seg.nii.gz"),
+    (("seg.nii.gz", "tumorseg.nii.gz"), "seg.nii.gz, tumorseg.nii.gz"),
+    (("seg.nii", "seg.nii.gz"), "seg.nii, seg.nii.gz"),
+])
+def test_ambiguous_role(tmp_path, names, candidates):
+    """Two files for the seg role (an exact and a prefixed name, two prefixes, seg and
+    tumorseg, or .nii next to .nii.gz): one line naming the folder, the role and both
+    candidates; loading fails the same way."""
+    folder = write_roles(tmp_path / "p", {"wm": "wm.nii.gz", "gm": "gm.nii.gz"})
+    for name in names:
+        save(folder / name, brats_labels())
+    with pytest.raises(InputError, match=r"p: 2 files for the seg role") as info:
+        find_roles(folder)
+    assert f": {candidates}; keep one" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(InputError, match=r"2 files for the seg role"):
+        load_patient(folder)
+
+
+def test_ambiguous_optional_and_ignored_files(tmp_path):
+    """An optional role is checked too (csf.nii.gz and csf.nii: ambiguous, naming csf); hidden
+    files (._seg.nii.gz, as macOS leaves them), folders named like a role, names that only end
+    in a role without the underscore (myseg.nii.gz) and other suffixes (seg.nii.gz.bak) are
+    ignored."""
+    folder = make_patient(tmp_path / "p", csf=np.zeros(SHAPE, np.float32))
+    save(folder / "csf.nii", np.zeros(SHAPE, np.float32))
+    with pytest.raises(InputError, match=r"2 files for the csf role .*: csf\.nii, "
+                                         r"csf\.nii\.gz;"):
+        find_roles(folder)
+    (folder / "csf.nii").unlink()
+    (folder / "._seg.nii.gz").write_bytes(b"\0" * 10)
+    (folder / "wm.nii").mkdir()
+    save(folder / "myseg.nii.gz", brats_labels())
+    (folder / "seg.nii.gz.bak").write_bytes(b"x")
+    assert {role: path.name for role, path in find_roles(folder).items()} == {
+        "seg": "seg.nii.gz", "wm": "wm.nii.gz", "gm": "gm.nii.gz", "csf": "csf.nii.gz"}
 
 
 def test_missing_or_bad_folder(tmp_path):

@@ -1,17 +1,26 @@
 """A GBM patient: a BraTS-style tumour segmentation and tissue probability maps on one axial slice.
 
-Patient folder layout (NIfTI, gzip'd or not; ``NAME.nii.gz`` is used when both exist):
+Patient folder layout: one NIfTI file (``.nii.gz`` or ``.nii``) per role, found by
+:func:`find_roles` under any of these names (``X`` any prefix, letters in any case):
 
-=========================  ========  ======================================================
-file                       needed    content
-=========================  ========  ======================================================
-``seg.nii.gz`` / ``.nii``  yes       BraTS label map (integers), see the conventions below
-``wm.nii.gz`` / ``.nii``   yes       white-matter probability in [0, 1], same grid as seg
-``gm.nii.gz`` / ``.nii``   yes       grey-matter probability in [0, 1], same grid as seg
-``csf.nii.gz`` / ``.nii``  no        CSF probability in [0, 1], same grid as seg
-=========================  ========  ======================================================
+======  ======  ================================  ============================================
+role    needed  file names                        content
+======  ======  ================================  ============================================
+seg     yes     ``seg``, ``tumorseg``, ``X_seg``  BraTS label map (integers), see below
+wm      yes     ``wm``, ``X_wm``                  white-matter probability in [0, 1], same grid
+gm      yes     ``gm``, ``X_gm``                  grey-matter probability in [0, 1], same grid
+csf     no      ``csf``, ``X_csf``                CSF probability in [0, 1], same grid
+pet     no      ``pet``, ``X_pet``                PET image: recorded in ``paths``, not read
+======  ======  ================================  ============================================
 
-"Same grid" means the same shape and the same voxel-to-mm affine (to 1e-3 mm). Probability maps
+The names cover this project's own layout (``seg.nii.gz``, ``wm.nii.gz``, ... as ``bilo gbm
+synth`` writes), BraTS releases (``BraTS2021_00000_seg.nii.gz``; the ``_t1``, ``_t1ce``,
+``_t2`` and ``_flair`` images match no role and are ignored) and PredictGBM's fixed names
+(``tumorseg``, ``wm``, ``gm``, ``csf``, ``pet``). Other files and hidden files (a leading
+``.``) are ignored. Two files for one role (``seg.nii.gz`` and ``X_seg.nii.gz``, two prefixes,
+or ``seg.nii`` next to ``seg.nii.gz``) are an error, as is a missing required role.
+
+"Same grid" means the shape and the voxel-to-mm affine of seg (to 1e-3 mm). Probability maps
 must lie in [0, 1] (a tolerance of 1e-3 is allowed and clipped away); maps stored as 0-255
 (like nilearn's ICBM152 files) must be rescaled first.
 
@@ -33,7 +42,7 @@ indexed like the volume, ``array[i, j]`` for voxel ``(i, j, slice_index)``, and
 3×3 affine that :func:`meshes.mesh_from_mask` accepts.
 
 Every problem with the input raises :class:`solvers.common.InputError` with a one-line message
-that names the file.
+that names the file (the folder and the role for a missing or ambiguous file).
 """
 
 from __future__ import annotations
@@ -47,8 +56,23 @@ from scipy import ndimage
 from meshes.image_mesh import affine_2d
 from solvers.common import InputError
 
-FILE_STEMS = ("seg", "wm", "gm", "csf")
+# role: the file stems that name it, exactly or after a prefix ending in "_" (any case)
+ROLE_NAMES = {
+    "seg": ("seg", "tumorseg"),
+    "wm": ("wm",),
+    "gm": ("gm",),
+    "csf": ("csf",),
+    "pet": ("pet",),
+}
+ROLE_CONTENT = {
+    "seg": "tumour segmentation",
+    "wm": "white-matter map",
+    "gm": "grey-matter map",
+    "csf": "CSF map",
+    "pet": "PET image",
+}
 REQUIRED = ("seg", "wm", "gm")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
 PROBABILITY_TOLERANCE = 1e-3
 AFFINE_TOLERANCE_MM = 1e-3
 CONVENTIONS = {
@@ -75,7 +99,8 @@ class Patient:
         spacing: in-plane voxel size (mm) along voxel axes 0 and 1.
         slice_thickness: voxel size (mm) along the last axis.
         convention: "brats2021" or "brats2023".
-        paths: file paths by role ("seg", "wm", "gm" and possibly "csf").
+        paths: file paths by role ("seg", "wm", "gm" and possibly "csf", "pet"; the pet
+            image is not read).
         shape3d: shape of the volumes.
     """
 
@@ -136,26 +161,91 @@ def _mm_to_voxel(affine2d: np.ndarray, points_mm) -> np.ndarray:
     return (points - affine2d[:2, 2]) @ inverse.T
 
 
-def find_patient_files(folder) -> dict[str, Path]:
-    """Paths of the patient files by role (``seg``, ``wm``, ``gm``, optional ``csf``);
-    InputError if the folder or a required file is missing."""
+def _nifti_stem(name: str) -> str | None:
+    """The lower-case name without ``.nii.gz`` / ``.nii`` (any case); None for other files."""
+    lower = name.lower()
+    for suffix in NIFTI_SUFFIXES:
+        if lower.endswith(suffix) and len(lower) > len(suffix):
+            return lower[: -len(suffix)]
+    return None
+
+
+def _role_of(stem: str) -> str | None:
+    """The role a NIfTI stem names (``seg``, ``x_seg``, ``tumorseg``, ...), or None."""
+    for role, names in ROLE_NAMES.items():
+        if any(stem == name or stem.endswith("_" + name) for name in names):
+            return role
+    return None
+
+
+def _name_list(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def find_roles(folder) -> dict[str, Path]:
+    """Paths of the patient files by role: ``seg``, ``wm``, ``gm`` and, when present, ``csf``
+    and ``pet`` (the names are in the module docstring).
+
+    Raises:
+        InputError: one line naming the folder, if it does not exist or is not a directory;
+            naming the role and listing the NIfTI files found, if a required role has no
+            file; naming the role and listing the candidates, if a role has several files.
+    """
     folder = Path(folder)
     if not folder.exists():
         raise InputError(f"{folder}: patient folder does not exist")
     if not folder.is_dir():
         raise InputError(f"{folder}: patient folder is not a directory")
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot list the patient folder ({exc.strerror or exc})"
+                         ) from None
+    niftis = []
+    candidates = {role: [] for role in ROLE_NAMES}
+    for path in entries:
+        stem = _nifti_stem(path.name)
+        if stem is None or path.name.startswith(".") or not path.is_file():
+            continue
+        niftis.append(path.name)
+        role = _role_of(stem)
+        if role is not None:
+            candidates[role].append(path)
     paths = {}
-    for stem in FILE_STEMS:
-        for suffix in (".nii.gz", ".nii"):
-            candidate = folder / f"{stem}{suffix}"
-            if candidate.is_file():
-                paths[stem] = candidate
-                break
-        else:
-            if stem in REQUIRED:
-                raise InputError(f"{folder / (stem + '.nii.gz')}: missing (the patient folder "
-                                 f"needs {stem}.nii.gz or {stem}.nii; see apps.gbm.patient)")
+    for role, found in candidates.items():
+        names = ROLE_NAMES[role]
+        if len(found) > 1:
+            raise InputError(f"{folder}: {len(found)} files for the {role} role "
+                             f"({ROLE_CONTENT[role]}): "
+                             f"{_name_list([p.name for p in found])}; keep one (see "
+                             "apps.gbm.patient)")
+        if found:
+            paths[role] = found[0]
+        elif role in REQUIRED:
+            accepted = ", ".join([*names, *(f"*_{name}" for name in names)])
+            present = (f"NIfTI files found: {_name_list(niftis)}" if niftis
+                       else "no NIfTI files found")
+            raise InputError(f"{folder}: missing the {role} role ({ROLE_CONTENT[role]}): no "
+                             f"file named {accepted} "
+                             f"(.nii.gz or .nii, any case); {present} (see apps.gbm.patient)")
     return paths
+
+
+def _load_nifti_image(nib, path: Path):
+    """nibabel's image of `path`. nib.load rewrites a mixed-case suffix (``Gm.Nii.Gz`` becomes
+    ``Gm.nii.Gz``, a file that does not exist), so such names are read through a file map."""
+    stem = _nifti_stem(path.name)
+    suffix = path.name[len(stem):] if stem is not None else ""
+    if suffix in (suffix.lower(), suffix.upper()):
+        return nib.load(str(path))
+    with nib.openers.Opener(str(path)) as stream:  # gzip'd or not, any case
+        first = stream.read(4)
+    # sizeof_hdr, the first field of the header: 540 for NIfTI-2, 348 for NIfTI-1
+    nifti2 = 540 in (int.from_bytes(first, "little"), int.from_bytes(first, "big"))
+    holder = nib.FileHolder(filename=str(path))
+    klass = nib.Nifti2Image if nifti2 else nib.Nifti1Image
+    return klass.from_file_map({"header": holder, "image": holder})
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +253,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 
     try:
-        image = nib.load(str(path))
+        image = _load_nifti_image(nib, path)
         data = np.asarray(image.dataobj, dtype=np.float64)
         affine = np.asarray(image.affine, dtype=np.float64)
     except Exception as exc:  # nibabel, gzip, zlib and OS errors alike
@@ -237,18 +327,20 @@ def load_patient(folder, slice: str | int = "auto") -> Patient:
     """Read a patient folder (see the module docstring) and return one axial slice.
 
     Args:
-        folder: folder with seg/wm/gm (and optionally csf) NIfTI files.
+        folder: folder with seg/wm/gm (and optionally csf, pet) NIfTI files, found by
+            :func:`find_roles`.
         slice: "auto" (the slice along the last voxel axis with the largest WT area; the lowest
             index on ties) or a slice index (negative counts from the end; a string of digits
             is read as an index).
 
     Raises:
-        InputError: naming the file, for a missing folder or file, an unreadable NIfTI, grids
+        InputError: naming the file, for a missing folder, a missing or ambiguous file (see
+            :func:`find_roles`), an unreadable NIfTI, grids
             or affines that differ from seg's, NaN values, probabilities out of [0, 1],
             unknown labels, no tumour (no label > 0) or no tumour core (in the volume or on
             the chosen slice).
     """
-    paths = find_patient_files(folder)
+    paths = find_roles(folder)
     seg_path = paths["seg"]
     seg, affine = _read_nifti(seg_path)
     convention = detect_convention(seg, seg_path)
@@ -419,7 +511,7 @@ __all__ = [
     "Patient",
     "brain_mask",
     "detect_convention",
-    "find_patient_files",
+    "find_roles",
     "load_patient",
     "smooth_field",
     "tissue_P",
