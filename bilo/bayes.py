@@ -131,10 +131,13 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
     run = Run(problem, data, method, bilo.methods.BiLO, options, out, data_path)
     run.train()
     start = run.method.theta.detach().cpu().numpy().astype(np.float64)
+    trained = float(run.method.lower_losses(run.batch)[1].detach())
+    lower_tol = options.lower_tol if options.lower_tol is not None else 2.0 * trained
     print(f"sampling from θ = {dict(zip(problem.params, start.tolist(), strict=True))} after "
-          f"{run.step} BiLO steps")
+          f"{run.step} BiLO steps; lower-level loss {trained:.3g} there, fine-tuned below "
+          f"{lower_tol:.3g} at every leapfrog position")
     target_options = dict(
-        lower_tol=options.lower_tol, lower_cap=options.lower_cap,
+        lower_tol=lower_tol, lower_cap=options.lower_cap,
         lr=options.lower_lr or options.settings.lr_net, lora_rank=options.lora_rank,
         observe_points=np.concatenate([data.observations.points_in(problem.coords),
                                        reference_points(problem, data)]))
@@ -178,6 +181,7 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
                                "fine-tuned at every leapfrog position; params are the "
                                "posterior mean",
                "sigma_used": sigma, "lora_rank": options.lora_rank,
+               "lower_tol_used": lower_tol, "lower_loss_trained": trained,
                "lower_steps_per_leapfrog": {"mean": float(lower.mean()),
                                             "max": int(lower.max())},
                "predictive": predictive_summary(data, predictive, errors),

@@ -45,6 +45,10 @@ from bilo.posterior import (
     chains_result,
     likelihood_scale,
     log_prior_and_gradient,
+    network_against_solver,
+    posterior_predictive,
+    predictive_every,
+    predictive_summary,
     reference_grid,
     write_posterior,
 )
@@ -194,13 +198,6 @@ def theta_only(chain: hmc.Chain, n_theta: int) -> hmc.Chain:
         theta0=chain.theta0[:n_theta].copy(), mass=chain.mass[:n_theta].copy())
 
 
-def predictive_every(options) -> int:
-    """Every k-th sampling draw enters the posterior mean of u (option `predictive_every`
-    where the options have it; default about 100 draws per chain)."""
-    every = getattr(options, "predictive_every", None)
-    return int(every) if every else max(1, int(options.n_samples) // 100)
-
-
 def default_sigma_r(sigma: float) -> float:
     """σ_r when the option is not given: the data's noise σ. On the unit box every coordinate
     has range 1, so the residual has u's units (u_t − a·u(1 − u), −u_xx − f, ...), and the
@@ -229,9 +226,9 @@ def fit_bpinn(problem, data, options, out, *, data_path=None, log=print,
     run = Run(problem, data, method, bilo.methods.PINN, options, out, data_path)
     run.train()
     points = reference_points(problem, data)
-    n_obs = len(data.observations.values)
     observe_points = np.concatenate([data.observations.points_in(problem.coords), points])
     chains, targets = [], []
+    every = predictive_every(options)
     started = time.perf_counter()
     start = None
     for c in range(options.n_chains):
@@ -249,19 +246,24 @@ def fit_bpinn(problem, data, options, out, *, data_path=None, log=print,
             target, start, n_samples=options.n_samples, n_warmup=options.n_warmup,
             n_leapfrog=options.n_leapfrog, jitter=options.jitter,
             target_accept=options.target_accept, step_size=options.step_size,
-            seed=options.seed + c, chain_id=c, log=log))
+            seed=options.seed + c, chain_id=c, log=log, observe_every=every))
         targets.append(target)
     elapsed = time.perf_counter() - started
     target, k = targets[0], targets[0].n_theta
-    # at every draw the data misfit (history's J), L_res and |W|²; u_NN at every k-th
+    # at every draw the data misfit (history's J), L_res and |W|²
     terms = [target.evaluate_terms(x) for chain in chains for x in chain.samples]
-    every = predictive_every(options)
-    u = np.stack([target.observe(x) for chain in chains for x in chain.samples[::every]])
-    u_grid = u[:, n_obs:]
-    kept = [x.copy() for chain in chains for x in chain.samples[::every]]
+    kept = [x.copy() for chain in chains for x in chain.samples[chain.observed_index]]
     theta_chains = [theta_only(chain, k) for chain in chains]
+    predictive = posterior_predictive(problem, data, theta_chains, sigma, seed=options.seed)
+    u_grid = predictive["u_grid"]
+    # B-PINN's u_NN is not held to the PDE: how far from a solution it strays along the chain
+    errors = network_against_solver(problem, data, predictive, options.sigma)
+    if errors is not None:
+        predictive["u_rel_l2_vs_solver"] = errors
     if out is not None:
-        write_posterior(Path(out), theta_chains, reference_grid(problem, data, options.sigma))
+        write_posterior(Path(out), theta_chains, reference_grid(problem, data, options.sigma),
+                        {key: v for key, v in predictive.items() if key != "u_grid"},
+                        (problem, data))
 
     def predict(at: np.ndarray) -> np.ndarray:
         """The mean of u_NN over the kept draws at numpy points."""
@@ -289,6 +291,7 @@ def fit_bpinn(problem, data, options, out, *, data_path=None, log=print,
                                 "max": float(np.max([t[name] for t in terms]))}
                          for name in ("misfit", "residual_loss", "weights_norm2")},
                "u_draws": len(kept),
+               "predictive": predictive_summary(data, predictive, errors),
                "u_sd_mean": float(u_grid.std(axis=0).mean()),
                "sampler": "bilo.hmc with bilo.bpinn.BPINNTarget (float64)"})
     result.history["J"] = np.array([t["misfit"] for t in terms])

@@ -376,7 +376,8 @@ def sample(target: Target, theta0, *, n_samples: int = 1000, n_warmup: int = 100
         bounds: (lo, hi) per parameter (±inf or None: open); default `target.bounds`.
         seed: seeds the chain's `numpy.random.Generator`.
         max_energy_error: H′ − H above this is a divergence.
-        progress: a tqdm bar; `log`: a line at the end of warm-up and of sampling.
+        progress: a tqdm bar; `log`: a line at the end of warm-up and of sampling (and, without
+            the bar, one per tenth of the iterations).
         observe_every: k > 0 calls `target.observe(θ)` after sampling draws 0, k, 2k, …
     """
     theta = np.array(theta0, dtype=np.float64).reshape(-1)
@@ -513,6 +514,9 @@ def sample(target: Target, theta0, *, n_samples: int = 1000, n_warmup: int = 100
                     log(f"chain {chain_id}: warm-up done, step size {eps:.4g}, mass diagonal "
                         f"{np.array2string(1.0 / inv_mass, precision=4)}, acceptance "
                         f"{np.mean(warm_rows['accept_prob']):.3f}")
+        if bar is None and log is not None and n_total >= 10 and (it + 1) % (n_total // 10) == 0:
+            log(f"chain {chain_id}: {it + 1}/{n_total} iterations "
+                f"({'warm-up' if warm else 'sampling'}), {time.perf_counter() - start:.0f} s")
         if bar is not None:
             bar.update(1)
             if it % 20 == 0:
@@ -539,6 +543,11 @@ def sample(target: Target, theta0, *, n_samples: int = 1000, n_warmup: int = 100
 
 
 # -- several chains ------------------------------------------------------------------------
+
+def print_now(line: str) -> None:
+    """print, flushed at once (a worker's output would otherwise wait in its buffer)."""
+    print(line, flush=True)
+
 
 def _run_chain(make_target, args, kwargs, theta0, seed, chain_id, options) -> Chain:
     target = make_target(*args, **kwargs)
@@ -572,6 +581,8 @@ def run_chains(make_target: Callable[..., Target], n_chains: int = 4,
         chain_options = dict(options)
         if processes > 1:
             chain_options["progress"] = False
+            # the workers print their progress lines themselves
+            chain_options["log"] = print_now if log is not None else None
         else:
             chain_options.setdefault("log", log)
         target_kwargs = kwargs if seed_kwarg is None else {**kwargs, seed_kwarg: seeds[c]}
