@@ -68,7 +68,7 @@ def cmd_solve(args) -> int:
     if problem.reference.on_mesh:  # the FEM solver writes its file (and runs under MPI)
         from solvers.fem.cli import run_fem_solve
 
-        if args.function or args.noise or args.obs or args.n_obs:
+        if args.function or args.noise or args.obs or args.n_obs or args.snapshots:
             raise InputError(f"{args.problem}: --function and the observation options apply to "
                              "the 1-D problems only")
         summary = run_fem_solve(problem.reference.solver, _params(args.param), args.mesh,
@@ -81,12 +81,15 @@ def cmd_solve(args) -> int:
                          "mesh only")
     data = run_reference(problem, _params(args.param), dict(args.function), nx=args.nx,
                          nt=args.nt, layout=args.obs, n_obs=args.n_obs, noise=args.noise,
-                         seed=args.seed)
+                         seed=args.seed, snapshots=args.snapshots)
     path = write_solution(args.out, data)
-    obs = data.observations
+    obs, events = data.observations, data.events
+    drawn = (f"{len(events.positions)} events in {events.n_snapshots} snapshots"
+             if events is not None else
+             f"{len(obs.values)} observations ({obs.layout}, sigma {obs.sigma:g})")
     print(f"{data.problem}: solved with {data.provenance['solver']} "
           f"({data.provenance['resolution']}) in {data.provenance['wall_s']:.2f} s; "
-          f"{len(obs.values)} observations ({obs.layout}, sigma {obs.sigma:g}) -> {path}")
+          f"{drawn} -> {path}")
     return 0
 
 
@@ -237,7 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "e.g. f='sin(pi*x)' (repeatable)")
     solve.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
                        help="std of Gaussian noise added to the observations (default 0)")
-    solve.add_argument("--seed", type=int, default=None, help="noise seed")
+    solve.add_argument("--seed", type=int, default=None, help="noise (or events) seed")
+    solve.add_argument("--snapshots", type=int, default=None, metavar="M",
+                       help="steady 1-D problems: instead of observations, draw M snapshots of "
+                            "events of the Poisson process whose intensity is u (e.g. "
+                            "singular: mRNA positions)")
     solve.add_argument("--obs", default=None, metavar="LAYOUT",
                        help="observation layout: grid (n x n space-time grid) or final "
                             "(n points at the final time) for time-dependent problems, "

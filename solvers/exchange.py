@@ -68,12 +68,44 @@ class Observations:
 
 
 @dataclass
+class Events:
+    """Event positions pooled over snapshots: e.g. the particles seen in M images of cells,
+    each image a realisation of a spatial Poisson process.
+
+    `positions` (n, d) in the order of `columns`, `snapshot` (n,) the index 0..M−1 of the
+    snapshot each event was seen in, `n_snapshots` M (a snapshot may hold no event, so M is
+    stored, not inferred). `seed`: of the generator that drew synthetic events (None if none).
+    """
+
+    positions: np.ndarray
+    snapshot: np.ndarray
+    n_snapshots: int
+    columns: tuple[str, ...] = ("x",)
+    seed: int | None = None
+
+    def positions_in(self, columns: tuple[str, ...], source: str = "the data file") -> np.ndarray:
+        """The positions with their columns in the given order (a problem's coordinates)."""
+        missing = [c for c in columns if c not in self.columns]
+        if missing:
+            raise InputError(f"{source}: field 'events/@columns': has {self.columns}, "
+                             f"needs {columns}")
+        return self.positions[:, [self.columns.index(c) for c in columns]]
+
+    def counts(self) -> np.ndarray:
+        """Number of events in each snapshot, (M,)."""
+        return np.bincount(np.asarray(self.snapshot, dtype=np.int64),
+                           minlength=int(self.n_snapshots))
+
+
+@dataclass
 class SolutionFile:
     """Everything one exchange file holds.
 
     `u` has one dimension per name in `axes`. A structured-grid axis (``x``, ``t``, ...) has its
     node coordinates in `grid`; the axis name ``vertex`` refers to the rows of `mesh.vertices`.
     `inputs` holds functions given on the spatial grid or mesh (e.g. a diffusion D(x)).
+    `observations` (values of u at points) and `events` (positions of a point process whose
+    intensity is u) are both optional; a file may hold either, both or neither.
     """
 
     problem: str
@@ -85,6 +117,7 @@ class SolutionFile:
     observations: Observations | None = None
     mesh: Mesh | None = None
     provenance: dict[str, str | float | int] = field(default_factory=dict)
+    events: Events | None = None
 
     def axis_length(self, name: str) -> int:
         if name == "vertex":
@@ -140,6 +173,8 @@ def write_solution(path: str | os.PathLike, data: SolutionFile) -> Path:
                 inputs.create_dataset(name, data=np.asarray(values, np.float64))
         if data.observations is not None:
             _write_observations(h5.create_group("observations"), data.observations)
+        if data.events is not None:
+            _write_events(h5.create_group("events"), data.events)
         provenance = h5.create_group("provenance")
         for key, value in data.provenance.items():
             provenance.attrs[key] = value
@@ -155,6 +190,14 @@ def _write_observations(group: h5py.Group, obs: Observations) -> None:
     group.create_dataset("values", data=np.asarray(obs.values, np.float64))
     if obs.clean is not None:
         group.create_dataset("clean", data=np.asarray(obs.clean, np.float64))
+
+
+def _write_events(group: h5py.Group, events: Events) -> None:
+    group.attrs["columns"] = ",".join(events.columns)
+    group.attrs["n_snapshots"] = int(events.n_snapshots)
+    group.attrs["seed"] = -1 if events.seed is None else int(events.seed)
+    group.create_dataset("positions", data=np.asarray(events.positions, np.float64))
+    group.create_dataset("snapshot", data=np.asarray(events.snapshot, np.int64))
 
 
 def open_h5(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
@@ -203,10 +246,12 @@ def read_solution(path: str | os.PathLike) -> SolutionFile:
         inputs = ({name: _array(h5, path, f"inputs/{name}") for name in h5["inputs"]}
                   if "inputs" in h5 else {})
         observations = _read_observations(h5, path) if "observations" in h5 else None
+        events = _read_events(h5, path) if "events" in h5 else None
         provenance = ({k: _plain(v) for k, v in h5["provenance"].attrs.items()}
                       if "provenance" in h5 else {})
     data = SolutionFile(problem=problem, params=params, axes=axes, grid=grid, u=u, inputs=inputs,
-                        observations=observations, mesh=mesh, provenance=provenance)
+                        observations=observations, mesh=mesh, provenance=provenance,
+                        events=events)
     _check_solution(data, str(path))
     return data
 
@@ -221,6 +266,29 @@ def _read_observations(h5: h5py.File, path) -> Observations:
                         columns=columns, sigma=float(group.attrs.get("sigma", 0.0)),
                         seed=None if seed < 0 else seed, clean=clean,
                         layout=_text(group.attrs.get("layout", "")))
+
+
+def _read_events(h5: h5py.File, path) -> Events:
+    group = h5["events"]
+    if not isinstance(group, h5py.Group):
+        raise ExchangeError(path, "events", "expected a group")
+    seed = int(group.attrs.get("seed", -1))
+    columns = tuple(c for c in _text(_attr(h5, path, "events", "columns")).split(",") if c)
+    count = _attr(h5, path, "events", "n_snapshots")
+    try:
+        n_snapshots = int(count)
+        if n_snapshots != float(count):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise ExchangeError(path, "events/@n_snapshots",
+                            f"must be a whole number, got {count!r}") from None
+    positions = _array(h5, path, "events/positions")
+    snapshot = _array(h5, path, "events/snapshot")  # float first: NaN is reported, not cast
+    _check_finite(path, "events/snapshot", snapshot)
+    if np.any(snapshot != np.round(snapshot)):
+        raise ExchangeError(path, "events/snapshot", "snapshot indices must be whole numbers")
+    return Events(positions=positions, snapshot=snapshot.astype(np.int64),
+                  n_snapshots=n_snapshots, columns=columns, seed=None if seed < 0 else seed)
 
 
 def _check_solution(data: SolutionFile, path: str) -> None:
@@ -262,6 +330,8 @@ def _check_solution(data: SolutionFile, path: str) -> None:
                                                         f"match the spatial grid {spatial_shape}")
     if data.observations is not None:
         check_observations(data.observations, path)
+    if data.events is not None:
+        check_events(data.events, path, data.grid)
 
 
 def check_observations(obs: Observations, path: str) -> None:
@@ -283,6 +353,44 @@ def check_observations(obs: Observations, path: str) -> None:
         _check_finite(path, "observations/clean", obs.clean)
     if not np.isfinite(obs.sigma) or obs.sigma < 0:
         raise ExchangeError(path, "observations/@sigma", f"must be >= 0, got {obs.sigma}")
+
+
+def check_events(events: Events, path: str, grid: dict[str, np.ndarray] | None = None) -> None:
+    """Positions (n, d) matching the columns, at least one event, every position finite and
+    inside the domain (the range of the grid axis of the same name; [0, 1] without one),
+    M >= 1 snapshots, every snapshot index in 0..M−1."""
+    positions, snapshot = np.asarray(events.positions), np.asarray(events.snapshot)
+    if positions.ndim != 2 or positions.shape[1] != len(events.columns):
+        raise ExchangeError(path, "events/positions",
+                            f"shape {positions.shape} does not match columns {events.columns}")
+    if positions.shape[0] == 0:
+        raise ExchangeError(path, "events/positions", "no events")
+    if snapshot.shape != (positions.shape[0],):
+        raise ExchangeError(path, "events/snapshot", f"shape {snapshot.shape}, expected "
+                                                     f"({positions.shape[0]},) as positions")
+    _check_finite(path, "events/positions", positions)
+    _check_finite(path, "events/snapshot", snapshot)
+    if not np.issubdtype(snapshot.dtype, np.integer):
+        raise ExchangeError(path, "events/snapshot", f"expected integers, found dtype "
+                                                     f"{snapshot.dtype}")
+    n_snapshots = events.n_snapshots
+    if isinstance(n_snapshots, bool) or not isinstance(n_snapshots, (int, np.integer)) \
+            or n_snapshots < 1:
+        raise ExchangeError(path, "events/@n_snapshots",
+                            f"must be a whole number >= 1, got {n_snapshots!r}")
+    outside = (snapshot < 0) | (snapshot >= n_snapshots)
+    if outside.any():
+        raise ExchangeError(path, "events/snapshot",
+                            f"{int(outside.sum())} index(es) outside 0..{n_snapshots - 1}, "
+                            f"e.g. {int(snapshot[outside][0])}")
+    for j, column in enumerate(events.columns):
+        axis = (grid or {}).get(column)
+        lo, hi = (float(axis[0]), float(axis[-1])) if axis is not None else (0.0, 1.0)
+        bad = (positions[:, j] < lo) | (positions[:, j] > hi)
+        if bad.any():
+            raise ExchangeError(path, "events/positions",
+                                f"{int(bad.sum())} event(s) with {column} outside [{lo:g}, "
+                                f"{hi:g}], e.g. {positions[bad][0].tolist()}")
 
 
 def _check_finite(path, name: str, values) -> None:
@@ -363,6 +471,13 @@ def describe(data: SolutionFile, path: str | os.PathLike = "") -> str:
         seed = "" if obs.seed is None else f", seed {obs.seed}"
         lines.append(f"observations {len(obs.values)} points over ({', '.join(obs.columns)}), "
                      f"layout '{obs.layout}', noise sigma {obs.sigma:g}{seed}")
+    events = data.events
+    if events is not None:
+        counts = events.counts()
+        seed = "" if events.seed is None else f", seed {events.seed}"
+        lines.append(f"events     {len(events.positions)} over ({', '.join(events.columns)}) in "
+                     f"{events.n_snapshots} snapshots, {counts.mean():.4g} per snapshot "
+                     f"(min {counts.min()}, max {counts.max()}){seed}")
     if data.provenance:
         lines.append("provenance " + ", ".join(f"{k}={v}" for k, v in data.provenance.items()))
     return "\n".join(lines)

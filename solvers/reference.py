@@ -60,3 +60,31 @@ def sample(reference: Reference, points: np.ndarray, columns: tuple[str, ...]) -
     order = [columns.index(a) for a in reference.axes]
     interpolate = RegularGridInterpolator(axes_values, reference.u, method="linear")
     return interpolate(points[:, order])
+
+
+def sample_events(x: np.ndarray, u: np.ndarray, n_snapshots: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Snapshots of the spatial Poisson process on [x[0], x[-1]] whose intensity is u (nodal
+    values, linearly interpolated; u >= 0), by thinning: per snapshot, a homogeneous Poisson
+    process of rate u_max = max u (count ~ Poisson(u_max·|domain|), positions uniform), each
+    point kept with probability u(q)/u_max. The kept points form a Poisson process of intensity
+    u exactly (for the piecewise-linear u, whose maximum is a nodal value), so a snapshot holds
+    Poisson(∫u) events.
+
+    Returns (positions (n,), snapshot index (n,) in 0..n_snapshots−1), in snapshot order."""
+    x, u = np.asarray(x, dtype=np.float64), np.asarray(u, dtype=np.float64)
+    if n_snapshots < 1:
+        raise InputError(f"--snapshots must be at least 1, got {n_snapshots}")
+    if u.ndim != 1 or u.shape != x.shape:
+        raise InputError(f"events need a steady 1-D intensity; got u of shape {u.shape}")
+    if not np.all(np.isfinite(u)) or u.min() < 0:
+        raise InputError(f"the intensity u must be finite and >= 0 to draw events, "
+                         f"got range [{u.min():.4g}, {u.max():.4g}]")
+    top, length = float(u.max()), float(x[-1] - x[0])
+    positions, snapshot = [], []
+    for j in range(int(n_snapshots)):
+        candidates = x[0] + length * rng.random(rng.poisson(top * length))
+        kept = candidates[rng.random(candidates.size) * top < np.interp(candidates, x, u)]
+        positions.append(np.sort(kept))
+        snapshot.append(np.full(kept.size, j, dtype=np.int64))
+    return np.concatenate(positions), np.concatenate(snapshot)
