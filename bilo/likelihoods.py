@@ -143,3 +143,153 @@ class SegmentationMasks(Likelihood):
 
     def describe(self) -> str:
         return f"SegmentationMasks(noise={self.noise}, slope={self.slope:g})"
+
+
+def _like(values: np.ndarray, u):
+    """`values` (numpy) in the array type, dtype and device of u."""
+    if array_namespace(u) is np:
+        return values
+    import torch
+
+    return torch.as_tensor(values, dtype=u.dtype, device=u.device)
+
+
+def gauss_legendre_pieces(breaks, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of n-point Gauss–Legendre on each interval between consecutive
+    `breaks` (exact for polynomials of degree 2n − 1 on each piece)."""
+    reference, weights = np.polynomial.legendre.leggauss(n)
+    nodes, all_weights = [], []
+    for a, b in zip(breaks[:-1], breaks[1:], strict=True):
+        nodes.append(0.5 * (b - a) * reference + 0.5 * (a + b))
+        all_weights.append(0.5 * (b - a) * weights)
+    return np.concatenate(nodes), np.concatenate(all_weights)
+
+
+def _trapezoid_weights(x: np.ndarray) -> np.ndarray:
+    h = np.diff(x)
+    w = np.zeros_like(x)
+    w[:-1] += 0.5 * h
+    w[1:] += 0.5 * h
+    return w
+
+
+def simpson_weights(x: np.ndarray) -> np.ndarray:
+    """Weights w with Σ w_i f(x_i) ≈ ∫ f over [x_0, x_n] on evenly spaced nodes: composite
+    Simpson (4th order for smooth f), the last three intervals by Simpson's 3/8 rule when the
+    number of intervals is odd; 1 interval: the trapezoid rule. Uneven nodes: the trapezoid
+    rule (2nd order)."""
+    x = np.asarray(x, dtype=np.float64)
+    intervals = x.size - 1
+    h = np.diff(x)
+    if intervals < 2 or np.ptp(h) > 1e-9 * np.mean(h):
+        return _trapezoid_weights(x)
+    h = float(np.mean(h))
+    w = np.zeros_like(x)
+    simpson = intervals if intervals % 2 == 0 else intervals - 3
+    if simpson:
+        pattern = np.full(simpson + 1, 2.0)
+        pattern[1::2], pattern[[0, -1]] = 4.0, 1.0
+        w[:simpson + 1] += h / 3.0 * pattern
+    if simpson < intervals:
+        w[simpson:] += 3.0 * h / 8.0 * np.array([1.0, 3.0, 3.0, 1.0])
+    return w
+
+
+@dataclass(frozen=True)
+class PoissonProcess(Likelihood):
+    """Event positions q_i pooled over M snapshots, each snapshot a spatial Poisson process on
+    [0, 1] with intensity u (e.g. mRNA particles, paper Part I §3.2):
+
+        −log L(u) = M ∫₀¹ u dx − Σ_i log u(q_i)   (+ Σ_j log N_j!, independent of u).
+
+    `observed` is the data file's `solvers.exchange.Events` (positions, snapshot indices, M).
+    The misfit `value` is −log L / M (per snapshot). u has a kink at `cusp` (the point source
+    z; None: smooth), so both quadratures of ∫u split the interval there:
+
+    * for u at any points (a network): `points(positions)` lists the Gauss–Legendre nodes
+      (`n_gauss` on [0, z] and on [z, 1], spectrally accurate on each smooth piece) and then
+      the events; `value(u, events)` takes u at those points (numpy or torch, e.g. the
+      network's output, differentiable), `gradient` its derivative w.r.t. them;
+    * for nodal values on a grid (the FDM solver, the adjoint): `grid_value(x, u, events)`
+      gives the misfit and its gradient w.r.t. the nodal values: composite Simpson on each side
+      of z (4th order; z must be a node, else the trapezoid rule, 2nd order), u(q_i) by linear
+      interpolation between nodes.
+
+    u must be positive at every event (log u); a non-positive value gives +inf.
+    """
+
+    cusp: float | None = 0.5
+    n_gauss: int = 32
+
+    def quadrature(self) -> tuple[np.ndarray, np.ndarray]:
+        """Nodes and weights for ∫₀¹ on [0, z] and [z, 1] (Gauss–Legendre, `n_gauss` each)."""
+        breaks = [0.0, 1.0] if self.cusp is None else [0.0, float(self.cusp), 1.0]
+        return gauss_legendre_pieces(breaks, self.n_gauss)
+
+    def points(self, obs_points):
+        nodes, _ = self.quadrature()
+        positions = np.asarray(obs_points, dtype=np.float64).reshape(-1, 1)
+        return np.concatenate([nodes[:, None], positions])
+
+    def scale(self, n: int) -> float:
+        """−log L = scale·value with n the number of snapshots M."""
+        return float(n)
+
+    def negative_log(self, u, observed, theta=None):
+        _, weights = self.quadrature()
+        n_quad = weights.size
+        at_events = u[n_quad:]
+        if len(at_events) != len(observed.positions):
+            raise ValueError(f"PoissonProcess: u at {len(u)} points, expected {n_quad} "
+                             f"quadrature nodes and {len(observed.positions)} events "
+                             "(see points())")
+        xp = array_namespace(u)
+        integral = (_like(weights, u) * u[:n_quad]).sum()
+        if xp is np:
+            at_events = np.asarray(at_events, dtype=np.float64)
+            if at_events.min(initial=np.inf) <= 0:
+                return np.inf
+            return float(observed.n_snapshots * integral - np.log(at_events).sum())
+        return observed.n_snapshots * integral - xp.log(at_events).sum()
+
+    def value(self, u, observed, theta=None):
+        return self.negative_log(u, observed, theta) / observed.n_snapshots
+
+    def gradient(self, u, observed, theta=None) -> np.ndarray:
+        _, weights = self.quadrature()
+        u = np.asarray(u, dtype=np.float64)
+        return np.concatenate([weights, -1.0 / (observed.n_snapshots * u[weights.size:])])
+
+    def grid_weights(self, x: np.ndarray) -> np.ndarray:
+        """Quadrature weights for nodal values on the grid x (see the class docstring)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.cusp is not None:
+            j = int(np.argmin(np.abs(x - self.cusp)))
+            if 0 < j < x.size - 1 and abs(x[j] - self.cusp) <= 1e-12 * (x[-1] - x[0]):
+                w = np.zeros_like(x)
+                w[:j + 1] += simpson_weights(x[:j + 1])
+                w[j:] += simpson_weights(x[j:])
+                return w
+            return _trapezoid_weights(x)
+        return simpson_weights(x)
+
+    def grid_value(self, x: np.ndarray, u: np.ndarray, observed) -> tuple[float, np.ndarray]:
+        """(−log L / M, its gradient w.r.t. the nodal values u) for u on the grid x."""
+        x, u = np.asarray(x, dtype=np.float64), np.asarray(u, dtype=np.float64)
+        weights = self.grid_weights(x)
+        q = np.asarray(observed.positions, dtype=np.float64).reshape(-1)
+        low = np.clip(np.searchsorted(x, q, side="right") - 1, 0, x.size - 2)
+        s = np.clip((q - x[low]) / (x[low + 1] - x[low]), 0.0, 1.0)
+        at_events = (1.0 - s) * u[low] + s * u[low + 1]
+        m = observed.n_snapshots
+        gradient = weights.copy()
+        if at_events.min(initial=np.inf) <= 0:
+            return np.inf, gradient
+        value = float(weights @ u - np.log(at_events).sum() / m)
+        source = -1.0 / (m * at_events)
+        np.add.at(gradient, low, (1.0 - s) * source)
+        np.add.at(gradient, low + 1, s * source)
+        return value, gradient
+
+    def describe(self) -> str:
+        return f"PoissonProcess(cusp={self.cusp}, n_gauss={self.n_gauss})"
