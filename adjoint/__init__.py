@@ -8,7 +8,8 @@
 
 Problems: FisherKPPProblem (D, rho), LogisticProblem (a), PoissonProblem (D(x)),
 PoissonConstantProblem (D of D u'' = f), NonlinearPoissonProblem (k of 0.01 u'' + k tanh u = f),
-HeatProblem (initial condition f), BurgersProblem (initial condition f), numpy and scipy
+HeatProblem (initial condition f), BurgersProblem (initial condition f), SingularProblem (λ, μ of
+u'' - mu u + lam delta(x - z) = 0 from point-process events), numpy and scipy
 only; on the dolfinx P1 solvers, also under mpirun (dolfinx imported when one is constructed):
 DarcyAdjointProblem (A(x) of -div(A grad u) = f) and ReactionDiffusion2DAdjointProblem (D, rho of
 u_t = div(D P grad u) + rho u(1-u)). `bilo train PROBLEM --method adjoint` fits a problem's
@@ -30,6 +31,7 @@ from adjoint.optimize import (
 )
 from adjoint.poisson import PoissonProblem
 from adjoint.poisson_constant import PoissonConstantProblem
+from adjoint.singular import SingularProblem
 from adjoint.taylor import TaylorResult, taylor_test
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "PoissonProblem",
     "ReactionDiffusion2DAdjointProblem",
     "ReactionDiffusionScheme",
+    "SingularProblem",
     "TaylorResult",
     "interpolation_matrix",
     "minimize",

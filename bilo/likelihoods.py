@@ -26,6 +26,8 @@ from bilo.priors import array_namespace
 class Likelihood:
     # parameters of the observation model that the upper level infers (e.g. thresholds)
     parameters: tuple[str, ...] = ()
+    # the data file's field it reads: "observations" (values of u at points) or "events"
+    data: str = "observations"
 
     def points(self, obs_points):
         """Where u is needed to evaluate the likelihood: the observation points by default."""
@@ -220,6 +222,7 @@ class PoissonProcess(Likelihood):
 
     cusp: float | None = 0.5
     n_gauss: int = 32
+    data = "events"  # a class attribute, not a field
 
     def quadrature(self) -> tuple[np.ndarray, np.ndarray]:
         """Nodes and weights for ∫₀¹ on [0, z] and [z, 1] (Gauss–Legendre, `n_gauss` each)."""

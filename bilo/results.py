@@ -160,8 +160,10 @@ def write_result(out: str | os.PathLike, result: Result) -> dict:
         "final_losses": final,
         "data": str(result.data_path) if result.data_path else None,
         "likelihood": problem.likelihood.describe(),
-        "noise_sigma": obs.sigma,
-        "n_observations": len(obs.values),
+        "noise_sigma": obs.sigma if obs is not None else None,
+        "n_observations": len(obs.values) if obs is not None else 0,
+        **({"n_events": len(data.events.positions), "n_snapshots": data.events.n_snapshots}
+           if data.events is not None else {}),
         "options": result.options,
         **result.extra,
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -219,10 +221,12 @@ def plot_training(path: Path, history: dict[str, np.ndarray], names, truth, meth
     fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
     ax_loss = axes[0][0]
     steps = history["step"]
-    for key, values in history.items():
-        if key in TRACKS or np.all(np.isnan(values)):
-            continue
-        ax_loss.semilogy(steps, values, label=key)
+    losses = {key: values for key, values in history.items()
+              if key not in TRACKS and not np.all(np.isnan(values))}
+    # a negative log-likelihood (events) can be negative: a linear axis then
+    positive = all(np.nanmin(values) > 0 for values in losses.values())
+    for key, values in losses.items():
+        (ax_loss.semilogy if positive else ax_loss.plot)(steps, values, label=key)
     ax_loss.set(xlabel="step", ylabel="loss (unweighted)", title=f"{method}: losses")
     ax_loss.legend()
     if names:

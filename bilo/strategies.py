@@ -265,7 +265,10 @@ class AdjointStrategy(Strategy):
                    "J": np.array([r["J"] for r in rows])}
         u = model.predict(found.m, reference_points(problem, data)).reshape(data.u.shape)
         obs = data.observations
-        at_obs = model.predict(found.m, obs.points_in(problem.coords))
+        # the adjoint's own discretisation against the data (validation re-solves with the
+        # reference solver, whose time steps may differ: Burgers); none for events
+        misfit_vs_data = (None if obs is None else relative_l2(
+            model.predict(found.m, obs.points_in(problem.coords)), obs.values))
         return Result(
             method=self.name, problem=problem, data=data, data_path=data_path,
             params={k: float(v) for k, v in zip(problem.params, found.m, strict=False)}
@@ -277,9 +280,7 @@ class AdjointStrategy(Strategy):
                                                    if k not in problem.params},
             options=options.to_json(),
             predict=lambda points: model.predict(found.m, points),
-            # the adjoint's own discretisation against the data (validation re-solves with
-            # the reference solver, whose time steps may differ: Burgers)
-            extra={"model_rel_l2_vs_data": relative_l2(at_obs, obs.values),
+            extra={"model_rel_l2_vs_data": misfit_vs_data,
                    "objective": found.objective, "gradient_norm": found.gradient_norm,
                    "converged": found.converged, "message": found.message,
                    "n_forward_solves": found.n_forward_solves,
@@ -394,9 +395,12 @@ def load_data(problem: Problem, data: str | Path | SolutionFile) -> tuple[Soluti
     if data.problem != problem.name:
         raise InputError(f"{where}: field '/@problem': holds problem '{data.problem}', not "
                          f"'{problem.name}'")
-    if data.observations is None:
-        raise InputError(f"{where}: field 'observations': missing; make the file with "
-                         "`bilo solve ... --out FILE.h5`")
+    needed = problem.likelihood.data  # observations, or events (a point-process likelihood)
+    if getattr(data, needed) is None:
+        how = " --snapshots M" if needed == "events" else ""
+        raise InputError(f"{where}: field '{needed}': missing; problem '{problem.name}' needs "
+                         f"{needed}: make the file with `bilo solve {problem.name}{how} ... "
+                         "--out FILE.h5`")
     return data, path
 
 

@@ -8,7 +8,11 @@ from solvers.fdm.nonlinear_poisson import nonlinear_poisson_exact, solve_nonline
 from solvers.fdm.poisson import solve_two_point, solve_variable_diffusion, two_point_exact
 from solvers.fdm.poisson_constant import poisson_constant_exact, solve_poisson_constant
 from solvers.fdm.reaction_diffusion import solve_reaction_diffusion
-from solvers.fdm.singular import singular_forcing_exact, solve_singular_forcing
+from solvers.fdm.singular import (
+    singular_forcing_exact,
+    singular_forcing_system,
+    solve_singular_forcing,
+)
 
 __all__ = [
     "boundary_traces",
@@ -18,6 +22,7 @@ __all__ = [
     "nonlinear_poisson_exact",
     "poisson_constant_exact",
     "singular_forcing_exact",
+    "singular_forcing_system",
     "solve_burgers",
     "solve_fisher_kpp",
     "solve_heat",

@@ -38,6 +38,28 @@ def solve_singular_forcing(
     Returns:
         (x, u): nodes (nx,) and solution (nx,).
     """
+    x, matrix, rhs = singular_forcing_system(lam, mu, z=z, nx=nx)
+    u = np.zeros_like(x)
+    u[1:-1] = solve_banded((1, 1), matrix, rhs)
+    return x, u
+
+
+def singular_forcing_system(
+    lam: float,
+    mu: float,
+    *,
+    z: float = 0.5,
+    nx: int = 1001,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The linear system that `solve_singular_forcing` solves, for its discrete adjoint.
+
+    Rows are the interior nodes multiplied through by h^2: A u = b with A = tridiag(-1,
+    2 + mu*h^2, -1) (symmetric) and b = h * lam * w, w the hat weights of the delta at z.
+
+    Returns:
+        (x, matrix, rhs): nodes (nx,), A in `scipy.linalg.solve_banded`'s (1, 1) layout
+        (3, nx - 2), and b (nx - 2,).
+    """
     lam, mu, z = _check_parameters(lam, mu, z)
     x = np.linspace(0.0, 1.0, check_grid_size(nx, "nx", 3))
     h = x[1] - x[0]
@@ -53,9 +75,7 @@ def solve_singular_forcing(
     matrix[0] = -1.0
     matrix[1] = 2.0 + mu * h**2
     matrix[2] = -1.0
-    u = np.zeros_like(x)
-    u[1:-1] = solve_banded((1, 1), matrix, h**2 * load[1:-1])
-    return x, u
+    return x, matrix, h**2 * load[1:-1]
 
 
 def singular_forcing_exact(x, lam: float, mu: float, z: float = 0.5) -> np.ndarray:
