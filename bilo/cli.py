@@ -172,6 +172,26 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_playground(args) -> int:
+    from apps import playground
+
+    if args.export:
+        files = playground.export(args.export)
+        print(f"bilo playground: wrote {len(files)} files to {args.export} (open index.html "
+              "from any static web host)")
+        return 0
+    server = playground.make_server(args.port)
+    print(f"BiLO playground at http://127.0.0.1:{server.server_address[1]}/index.html",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_posterior_grid(args) -> int:
     import time
     from pathlib import Path
@@ -412,6 +432,17 @@ def build_parser() -> argparse.ArgumentParser:
     gbm_run.add_argument("--steps", type=int, default=None,
                          help="fine-tuning steps (default: the preset's)")
     gbm_run.set_defaults(run=cmd_gbm_run)
+
+    playground = commands.add_parser(
+        "playground", help="the BiLO playground page: serve it on localhost or export it",
+        description="Serve the BiLO playground (apps/playground, a static page that trains "
+                    "BiLO and a PINN in the browser) with Python's http.server on "
+                    "127.0.0.1 (it prints the URL; Ctrl-C stops), or copy the site to DIR.")
+    playground.add_argument("--port", type=int, default=8000,
+                            help="port on 127.0.0.1 (default 8000; 0: any free port)")
+    playground.add_argument("--export", metavar="DIR", default=None,
+                            help="write the static site to DIR instead of serving it")
+    playground.set_defaults(run=cmd_playground)
 
     info = commands.add_parser("info", help="print what an HDF5 file holds")
     info.add_argument("file", metavar="FILE.h5")
