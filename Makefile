@@ -5,21 +5,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BILO := $(VENV)/bin/bilo
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := python3-dolfinx-real python3-mpi4py python3-h5py-mpi python3-venv
+# chromium: the browser the playground's tests drive (Playwright, headless; tests/test_playground.py)
+DEBIAN_PACKAGES := python3-dolfinx-real python3-mpi4py python3-h5py-mpi python3-venv chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian's numpy, scipy and h5py are built against the HDF5/MPI that dolfinx uses: a PyPI h5py
 # in the same process breaks on import. So the project is installed with --no-deps and its
 # other dependencies (pyproject.toml) are listed here.
 PIP_PACKAGES := torch==2.13.0 'matplotlib>=3.6' 'tqdm>=4.60' 'arviz>=0.17' 'nibabel>=5' 'nilearn>=0.10' \
-  'pytest>=7' 'ruff>=0.4' 'import-linter>=2'
+  'pytest>=7' 'ruff>=0.4' 'import-linter>=2' 'playwright>=1.40'
 DEMO_OUT ?= out/demo
 export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup test test-slow test-mpi lint demo bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+# Playwright drives Debian's chromium (/usr/bin/chromium): no `playwright install` download.
+$(STAMP): pyproject.toml constraints.txt Makefile
 	@if ! /usr/bin/python3 -c "import dolfinx, mpi4py, h5py" 2>/dev/null \
-	    || ! /usr/bin/python3 -c "import ensurepip" 2>/dev/null; then \
+	    || ! /usr/bin/python3 -c "import ensurepip" 2>/dev/null \
+	    || ! test -x /usr/bin/chromium; then \
 	  echo "== installing Debian packages: $(DEBIAN_PACKAGES)"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) \
