@@ -2,8 +2,10 @@
 
 `NetworkTarget` is the sampler's target (`bilo.hmc.Target`) for a pre-trained BiLO method: at
 every leapfrog position θ the lower level (residual + w_rgrad·residual-gradient loss) is
-fine-tuned from the current weights until its loss is below `lower_tol` or `lower_cap` steps
-are taken (the count is recorded per leapfrog step); the potential is then
+fine-tuned from the current weights until its loss is below `lower_tol` (the count of steps is
+recorded per leapfrog step); where `lower_cap` steps do not get it there, u_NN is no solution
+of the PDE and the position counts as a failed solve (U = ∞: the proposal is rejected, a
+divergence in the sampler's records). The potential is
 
     U(θ) = −log p(d | u_NN(·, θ)) − log p(θ) = scale·misfit(u_NN(·, θ), d) − log p(θ),
 
@@ -18,6 +20,7 @@ stays the PDE's solution along the chain (`bilo.posterior.network_against_solver
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 
@@ -40,6 +43,7 @@ from bilo.posterior import (
     write_posterior,
 )
 from bilo.results import Result, reference_points
+from solvers.common import InputError
 
 
 class NetworkTarget:
@@ -58,6 +62,8 @@ class NetworkTarget:
         self.bounds = [p.bounds for p in self.problem.parameters]
         self.names = self.problem.params
         self.lower_steps = 0
+        self.unconverged = 0      # positions where the cap stopped the fine-tuning
+        self.converged = True     # at the last position (the trained network's is)
         self.observe_points = observe_points
 
     def _set_theta(self, theta: np.ndarray) -> None:
@@ -65,21 +71,28 @@ class NetworkTarget:
             self.method.theta.copy_(torch.as_tensor(theta, dtype=self.method.theta.dtype))
 
     def at_position(self, theta: np.ndarray) -> int:
-        """Fine-tune the lower level at θ; the number of optimiser steps taken."""
+        """Fine-tune the lower level at θ until its loss is below `lower_tol` (converged) or
+        `lower_cap` steps are taken (not converged); the number of optimiser steps."""
         self._set_theta(theta)
         steps = 0
-        while steps < self.lower_cap:
+        while True:
             _, total, _ = self.method.lower_losses(self.batch)
-            if float(total.detach()) < self.lower_tol:
+            self.converged = float(total.detach()) < self.lower_tol
+            if self.converged or steps == self.lower_cap:
                 break
             self.optimiser.zero_grad(set_to_none=True)
             total.backward(inputs=self.trainable)
             self.optimiser.step()
             steps += 1
         self.lower_steps += steps
+        self.unconverged += not self.converged
         return steps
 
     def potential(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        if not self.converged:
+            # u_NN is no solution of the PDE here, so U(θ) is unknown: as a failed solve, the
+            # position is rejected (a spuriously low U would otherwise trap the chain)
+            return math.inf, np.zeros(len(self.names))
         self._set_theta(theta)
         method = self.method
         theta_dict = dict(zip(self.problem.params, method.theta, strict=True)) \
@@ -104,6 +117,7 @@ class NetworkTarget:
         weights, optimiser = state
         self.method.surrogate.network.load_state_dict(weights)
         self.optimiser.load_state_dict(optimiser)
+        self.converged = True  # snapshots are taken at accepted, hence converged, positions
 
 
 def chain_target(method: Method, batch: Batch, scale: float, *, threads: int | None = None,
@@ -141,6 +155,12 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
         lr=options.lower_lr or options.settings.lr_net, lora_rank=options.lora_rank,
         observe_points=np.concatenate([data.observations.points_in(problem.coords),
                                        reference_points(problem, data)]))
+    probe = chain_target(run.method, run.batch, scale, **target_options, seed=options.seed)
+    probe.at_position(start)
+    if not probe.converged:
+        raise InputError(f"--lower-tol {lower_tol:g}: the lower level does not get below it "
+                         f"within --lower-cap {options.lower_cap} steps even at the trained θ "
+                         f"(loss {trained:.3g} there); raise either")
     processes = min(int(options.processes), int(options.n_chains))
     threads = max(1, torch.get_num_threads() // processes) if processes > 1 else None
     seeds = [options.seed + c for c in range(options.n_chains)]
@@ -183,7 +203,8 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
                "sigma_used": sigma, "lora_rank": options.lora_rank,
                "lower_tol_used": lower_tol, "lower_loss_trained": trained,
                "lower_steps_per_leapfrog": {"mean": float(lower.mean()),
-                                            "max": int(lower.max())},
+                                            "max": int(lower.max()),
+                                            "at_cap": float(np.mean(lower == options.lower_cap))},
                "predictive": predictive_summary(data, predictive, errors),
                "processes": processes,
                "sampler": "bilo.hmc with bilo.bayes.NetworkTarget"})
