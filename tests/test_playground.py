@@ -196,13 +196,13 @@ def test_engine_parity_with_the_trainer(page, site_url, report):
 
 
 def test_page_trains_bilo_and_draws(page, site_url, report, tmp_path):
-    """The page loads without console errors; BiLO (1000 pre-training steps, then 2000
+    """The page loads without console errors; BiLO (500 pre-training steps, then 2000
     fine-tuning steps, run synchronously) moves a from 1 to within 5 % of 2 on logistic growth
     with 1 % noise; every view is drawn; a screenshot is kept."""
     _open(page, site_url)
     assert page.evaluate("window.playgroundTest.settings()")["problem"] == "logistic"
     start = time.perf_counter()
-    out = page.evaluate("window.playgroundTest.run(1000, 2000)")
+    out = page.evaluate("window.playgroundTest.run(500, 2000)")
     seconds = time.perf_counter() - start
     a = out["theta"][0]
     assert abs(a - 2.0) / 2.0 < 0.05, out
@@ -212,14 +212,15 @@ def test_page_trains_bilo_and_draws(page, site_url, report, tmp_path):
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     print(f"playground screenshot: {shot}")
-    report(f"logistic BiLO a = {a:.4f} after 1000 + 2000 steps in {seconds:.1f} s "
+    report(f"logistic BiLO a = {a:.4f} after 500 + 2000 steps in {seconds:.1f} s "
            f"(chromium); screenshot {shot}")
     assert not page.errors, page.errors
 
 
 def test_url_restores_settings(page, site_url):
     """A shared link restores its settings (controls and the run) and the page rewrites the
-    address with every setting; Fisher-KPP with PINN steps and draws without errors."""
+    address with every setting; Fisher-KPP with PINN steps (Step, Play, Pause) and draws
+    without errors."""
     query = ("?problem=fkpp&method=pinn&mode=finetune&theta0=1.5,0.5&thetaTrue=2.5,1.5"
              "&nRes=7&nData=5&noise=0.02&lrW=0.001&wDat=3&width=12&depth=3&seed=4")
     _open(page, site_url + query)
@@ -240,6 +241,12 @@ def test_url_restores_settings(page, site_url):
     assert state["steps"] == 2 and state["theta"] != [1.5, 0.5]
     for canvas in ("view-u", "view-loss", "view-theta", "view-local"):
         assert page.evaluate(f"window.playgroundTest.ink('{canvas}')") > 2000, canvas
+    page.click("#btn-play")  # the animation runs steps until paused
+    page.wait_for_function("window.playgroundTest.state().steps > 4", timeout=15_000)
+    page.click("#btn-play")
+    paused = page.evaluate("window.playgroundTest.state().steps")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.playgroundTest.state().steps") == paused
     _open(page, link)
     assert page.evaluate("window.playgroundTest.settings()") == settings
     assert not page.errors, page.errors

@@ -25,9 +25,9 @@ function defaults(problem) {
 // the controls: key, label, kind, [options], reset (a change restarts the run)
 const CONTROLS = [
   ["group", "Problem and method"],
-  ["problem", "Problem", "select", Object.keys(PROBLEMS).map((k) => [k, PROBLEMS[k].label.split("  ")[0]]), true],
+  ["problem", "Problem", "select", Object.keys(PROBLEMS).map((k) => [k, PROBLEMS[k].label.split(" growth")[0].split("  ")[0]]), true],
   ["method", "Method", "select", [["bilo", "BiLO"], ["pinn", "PINN"]], true],
-  ["mode", "Mode", "select", [["auto", "auto: pre-train, then fine-tune"], ["pretrain", "pre-train (θ fixed)"], ["finetune", "fine-tune (infer θ)"]], false],
+  ["mode", "Mode", "select", [["auto", "auto (pre, then fine)"], ["pretrain", "pre-train (θ fixed)"], ["finetune", "fine-tune (infer θ)"]], false],
   ["pretrainSteps", "Pre-training steps (auto)", "int", null, false],
   ["group", "Parameters and data"],
   ["theta0", "Initial θ", "list", null, true],
@@ -212,7 +212,8 @@ function drawStatus() {
   const p = trainer.problem, last = trainer.history.at(-1) ?? {};
   const theta = p.params.map((name, j) => `${name} = ${trainer.theta[j].toFixed(4)}`).join(", ");
   const mode = trainer.steps ? last.mode : currentMode();
-  document.getElementById("status").textContent = `step ${trainer.steps} (${mode}) · ${theta}`
+  const modeName = { pretrain: "pre-training", finetune: "fine-tuning" }[mode];
+  document.getElementById("status").textContent = `step ${trainer.steps} (${modeName}) · ${theta}`
     + ` · L_res ${fmtE(last.res)}` + (settings.method === "bilo" ? ` · L_rgrad ${fmtE(last.rgrad)}` : "")
     + ` · L_dat ${fmtE(last.dat)}`;
 }
@@ -291,14 +292,19 @@ function drawTheta() {
     });
     return;
   }
-  const [x0, x1] = thetaRange(0), [y0, y1] = thetaRange(1);
-  const key = `${x0.toFixed(3)},${x1.toFixed(3)},${y0.toFixed(3)},${y1.toFixed(3)}`;
-  if (cache.contourKey !== key) { // recomputed when the path leaves the box
-    const xs = linspace(x0, x1, 25), ys = linspace(y0, y1, 25);
+  // the contours cost 441 solves: a box with room to spare, recomputed only when θ leaves it
+  const inside = (b) => b && [0, 1].every((j) => [settings.theta0[j], settings.thetaTrue[j], trainer.theta[j]]
+    .every((v) => v >= b[j][0] && v <= b[j][1]));
+  if (!inside(cache.box)) {
+    cache.box = [0, 1].map((j) => {
+      const [lo, hi] = thetaRange(j), pad = 0.3 * (hi - lo);
+      return [Math.max(lo - pad, p.lower[j]), hi + pad];
+    });
+    const xs = linspace(...cache.box[0], 21), ys = linspace(...cache.box[1], 21);
     const values = ys.map((y) => xs.map((x) => exactDataLoss(settings.problem, [x, y], trainer.data)));
     cache.contour = contourBackground(xs, ys, values);
-    cache.contourKey = key;
   }
+  const [[x0, x1], [y0, y1]] = cache.box;
   plot(canvas, {
     title: `(${p.params.join(", ")}) over the data loss of the exact solution (log, contours)`, xlabel: p.params[0], ylabel: p.params[1],
     xlim: [x0, x1], ylim: [y0, y1], background: cache.contour,
@@ -316,15 +322,15 @@ function drawLocal() {
   const shifted = (s) => theta.map((v, j) => Math.max(v + s * d, p.lower[j]));
   const two = p.coords.length > 1;
   const x = linspace(0, 1, 101), pts = x.map((v) => (two ? [v, 1] : [v]));
-  const series = [];
+  const series = [{ x, y: trainer.predict(pts), color: COLORS.nn, width: 1.2, label: "u_NN, θ" }];
   for (const [s, color, name] of [[-1, COLORS.minus, "θ − δ"], [1, COLORS.plus, "θ + δ"]]) {
     const th = shifted(s);
     series.push({ x, y: p.exact(th, pts), color, dash: [6, 4], width: 1.2, label: `exact, ${name}` });
     series.push({ x, y: trainer.predict(pts, Float64Array.from(th)), color, label: `u_NN, ${name}` });
   }
-  series.push({ x, y: trainer.predict(pts), color: COLORS.nn, width: 1.2, label: "u_NN, θ" });
   plot(canvas, {
-    title: `Local operator (δ = ${d}${two ? " on each parameter, t = 1" : ""})`, xlabel: two ? "x" : "t", ylabel: "u",
+    title: `Local operator (δ = ${d}${two ? " on each parameter, t = 1" : ""})`
+      + (settings.method === "pinn" ? ": a PINN's u_NN does not depend on θ" : ""), xlabel: two ? "x" : "t", ylabel: "u",
     xlim: [0, 1], ylim: extent(series.flatMap((q) => q.y)), series,
   });
 }

@@ -71,28 +71,38 @@ function xx(ch) { return ch.vars.map((v) => (v === "x" ? 2 : 0)).join(","); }
 function leafColumn(values, n) { return leaf(values, n, 1, false); }
 
 // ---- Fisher-KPP reference: method of lines (2nd-order differences), classical RK4 -----------
+// u is stored at FK_STEPS + 1 output times; each output interval takes as many RK4 substeps as
+// the diffusion's stability needs (dt·4k ≤ 2, k = 0.01·D/dx²).
 const FK_NX = 51, FK_STEPS = 200;
 const fkCache = new Map();
 
-/** u on the grid x_i = i/(nx-1), t_n = n/steps: an array of time rows. */
+/** u on the grid x_i = i/(nx-1) at t_n = n/steps: an array of time rows. */
 export function solveFKPP(D, rho) {
   const key = `${D},${rho}`;
   if (fkCache.has(key)) return fkCache.get(key);
-  const nx = FK_NX, dx = 1 / (nx - 1), dt = 1 / FK_STEPS, k = (0.01 * D) / (dx * dx);
+  const nx = FK_NX, dx = 1 / (nx - 1), k = (0.01 * D) / (dx * dx);
+  const sub = Math.max(1, Math.ceil((4 * k) / (2 * FK_STEPS))), dt = 1 / (FK_STEPS * sub);
   let u = Float64Array.from({ length: nx }, (_, i) => 0.5 * Math.sin(Math.PI * i * dx) ** 2);
-  const rows = [u];
-  const f = (v) => {
-    const out = new Float64Array(nx);
-    for (let i = 1; i < nx - 1; i++) out[i] = k * (v[i - 1] - 2 * v[i] + v[i + 1]) + rho * v[i] * (1 - v[i]);
-    return out;
+  const rows = [u.slice()];
+  const k1 = new Float64Array(nx), k2 = new Float64Array(nx), k3 = new Float64Array(nx);
+  const k4 = new Float64Array(nx), v = new Float64Array(nx);
+  const f = (w, out) => {
+    for (let i = 1; i < nx - 1; i++) out[i] = k * (w[i - 1] - 2 * w[i] + w[i + 1]) + rho * w[i] * (1 - w[i]);
   };
-  const axpy = (a, x, y) => Float64Array.from(y, (yi, i) => yi + a * x[i]);
   for (let n = 0; n < FK_STEPS; n++) {
-    const k1 = f(u), k2 = f(axpy(dt / 2, k1, u)), k3 = f(axpy(dt / 2, k2, u)), k4 = f(axpy(dt, k3, u));
-    u = Float64Array.from(u, (ui, i) => ui + (dt / 6) * (k1[i] + 2 * k2[i] + 2 * k3[i] + k4[i]));
-    rows.push(u);
+    for (let s = 0; s < sub; s++) {
+      f(u, k1);
+      for (let i = 0; i < nx; i++) v[i] = u[i] + 0.5 * dt * k1[i];
+      f(v, k2);
+      for (let i = 0; i < nx; i++) v[i] = u[i] + 0.5 * dt * k2[i];
+      f(v, k3);
+      for (let i = 0; i < nx; i++) v[i] = u[i] + dt * k3[i];
+      f(v, k4);
+      for (let i = 0; i < nx; i++) u[i] += (dt / 6) * (k1[i] + 2 * k2[i] + 2 * k3[i] + k4[i]);
+    }
+    rows.push(u.slice());
   }
-  if (fkCache.size > 2000) fkCache.clear();
+  if (fkCache.size >= 16) fkCache.delete(fkCache.keys().next().value);
   fkCache.set(key, rows);
   return rows;
 }
