@@ -60,24 +60,25 @@ function indexer(x) {
   return [sr, sc];
 }
 
-// op: 0 add, 1 sub, 2 mul. Loops are written out per case: a closure call per element costs
-// more than the arithmetic.
+// op: 0 add, 1 sub, 2 mul. Loops are written out per case (a closure call or a branch per
+// element costs more than the arithmetic); broadcast operands advance with stride 0.
 function binary(a, b, op) {
   const [rows, cols] = bshape(a, b);
   const n = rows * cols, out = new Float64Array(n);
   const A = a.data, B = b.data;
   const [ar, ac] = indexer(a), [br, bc] = indexer(b);
-  const flatA = a.size === n, flatB = b.size === n;
-  if (flatA && flatB) {
+  const flat = a.size === n && b.size === n;
+  if (flat) {
     if (op === 0) for (let k = 0; k < n; k++) out[k] = A[k] + B[k];
     else if (op === 1) for (let k = 0; k < n; k++) out[k] = A[k] - B[k];
     else for (let k = 0; k < n; k++) out[k] = A[k] * B[k];
   } else {
-    for (let i = 0, k = 0; i < rows; i++) {
-      for (let j = 0; j < cols; j++, k++) {
-        const x = A[i * ar + j * ac], y = B[i * br + j * bc];
-        out[k] = op === 0 ? x + y : op === 1 ? x - y : x * y;
-      }
+    for (let i = 0; i < rows; i++) {
+      const k0 = i * cols;
+      let ia = i * ar, ib = i * br;
+      if (op === 0) for (let j = 0; j < cols; j++, ia += ac, ib += bc) out[k0 + j] = A[ia] + B[ib];
+      else if (op === 1) for (let j = 0; j < cols; j++, ia += ac, ib += bc) out[k0 + j] = A[ia] - B[ib];
+      else for (let j = 0; j < cols; j++, ia += ac, ib += bc) out[k0 + j] = A[ia] * B[ib];
     }
   }
   const res = new Tensor(out, rows, cols);
@@ -85,31 +86,31 @@ function binary(a, b, op) {
     const g = res.grad;
     if (a.needsGrad) {
       const ga = a.ensureGrad();
-      if (flatA && flatB) {
+      if (flat) {
         if (op === 2) for (let k = 0; k < n; k++) ga[k] += g[k] * B[k];
         else for (let k = 0; k < n; k++) ga[k] += g[k];
       } else {
-        for (let i = 0, k = 0; i < rows; i++) {
-          for (let j = 0; j < cols; j++, k++) {
-            ga[i * ar + j * ac] += op === 2 ? g[k] * B[i * br + j * bc] : g[k];
-          }
+        for (let i = 0; i < rows; i++) {
+          const k0 = i * cols;
+          let ia = i * ar, ib = i * br;
+          if (op === 2) for (let j = 0; j < cols; j++, ia += ac, ib += bc) ga[ia] += g[k0 + j] * B[ib];
+          else for (let j = 0; j < cols; j++, ia += ac) ga[ia] += g[k0 + j];
         }
       }
     }
     if (b.needsGrad) {
       const gb = b.ensureGrad();
-      if (flatA && flatB) {
+      if (flat) {
         if (op === 2) for (let k = 0; k < n; k++) gb[k] += g[k] * A[k];
         else if (op === 1) for (let k = 0; k < n; k++) gb[k] -= g[k];
         else for (let k = 0; k < n; k++) gb[k] += g[k];
       } else {
-        for (let i = 0, k = 0; i < rows; i++) {
-          for (let j = 0; j < cols; j++, k++) {
-            const ib = i * br + j * bc;
-            if (op === 2) gb[ib] += g[k] * A[i * ar + j * ac];
-            else if (op === 1) gb[ib] -= g[k];
-            else gb[ib] += g[k];
-          }
+        for (let i = 0; i < rows; i++) {
+          const k0 = i * cols;
+          let ia = i * ar, ib = i * br;
+          if (op === 2) for (let j = 0; j < cols; j++, ia += ac, ib += bc) gb[ib] += g[k0 + j] * A[ia];
+          else if (op === 1) for (let j = 0; j < cols; j++, ib += bc) gb[ib] -= g[k0 + j];
+          else for (let j = 0; j < cols; j++, ib += bc) gb[ib] += g[k0 + j];
         }
       }
     }
