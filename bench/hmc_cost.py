@@ -9,7 +9,8 @@ steps), then one HMC chain per variant starts from that network at the trained �
   r2, r4, r8
           only rank-r increments W0 + B·A of the hidden layers (`bilo.lora`)
 
-with the same lower-level tolerance for all (twice the loss training reached, or --lower-tol),
+with the same lower-level tolerance for all (B-BiLO's default, 1.1 × the loss training reached,
+or --lower-tol),
 the same cap, seed, warm-up and draws. Reported per variant: the sampling wall time, the bulk
 ESS of D (`bilo.hmc.diagnostics`; one chain, so an estimate with its own noise: run longer
 chains with --samples for tighter figures), seconds per effective sample, its ratio to full
@@ -28,7 +29,7 @@ import tempfile
 import torch
 
 from bilo import hmc
-from bilo.bayes import chain_target
+from bilo.bayes import LOWER_TOL_FACTOR, chain_target
 from bilo.methods import BiLO
 from bilo.posterior import likelihood_scale
 from bilo.problems import get_problem
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--leapfrog", type=int, default=5)
     parser.add_argument("--lower-tol", type=float, default=None)
-    parser.add_argument("--lower-cap", type=int, default=50)
+    parser.add_argument("--lower-cap", type=int, default=100)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -65,7 +66,7 @@ def main() -> None:
         run.train()
         start = run.method.theta.detach().cpu().double().numpy()
         trained = float(run.method.lower_losses(run.batch)[1].detach())
-        tol = args.lower_tol if args.lower_tol is not None else 2.0 * trained
+        tol = args.lower_tol if args.lower_tol is not None else LOWER_TOL_FACTOR * trained
         baseline = None
         for rank in args.ranks:
             target = chain_target(run.method, run.batch, scale, lower_tol=tol,

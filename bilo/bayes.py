@@ -45,6 +45,9 @@ from bilo.posterior import (
 from bilo.results import Result, reference_points
 from solvers.common import InputError
 
+# the default lower-level tolerance, relative to the loss training reached at the trained θ
+LOWER_TOL_FACTOR = 1.1
+
 
 class NetworkTarget:
     def __init__(self, method: Method, batch: Batch, scale: float, *, lower_tol: float,
@@ -146,7 +149,8 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
     run.train()
     start = run.method.theta.detach().cpu().numpy().astype(np.float64)
     trained = float(run.method.lower_losses(run.batch)[1].detach())
-    lower_tol = options.lower_tol if options.lower_tol is not None else 2.0 * trained
+    # what the network has shown it can hold; twice that let Fisher-KPP's posterior drift
+    lower_tol = options.lower_tol if options.lower_tol is not None else LOWER_TOL_FACTOR * trained
     print(f"sampling from θ = {dict(zip(problem.params, start.tolist(), strict=True))} after "
           f"{run.step} BiLO steps; lower-level loss {trained:.3g} there, fine-tuned below "
           f"{lower_tol:.3g} at every leapfrog position")

@@ -155,13 +155,13 @@ class HMCSolverOptions(SamplerOptions, Options):
 @dataclass
 class BayesBiLOOptions(SamplerOptions, BiLOOptions):
     """B-BiLO: BiLO's options, the sampler's, and the lower level's fine-tuning at every
-    leapfrog position: until its loss is below lower_tol (by default twice the loss BiLO's
+    leapfrog position: until its loss is below lower_tol (by default 1.1 × the loss BiLO's
     training reached, the accuracy the network has shown it can hold) or after lower_cap
     steps, Adam at lower_lr (default the network's lr); lora_rank > 0: low-rank increments
     only."""
 
-    lower_tol: float | None = None  # None: twice the lower-level loss training ended with
-    lower_cap: int = 50
+    lower_tol: float | None = None  # None: 1.1 × the lower-level loss training ended with
+    lower_cap: int = 100
     lower_lr: float | None = None
     lora_rank: int = 0
 
