@@ -110,16 +110,19 @@ class NetworkTarget:
 
     def observe(self, theta: np.ndarray) -> np.ndarray:
         """u_NN at `observe_points`, the network in the state of the draw θ."""
+        self._set_theta(theta)
         return self.method.surrogate.predict_numpy(self.observe_points)
 
     def snapshot(self):
         return (copy.deepcopy(self.method.surrogate.network.state_dict()),
-                copy.deepcopy(self.optimiser.state_dict()))
+                copy.deepcopy(self.optimiser.state_dict()), self.method.theta.detach().clone())
 
     def restore(self, state) -> None:
-        weights, optimiser = state
+        weights, optimiser, theta = state
         self.method.surrogate.network.load_state_dict(weights)
         self.optimiser.load_state_dict(optimiser)
+        with torch.no_grad():
+            self.method.theta.copy_(theta)
         self.converged = True  # snapshots are taken at accepted, hence converged, positions
 
 

@@ -63,7 +63,7 @@ def test_a_rejection_restores_the_weights_of_the_last_accepted_position(logistic
                                                                         tmp_path):
     """NetworkTarget's hooks: after fine-tuning at a = 1.5 and at a = 2.5, restoring the
     snapshot taken at a = 1.5 gives back those weights exactly (every tensor ==), not the
-    pre-trained ones and not a = 2.5's."""
+    pre-trained ones and not a = 2.5's, and the network's θ-input 1.5."""
     from bilo.bayes import NetworkTarget
 
     problem = get_problem("logistic")
@@ -82,4 +82,5 @@ def test_a_rejection_restores_the_weights_of_the_last_accepted_position(logistic
     assert any(not torch.equal(weights()[k], at_15[k]) for k in at_15)
     target.restore(state)
     assert all(torch.equal(weights()[k], at_15[k]) for k in at_15)
+    assert run.method.theta.item() == 1.5  # the network's θ-input too
     assert any(not torch.equal(at_15[k], pretrained[k]) for k in at_15)
