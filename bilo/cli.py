@@ -180,7 +180,12 @@ def cmd_playground(args) -> int:
         print(f"bilo playground: wrote {len(files)} files to {args.export} (open index.html "
               "from any static web host)")
         return 0
-    server = playground.make_server(args.port)
+    try:
+        server = playground.make_server(args.port)
+    except OSError as exc:  # the port is taken, or not ours to open
+        from solvers.common import InputError
+
+        raise InputError(f"--port {args.port}: {exc.strerror}") from None
     print(f"BiLO playground at http://127.0.0.1:{server.server_address[1]}/index.html",
           flush=True)
     try:

@@ -278,6 +278,12 @@ def test_cli_serves_the_page(tmp_path):
             assert b"BiLO playground" in response.read()
         with urllib.request.urlopen(url.rsplit("/", 1)[0] + "/js/main.js", timeout=10) as r:
             assert "javascript" in r.headers["Content-Type"]
+        # a second server on the same port: one line, exit code 2
+        taken = subprocess.run([sys.executable, "-m", "bilo.cli", "playground", "--port",
+                                url.split(":")[2].split("/")[0]], capture_output=True, text=True,
+                               timeout=60)
+        assert taken.returncode == 2 and "Traceback" not in taken.stderr, taken.stderr
+        assert "--port" in taken.stderr
     finally:
         proc.terminate()
         proc.wait(timeout=10)
