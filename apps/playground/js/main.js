@@ -329,8 +329,8 @@ function drawLocal() {
     series.push({ x, y: trainer.predict(pts, Float64Array.from(th)), color, label: `u_NN, ${name}` });
   }
   plot(canvas, {
-    title: `Local operator (δ = ${d}${two ? " on each parameter, t = 1" : ""})`
-      + (settings.method === "pinn" ? ": a PINN's u_NN does not depend on θ" : ""), xlabel: two ? "x" : "t", ylabel: "u",
+    title: `Local operator, δ = ${d}${two ? ` on ${p.params.join(" and ")}, t = 1` : ""}`
+      + (settings.method === "pinn" ? " · PINN: u_NN has no θ input" : ""), xlabel: two ? "x" : "t", ylabel: "u",
     xlim: [0, 1], ylim: extent(series.flatMap((q) => q.y)), series,
   });
 }
