@@ -25,8 +25,8 @@ _SAMPLER_FLAGS = {"n_chains": (int, "chains (default 4)"),
                   "sigma": (float, "noise level (default: the data file's)"),
                   "processes": (int, "chains in parallel processes (1)"),
                   "predictive_every": (int, "record u at every k-th draw (n_samples/100)"),
-                  "lower_tol": (float, "hmc: lower-level loss per leapfrog (2 x trained)"),
-                  "lower_cap": (int, "hmc: most lower-level steps per leapfrog (50)"),
+                  "lower_tol": (float, "hmc: lower-level loss per leapfrog (1.1 x trained)"),
+                  "lower_cap": (int, "hmc: most lower-level steps per leapfrog (100)"),
                   "lower_lr": (float, "hmc: lower-level learning rate (the network's)"),
                   "lora_rank": (int, "hmc: fine-tune rank-r increments only (0: all)"),
                   "sigma_r": (float, "bpinn: sd of the residual pseudo-likelihood (default: "
@@ -143,7 +143,8 @@ def cmd_compare(args) -> int:
         raise InputError(f"--w-dat {args.w_dat}: expected numbers separated by commas") from None
     compare(args.problem, args.data, [m.strip() for m in args.methods.split(",") if m.strip()],
             args.out, seeds=args.seeds, w_dats=w_dats, preset=args.preset, u0=args.u0,
-            w_reg=args.w_reg, overwrite=args.overwrite)
+            w_reg=args.w_reg, overwrite=args.overwrite,
+            method_options={name: getattr(args, name) for name in _SAMPLER_FLAGS})
     return 0
 
 
@@ -376,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--u0", default="auto", help="u0 for pre-training (default auto)")
     compare.add_argument("--overwrite", action="store_true",
                          help="replace the runs DIR holds (refused otherwise)")
+    for name, (kind, text) in _SAMPLER_FLAGS.items():
+        compare.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     compare.add_argument("--out", required=True, metavar="DIR")
     compare.set_defaults(run=cmd_compare)
 

@@ -67,11 +67,14 @@ def _scalar_errors(summary: dict) -> dict[str, float]:
 def compare(problem: str | Problem, data: str, methods: list[str], out: str | Path, *,
             seeds: int = 1, w_dats: tuple[float, ...] = (1.0, 10.0, 100.0),
             preset: str = "quick", u0: str | None = "auto", overrides: dict | None = None,
-            w_reg: float | None = None, overwrite: bool = False) -> list[dict]:
+            w_reg: float | None = None, overwrite: bool = False,
+            method_options: dict | None = None) -> list[dict]:
     """Run every method variant (PINN once per w_dat) and write the comparison files;
     `overrides` replaces preset settings (width, steps, ...) of the network methods; `w_reg`
-    (unknown functions) the regulariser weight of every method, the adjoint included. Methods
-    with a seed run once per seed."""
+    (unknown functions) the regulariser weight of every method, the adjoint included;
+    `method_options` (the samplers' n_chains, n_samples, ...) go to every method that has
+    them. Methods with a seed run once per seed. A sampler's row adds the posterior sd of each
+    parameter, the largest R-hat and the smallest bulk ESS."""
     problem = get_problem(problem) if isinstance(problem, str) else problem
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,8 +86,10 @@ def compare(problem: str | Problem, data: str, methods: list[str], out: str | Pa
             run_dir = out / variant.label / (f"seed{seed}" if seeded else "")
             print(f"== {variant.label}" + (f", seed {seed}" if seeded else "")
                   + f" -> {run_dir}", flush=True)
-            given = {"seed": seed, "u0": u0} if seeded else {}
-            options = make_options(problem, variant.method, preset, overrides, w_reg=w_reg,
+            given = {k: v for k, v in {"seed": seed, "u0": u0, "w_reg": w_reg,
+                                       **(method_options or {})}.items()
+                     if k in names and v is not None}
+            options = make_options(problem, variant.method, preset, overrides,
                                    **given, **dict(variant.values))
             summary = fit(problem, data, variant.method, run_dir, options,
                           overwrite=overwrite).summary
@@ -93,6 +98,7 @@ def compare(problem: str | Problem, data: str, methods: list[str], out: str | Pa
                          "u_rel_l2_vs_reference": summary.get("u_rel_l2_vs_reference"),
                          "reference_rel_l2_vs_data": summary.get("reference_rel_l2_vs_data"),
                          "reference_objective": summary.get("reference_objective"),
+                         **_posterior_columns(summary),
                          "wall_s": summary["wall_s"], "steps": summary["steps"]})
             runs.append((variant.label, seed, run_dir, summary))
     _write_csv(out / "comparison.csv", rows)
@@ -100,6 +106,17 @@ def compare(problem: str | Problem, data: str, methods: list[str], out: str | Pa
     _plot(out / "comparison.png", runs)
     print((out / "comparison.md").read_text())
     return rows
+
+
+def _posterior_columns(summary: dict) -> dict[str, float]:
+    posterior = summary.get("posterior")
+    if not posterior:
+        return {}
+    along = summary.get("predictive", {}).get("u_rel_l2_vs_solver", {})
+    return {**{f"sd_{k}": v["sd"] for k, v in posterior.items()},
+            "rhat_max": max(v["rhat"] for v in posterior.values()),
+            "ess_bulk_min": min(v["ess_bulk"] for v in posterior.values()),
+            **({"u_nn_vs_solver_along_chain": along["mean"]} if along else {})}
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
