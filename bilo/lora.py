@@ -1,8 +1,12 @@
 """Low-rank fine-tuning (LoRA) of a network's hidden layers.
 
-`add_low_rank(net, rank)` freezes every weight of an `MLP` and re-expresses each hidden layer's
-weight as W0 + B·A, with A (rank × width) and B (width × rank) the only trainable tensors; B
-starts at zero, so the network is unchanged until it is trained. The increment is a
+`add_low_rank(net, rank)` freezes the width × width weight matrices of an `MLP`'s hidden layers
+(the parameters that cost: width² each) and re-expresses each as W0 + B·A, with A (rank ×
+width) and B (width × rank) trainable; B starts at zero, so the network is unchanged until it is
+trained. The O(width) parameters — the first layer's coordinate weights and bias, the hidden
+biases and the output layer — stay trainable: with them frozen too, a depth-2 network could
+move only one rank-r increment, which did not follow `poisson_constant`'s posterior (the chains
+lost its low-D side). The increment is a
 `torch.nn.utils.parametrize` parametrisation: `layer.weight` *is* W0 + B·A wherever it is read,
 so the jet engine and the plain forward pass see the effective weights through their one code
 path. `merge_low_rank(net)` folds the increments into plain weights again.
@@ -34,19 +38,20 @@ class LowRankIncrement(nn.Module):
 
 
 def add_low_rank(net: MLP, rank: int, generator=None) -> list[nn.Parameter]:
-    """Freeze `net` and give each hidden layer a trainable rank-`rank` increment; returns the
-    increments' parameters (what the fine-tuning optimiser updates)."""
+    """Freeze the hidden layers' weight matrices of `net` and give each a trainable
+    rank-`rank` increment; returns what the fine-tuning optimiser updates: the increments and
+    the network's O(width) parameters (first-layer coordinate weights and bias, hidden biases,
+    output layer)."""
     if rank < 1 or not net.hidden:
         raise ValueError(f"low-rank fine-tuning needs rank >= 1 and a hidden layer (rank {rank}, "
                          f"depth {net.depth})")
-    for p in net.parameters():
-        p.requires_grad_(False)
-    trainable = []
+    trainable = [net.W_x, net.b, net.out.weight, net.out.bias]
     for layer in net.hidden:
+        layer.weight.requires_grad_(False)
         rows, columns = layer.weight.shape
         increment = LowRankIncrement(rows, columns, rank, generator).to(layer.weight)
         parametrize.register_parametrization(layer, "weight", increment)
-        trainable += [increment.A, increment.B]
+        trainable += [layer.bias, increment.A, increment.B]
     return trainable
 
 
