@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--leapfrog", type=int, default=5)
     parser.add_argument("--lower-tol", type=float, default=None)
-    parser.add_argument("--lower-cap", type=int, default=100)
+    parser.add_argument("--lower-cap", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()

@@ -161,7 +161,7 @@ class BayesBiLOOptions(SamplerOptions, BiLOOptions):
     only."""
 
     lower_tol: float | None = None  # None: 1.1 × the lower-level loss training ended with
-    lower_cap: int = 100
+    lower_cap: int = 300
     lower_lr: float | None = None
     lora_rank: int = 0
 
