@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from adjoint.fisher_kpp import POSITIVE
-from adjoint.optimize import GridAdjointProblem, interpolation_matrix
+from adjoint.optimize import GridAdjointProblem, interpolation_matrix, points_and_values
 from solvers.fdm.logistic import DEFAULT_N_STEPS, DEFAULT_U0, logistic_steps, step_times
 from solvers.fdm.reaction_diffusion import (
     check_finite_scalar,
@@ -65,15 +65,7 @@ class LogisticProblem(GridAdjointProblem):
     def __init__(self, times, values, *, misfit, u0: float = DEFAULT_U0, t_out=None,
                  n_steps: int = DEFAULT_N_STEPS):
         super().__init__()
-        times = np.asarray(times, dtype=np.float64)
-        if times.ndim == 2 and times.shape[1] == 1:
-            times = times[:, 0]
-        if times.ndim != 1:
-            raise ValueError(f"times must have shape (n,) or (n, 1), got {times.shape}")
-        self.values = np.asarray(values, dtype=np.float64)
-        if self.values.shape != times.shape:
-            raise ValueError(f"{times.size} observation times but values of shape "
-                             f"{self.values.shape}")
+        times, self.values = points_and_values(times, values, "times")
         self.times = times
         self.misfit = misfit
         self.u0 = check_finite_scalar(u0, "u0")

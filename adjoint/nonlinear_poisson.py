@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import solve_banded
 
-from adjoint.optimize import GridAdjointProblem, interpolation_matrix
+from adjoint.optimize import GridAdjointProblem, interpolation_matrix, points_and_values
 from solvers.fdm.nonlinear_poisson import (
     DEFAULT_NX,
     LAMBDA,
@@ -61,15 +61,7 @@ class NonlinearPoissonProblem(GridAdjointProblem):
     def __init__(self, x_obs, values, *, misfit, nx: int = DEFAULT_NX, lam: float = LAMBDA,
                  initial: float = 1.0, bounds: tuple[float, float] = K_BOUNDS):
         super().__init__()
-        x_obs = np.asarray(x_obs, dtype=np.float64)
-        if x_obs.ndim == 2 and x_obs.shape[1] == 1:
-            x_obs = x_obs[:, 0]
-        if x_obs.ndim != 1:
-            raise ValueError(f"x_obs must have shape (n,) or (n, 1), got {x_obs.shape}")
-        self.values = np.asarray(values, dtype=np.float64)
-        if self.values.shape != x_obs.shape:
-            raise ValueError(f"{x_obs.size} observation points but values of shape "
-                             f"{self.values.shape}")
+        x_obs, self.values = points_and_values(x_obs, values, "x_obs")
         self.misfit = misfit
         self.nx = check_grid_size(nx, "nx", 3)
         self.lam = check_finite_scalar(lam, "lam")

@@ -53,6 +53,21 @@ def interpolation_matrix(points, grids: tuple[np.ndarray, ...]) -> scipy.sparse.
         shape=(n, int(np.prod(shape))))
 
 
+def points_and_values(points, values, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """1-D observation coordinates as (n,) (from (n,) or (n, 1)) and the observed values,
+    checked to match; `name` is the coordinates' argument name in the messages."""
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim == 2 and points.shape[1] == 1:
+        points = points[:, 0]
+    if points.ndim != 1:
+        raise ValueError(f"{name} must have shape (n,) or (n, 1), got {points.shape}")
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != points.shape:
+        raise ValueError(f"{points.size} observation points but values of shape "
+                         f"{values.shape}")
+    return points, values
+
+
 def gradient_energy(values: np.ndarray, h) -> tuple[float, np.ndarray]:
     """∫|v'|^2 dx of the piecewise-linear function with nodal `values` and node spacing `h` (a
     number, or one per interval), and its gradient."""

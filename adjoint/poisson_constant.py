@@ -20,7 +20,7 @@ import numpy as np
 from scipy.linalg import solve_banded
 
 from adjoint.fisher_kpp import POSITIVE
-from adjoint.optimize import GridAdjointProblem, interpolation_matrix
+from adjoint.optimize import GridAdjointProblem, interpolation_matrix, points_and_values
 from solvers.fdm.poisson_constant import (
     DEFAULT_NX,
     poisson_constant_source,
@@ -51,15 +51,7 @@ class PoissonConstantProblem(GridAdjointProblem):
     def __init__(self, x_obs, values, *, misfit, f=poisson_constant_source,
                  nx: int = DEFAULT_NX, initial: float = 2.0):
         super().__init__()
-        x_obs = np.asarray(x_obs, dtype=np.float64)
-        if x_obs.ndim == 2 and x_obs.shape[1] == 1:
-            x_obs = x_obs[:, 0]
-        if x_obs.ndim != 1:
-            raise ValueError(f"x_obs must have shape (n,) or (n, 1), got {x_obs.shape}")
-        self.values = np.asarray(values, dtype=np.float64)
-        if self.values.shape != x_obs.shape:
-            raise ValueError(f"{x_obs.size} observation points but values of shape "
-                             f"{self.values.shape}")
+        x_obs, self.values = points_and_values(x_obs, values, "x_obs")
         self.misfit = misfit
         self.nx = check_grid_size(nx, "nx", 3)
         self.x = np.linspace(0.0, 1.0, self.nx)

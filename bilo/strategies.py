@@ -302,32 +302,36 @@ class HMCSolverStrategy(Strategy):
                               method=self.name)
 
 
-class BayesBiLOStrategy(Strategy):
+class NetworkSamplerStrategy(Strategy):
+    """A sampler over a trained network (no resume: a run is one piece)."""
+
+    def fit(self, problem, data, options, out, *, data_path=None, resume=False, log=print):
+        if resume:
+            raise InputError(f"{self.name} does not resume; run it again with --overwrite")
+        require_network(problem)
+        return self.sample(problem, data, options, out, data_path=data_path, log=log)
+
+
+class BayesBiLOStrategy(NetworkSamplerStrategy):
     """B-BiLO (`bilo.bayes`): HMC over θ, the network fine-tuned at every leapfrog position."""
 
     name, Options = "hmc", BayesBiLOOptions
 
-    def fit(self, problem, data, options, out, *, data_path=None, resume=False, log=print):
+    def sample(self, problem, data, options, out, *, data_path, log):
         from bilo.bayes import fit_bayes_bilo
 
-        if resume:
-            raise InputError("hmc does not resume; run it again with --overwrite")
-        require_network(problem)
         return fit_bayes_bilo(problem, data, options, out, data_path=data_path, log=log,
                               method=self.name)
 
 
-class BPINNStrategy(Strategy):
+class BPINNStrategy(NetworkSamplerStrategy):
     """B-PINN (`bilo.bpinn`): HMC over θ and the PINN's weights jointly, the baseline."""
 
     name, Options = "bpinn", BPINNOptions
 
-    def fit(self, problem, data, options, out, *, data_path=None, resume=False, log=print):
+    def sample(self, problem, data, options, out, *, data_path, log):
         from bilo.bpinn import fit_bpinn
 
-        if resume:
-            raise InputError("bpinn does not resume; run it again with --overwrite")
-        require_network(problem)
         return fit_bpinn(problem, data, options, out, data_path=data_path, log=log,
                          method=self.name)
 
