@@ -135,6 +135,20 @@ def chain_target(method: Method, batch: Batch, scale: float, *, threads: int | N
     return NetworkTarget(copy.deepcopy(method), batch, scale, **options)
 
 
+def stuck_chains(chains, lower_cap: int) -> list[str]:
+    """One line per chain that the network could not carry: acceptance below 0.2, or more than
+    5 % of its leapfrog positions stopped at the lower-level cap (failed fine-tunings)."""
+    lines = []
+    for c, chain in enumerate(chains):
+        at_cap = float(np.mean(chain.hook_counts >= lower_cap)) if len(chain.hook_counts) else 0.0
+        if chain.accept_rate < 0.2 or at_cap > 0.05:
+            lines.append(f"chain {c}: acceptance {chain.accept_rate:.2f}, {at_cap:.1%} of the "
+                         "leapfrog positions failed to fine-tune within --lower-cap: the "
+                         "network does not follow θ at this tolerance and the chain barely "
+                         "moves; raise --lower-tol or --lower-cap")
+    return lines
+
+
 def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
                    method: str = "hmc") -> Result:
     """B-BiLO: BiLO's pre-training (and its fine-tuning, when the settings ask for steps: it
@@ -181,6 +195,9 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
         target_accept=options.target_accept, step_size=options.step_size,
         observe_every=predictive_every(options))
     elapsed = time.perf_counter() - started
+    warnings = stuck_chains(chains, options.lower_cap)
+    for line in warnings:
+        print(f"warning: {line}")
     predictive = posterior_predictive(problem, data, chains, sigma, seed=options.seed)
     errors = network_against_solver(problem, data, predictive, options.sigma)
     if errors is not None:
@@ -213,5 +230,5 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
                                             "max": int(lower.max()),
                                             "at_cap": float(np.mean(lower == options.lower_cap))},
                "predictive": predictive_summary(data, predictive, errors),
-               "processes": processes,
+               "processes": processes, "warnings": warnings,
                "sampler": "bilo.hmc with bilo.bayes.NetworkTarget"})

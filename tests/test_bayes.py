@@ -115,3 +115,20 @@ def test_compare_puts_the_samplers_side_by_side(logistic_data, tmp_path, capsys)
         assert abs(found["mean"] - grid.mean["a"]) < 0.5 * grid.sd["a"], method
         assert abs(found["sd"] / grid.sd["a"] - 1) < 0.3, method
     assert "hmc-solver" in (out / "comparison.md").read_text()
+
+
+def test_a_chain_the_network_cannot_carry_is_reported():
+    """stuck_chains: a chain with 10 % of its leapfrog positions at the lower-level cap (300)
+    and one accepting 10 % of its proposals are each named in a warning that says what to
+    raise; a healthy chain (acceptance 0.9, no position at the cap) is not."""
+    from types import SimpleNamespace
+
+    from bilo.bayes import stuck_chains
+
+    at_cap = SimpleNamespace(hook_counts=np.array([300] * 10 + [2] * 90), accept_rate=0.8)
+    rejecting = SimpleNamespace(hook_counts=np.array([0] * 100), accept_rate=0.1)
+    healthy = SimpleNamespace(hook_counts=np.array([1] * 100), accept_rate=0.9)
+    lines = stuck_chains([at_cap, rejecting, healthy], 300)
+    assert [line.split(":")[0] for line in lines] == ["chain 0", "chain 1"]
+    assert "10.0%" in lines[0] and "--lower-cap" in lines[0]
+    assert "acceptance 0.10" in lines[1]
