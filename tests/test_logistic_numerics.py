@@ -4,6 +4,7 @@
 
 import numpy as np
 import pytest
+from misfits import GaussianLogLikelihood, MeanSquares
 
 from adjoint import minimize, taylor_test
 from adjoint.logistic import LogisticProblem
@@ -15,29 +16,6 @@ A_TRUE = 2.0
 SIGMA = 0.01
 TIMES = np.linspace(0.0, 1.0, 21)
 N_STEPS = 1000
-
-
-class MeanSquares:
-    """mean((p - d)^2) and its gradient 2 (p - d) / n."""
-
-    def value(self, predicted, observed):
-        return float(np.mean((predicted - observed) ** 2))
-
-    def gradient(self, predicted, observed):
-        return 2.0 * (predicted - observed) / predicted.size
-
-
-class GaussianLogLikelihood:
-    """sum((p - d)^2) / (2 sigma^2) and its gradient (p - d) / sigma^2."""
-
-    def __init__(self, sigma):
-        self.sigma = sigma
-
-    def value(self, predicted, observed):
-        return float(np.sum((predicted - observed) ** 2) / (2.0 * self.sigma**2))
-
-    def gradient(self, predicted, observed):
-        return (predicted - observed) / self.sigma**2
 
 
 def _noisy_data(seed=0):

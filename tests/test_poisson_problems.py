@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 import pytest
+from misfits import GaussianLogLikelihood
 from scipy import integrate
 
 from adjoint import minimize, taylor_test
@@ -36,19 +37,6 @@ from solvers.fdm.nonlinear_poisson import jacobian_eigenvalues, physical_grid
 from solvers.verify import observed_orders
 
 X_OBS = np.linspace(0.0, 1.0, 11)
-
-
-class GaussianLogLikelihood:
-    """sum((p - d)^2) / (2 sigma^2) and its gradient (p - d) / sigma^2."""
-
-    def __init__(self, sigma):
-        self.sigma = sigma
-
-    def value(self, predicted, observed):
-        return float(np.sum((predicted - observed) ** 2) / (2.0 * self.sigma**2))
-
-    def gradient(self, predicted, observed):
-        return (predicted - observed) / self.sigma**2
 
 
 # -- poisson_constant ------------------------------------------------------------------------
