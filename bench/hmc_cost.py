@@ -29,7 +29,7 @@ import tempfile
 import torch
 
 from bilo import hmc
-from bilo.bayes import LOWER_TOL_FACTOR, chain_target
+from bilo.bayes import LOWER_TOL_FACTOR, chain_target, lower_lr
 from bilo.methods import BiLO
 from bilo.posterior import likelihood_scale
 from bilo.problems import get_problem
@@ -70,7 +70,8 @@ def main() -> None:
         baseline = None
         for rank in args.ranks:
             target = chain_target(run.method, run.batch, scale, lower_tol=tol,
-                                  lower_cap=args.lower_cap, lr=options.settings.lr_net,
+                                  lower_cap=args.lower_cap,
+                                  lr=lower_lr(options.settings.lr_net, rank),
                                   lora_rank=rank, seed=0)
             chain = hmc.sample(target, start, n_samples=args.samples, n_warmup=args.warmup,
                                n_leapfrog=args.leapfrog, jitter=0.2, seed=0)

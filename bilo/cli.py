@@ -27,7 +27,7 @@ _SAMPLER_FLAGS = {"n_chains": (int, "chains (default 4)"),
                   "predictive_every": (int, "record u at every k-th draw (n_samples/100)"),
                   "lower_tol": (float, "hmc: lower-level loss per leapfrog (1.1 x trained)"),
                   "lower_cap": (int, "hmc: most lower-level steps per leapfrog (300)"),
-                  "lower_lr": (float, "hmc: lower-level learning rate (the network's)"),
+                  "lower_lr": (float, "hmc: lower-level learning rate (the network's; x10 LoRA)"),
                   "lora_rank": (int, "hmc: fine-tune rank-r increments only (0: all)"),
                   "sigma_r": (float, "bpinn: sd of the residual pseudo-likelihood (default: "
                                      "the data's sigma)"),

@@ -157,8 +157,8 @@ class BayesBiLOOptions(SamplerOptions, BiLOOptions):
     """B-BiLO: BiLO's options, the sampler's, and the lower level's fine-tuning at every
     leapfrog position: until its loss is below lower_tol (by default 1.1 × the loss BiLO's
     training reached, the accuracy the network has shown it can hold) or after lower_cap
-    steps, Adam at lower_lr (default the network's lr); lora_rank > 0: low-rank increments
-    only."""
+    steps, Adam at lower_lr (default the network's lr, ×10 with LoRA); lora_rank > 0:
+    low-rank increments only."""
 
     lower_tol: float | None = None  # None: 1.1 × the lower-level loss training ended with
     lower_cap: int = 300
