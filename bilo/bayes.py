@@ -216,14 +216,12 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
             f"{errors.mean():.3g}, max {errors.max():.3g}")
     if out is not None:
         write_posterior(Path(out), chains, reference_grid(problem, data, options.sigma),
-                        {k: v for k, v in predictive.items() if k != "u_grid"},
-                        (problem, data))
+                        predictive, (problem, data))
     mean = posterior_mean(chains, problem)
-    # a fresh copy of the trained network, fine-tuned at the posterior mean, gives u there
-    final = chain_target(run.method, run.batch, scale, **{
-        **target_options, "lower_cap": max(options.lower_cap, 1000)}, seed=options.seed)
-    final.at_position(mean)
-    surrogate = final.method.surrogate
+    # the probe's copy of the trained network, fine-tuned at the posterior mean, gives u there
+    probe.lower_cap = max(options.lower_cap, 1000)
+    probe.at_position(mean)
+    surrogate = probe.method.surrogate
     lower = np.concatenate([c.hook_counts for c in chains])
     return chains_result(
         problem, data, chains, options, method=method, data_path=data_path, scale=scale,

@@ -262,8 +262,7 @@ def fit_bpinn(problem, data, options, out, *, data_path=None, log=print,
         predictive["u_rel_l2_vs_solver"] = errors
     if out is not None:
         write_posterior(Path(out), theta_chains, reference_grid(problem, data, options.sigma),
-                        {key: v for key, v in predictive.items() if key != "u_grid"},
-                        (problem, data))
+                        predictive, (problem, data))
 
     def predict(at: np.ndarray) -> np.ndarray:
         """The mean of u_NN over the kept draws at numpy points."""

@@ -223,10 +223,9 @@ def cmd_posterior_grid(args) -> int:
                "sigma": args.sigma, "nx": args.nx, "width_sds": args.width,
                "wall_s": round(time.perf_counter() - started, 3)}
     write_grid_posterior(out, grid, summary)
-    for name in grid.names:
+    for name, axis in zip(grid.names, grid.axes, strict=True):
         print(f"{name}: mean {grid.mean[name]:.6g}, sd {grid.sd[name]:.4g}, mode "
-              f"{grid.mode[name]:.6g} (nodes {grid.axes[grid.names.index(name)][0]:.4g} .. "
-              f"{grid.axes[grid.names.index(name)][-1]:.4g})")
+              f"{grid.mode[name]:.6g} (nodes {axis[0]:.4g} .. {axis[-1]:.4g})")
     if grid.corr is not None:
         print(f"correlation {grid.corr:.4f}")
     print(f"{grid.n_evaluations} solves in {summary['wall_s']:.1f} s; wrote {out}/"

@@ -628,7 +628,8 @@ def write_posterior(out: Path, chains: list[hmc.Chain], grid: GridPosterior | No
         for c, chain in enumerate(chains):
             h5[f"hook_counts/chain{c}"] = np.asarray(chain.hook_counts)
         for key, value in (predictive or {}).items():
-            h5[f"predictive/{key}"] = value
+            if key != "u_grid":  # u_NN on the whole reference grid per draw: not kept
+                h5[f"predictive/{key}"] = value
     plot_posterior(out / "posterior.png", chains, grid)
     if predictive and plot_predictive_with is not None:
         plot_predictive(out / "predictive.png", *plot_predictive_with, predictive)
