@@ -156,14 +156,9 @@ def cmd_gbm_synth(args) -> int:
 
 
 def cmd_gbm_run(args) -> int:
-    from apps.gbm.pipeline import run_pipeline
+    from apps.gbm.pipeline import run_from_arguments
 
-    overrides = {"pretrain_steps": args.pretrain_steps, "finetune_steps": args.steps}
-    run_pipeline(args.patient_dir, args.out, method=args.method, preset=args.preset,
-                 n_ranks=args.np, device=args.device, w_dat=args.w_dat, seed=args.seed,
-                 slice=args.slice if args.slice == "auto" else int(args.slice),
-                 overrides=overrides)
-    return 0
+    return run_from_arguments(args)
 
 
 def cmd_validate(args) -> int:
@@ -425,19 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Patient folder (seg, wm, gm NIfTI) -> mesh -> scales -> FEM at the "
                     "initial guess -> BiLO -> FEM at the inferred parameters -> DICE, "
                     "summary.json, report.png, density NIfTI, XDMF.")
-    gbm_run.add_argument("patient_dir", metavar="PATIENT_DIR")
-    gbm_run.add_argument("--out", required=True, metavar="OUT")
-    gbm_run.add_argument("--method", default="bilo", help="bilo (default) or pinn")
-    gbm_run.add_argument("--w-dat", type=float, default=None, help="PINN data weight (1)")
-    gbm_run.add_argument("--preset", default="quick", help="quick (default) or paper")
-    gbm_run.add_argument("--np", type=int, default=1, metavar="N", help="MPI ranks for FEM")
-    gbm_run.add_argument("--device", default="auto")
-    gbm_run.add_argument("--seed", type=int, default=0)
-    gbm_run.add_argument("--slice", default="auto", help="axial slice index or auto")
-    gbm_run.add_argument("--pretrain-steps", type=int, default=None,
-                         help="pre-training steps (default: the preset's)")
-    gbm_run.add_argument("--steps", type=int, default=None,
-                         help="fine-tuning steps (default: the preset's)")
+    from apps.gbm.pipeline import add_run_arguments
+
+    add_run_arguments(gbm_run)  # options and their checks: apps/gbm/pipeline.py, docs/gbm.md
     gbm_run.set_defaults(run=cmd_gbm_run)
 
     playground = commands.add_parser(

@@ -175,6 +175,34 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
     return Case(patient, brain, scales, problem, data, initial, ic, out / "mesh.xdmf")
 
 
+def add_run_arguments(parser):
+    """The options of `bilo gbm run` (bilo/cli.py builds the parser)."""
+    parser.add_argument("patient_dir", metavar="PATIENT_DIR")
+    parser.add_argument("--out", required=True, metavar="OUT")
+    parser.add_argument("--method", default="bilo", help="bilo (default) or pinn")
+    parser.add_argument("--w-dat", type=float, default=None, help="PINN data weight (1)")
+    parser.add_argument("--preset", default="quick", help="quick (default) or paper")
+    parser.add_argument("--np", type=int, default=1, metavar="N", help="MPI ranks for FEM")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--slice", default="auto", help="axial slice index or auto")
+    parser.add_argument("--pretrain-steps", type=int, default=None,
+                        help="pre-training steps (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="fine-tuning steps (default: the preset's)")
+    return parser
+
+
+def run_from_arguments(args) -> int:
+    """`bilo gbm run` on parsed arguments; the exit status."""
+    overrides = {"pretrain_steps": args.pretrain_steps, "finetune_steps": args.steps}
+    run_pipeline(args.patient_dir, args.out, method=args.method, preset=args.preset,
+                 n_ranks=args.np, device=args.device, w_dat=args.w_dat, seed=args.seed,
+                 slice=args.slice if args.slice == "auto" else int(args.slice),
+                 overrides=overrides)
+    return 0
+
+
 def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick",
                  n_ranks: int = 1, device: str = "auto", w_dat: float | None = None, seed: int = 0,
                  slice: str | int = "auto", coarsen: int = 1, overrides: dict | None = None,
