@@ -183,8 +183,8 @@ def test_brats_prefixed_names(tmp_path):
 
 def test_predictgbm_names(tmp_path):
     """PredictGBM's fixed layout: tumorseg is the segmentation, csf and pet are found too; csf
-    is loaded as a probability map, pet only recorded in paths (its values, 3.5, are not
-    checked as probabilities)."""
+    is loaded as a probability map, pet as a non-negative map (its values, 3.5, are not
+    checked as probabilities) on the chosen slice."""
     folder = write_roles(tmp_path / "p", {"seg": "tumorseg.nii.gz", "wm": "wm.nii.gz",
                                           "gm": "gm.nii.gz", "csf": "csf.nii.gz",
                                           "pet": "pet.nii.gz"})
@@ -195,6 +195,8 @@ def test_predictgbm_names(tmp_path):
     patient = load_patient(folder)
     assert patient.paths == roles and patient.paths["pet"].name == "pet.nii.gz"
     np.testing.assert_array_equal(patient.csf, np.zeros(SHAPE[:2]))
+    np.testing.assert_array_equal(patient.pet, np.full(SHAPE[:2], 3.5))
+    assert not patient.has_followup and patient.interval_days is None
     np.testing.assert_array_equal(patient.tc, disc(3))
 
 
@@ -449,3 +451,152 @@ def test_anatomy_checks(tmp_path, capsys):
     patient = load_patient(make_patient(tmp_path / "small", seg=small))
     assert patient.wt_area_px == 5
     assert "warning" in capsys.readouterr().out
+
+
+def followup_labels(grow=2):
+    """brats_labels with every disc `grow` pixels larger (the follow-up of a growing tumour)."""
+    seg = np.zeros(SHAPE, dtype=np.uint8)
+    for k, (r_wt, r_tc, r_nec) in ((2, (4, 2.5, 1)), (3, (6, 3, 1.5))):
+        seg[:, :, k][disc(r_wt + grow)] = 2
+        seg[:, :, k][disc(r_tc + grow)] = 4
+        seg[:, :, k][disc(r_nec + grow)] = 1
+    return seg
+
+
+def with_followup(folder, seg=None, interval=90, name="seg.nii.gz", affine=AFFINE):
+    """A patient folder with followup/<name> and patient.json {"interval_days": interval}
+    (interval None: no patient.json)."""
+    make_patient(folder)
+    (folder / "followup").mkdir()
+    save(folder / "followup" / name, followup_labels() if seg is None else seg, affine)
+    if interval is not None:
+        (folder / "patient.json").write_text(json.dumps({"interval_days": interval}))
+    return folder
+
+
+def test_followup_and_pet_load(tmp_path, capsys):
+    """followup/seg.nii.gz and patient.json {"interval_days": 90}: the follow-up's masks on
+    the first scan's slice (3: WT disc radius 8, 197 px, against 113 at the first scan; TC
+    radius 5), interval 90.0, both paths recorded, no warning; a BraTS-named follow-up seg
+    (followup/BraTS2021_00000_seg.nii.gz, BraTS 2023 labels) and an integer-valued interval
+    load the same; the PET map comes back on the slice."""
+    folder = with_followup(tmp_path / "p")
+    pet = np.zeros(SHAPE, np.float32)
+    pet[:, :, 3][disc(6)] = 2.5
+    save(folder / "pet.nii.gz", pet)
+    patient = load_patient(folder)
+    assert patient.has_followup and patient.interval_days == 90.0
+    assert patient.slice_index == 3 and patient.followup_convention == "brats2021"
+    np.testing.assert_array_equal(patient.followup_wt, disc(8))
+    np.testing.assert_array_equal(patient.followup_tc, disc(5))
+    assert patient.followup_wt.sum() == 197 > patient.wt_area_px == 113
+    assert patient.paths["followup_seg"] == folder / "followup" / "seg.nii.gz"
+    assert patient.paths["patient_json"] == folder / "patient.json"
+    np.testing.assert_array_equal(patient.pet, pet[:, :, 3])
+    assert "warning" not in capsys.readouterr().out
+
+    labels = followup_labels()
+    labels[labels == 4] = 3
+    other = with_followup(tmp_path / "q", seg=labels, interval=120.5,
+                          name="BraTS2021_00000_seg.nii.gz")
+    (other / "followup" / "notes.txt").write_text("ignored")
+    patient = load_patient(other, slice=2)
+    assert patient.followup_convention == "brats2023" and patient.interval_days == 120.5
+    np.testing.assert_array_equal(patient.followup_wt, disc(6))
+    np.testing.assert_array_equal(patient.followup_tc, disc(4.5))
+
+
+def test_followup_smaller_than_baseline_warns(tmp_path, capsys):
+    """A follow-up whose tumour shrank (discs 2 px smaller: WT 49 px against 113) loads with
+    a warning naming the follow-up file and both areas."""
+    patient = load_patient(with_followup(tmp_path / "p", seg=followup_labels(grow=-2)))
+    assert patient.followup_wt.sum() == disc(4).sum() == 49
+    out = capsys.readouterr().out
+    assert "warning" in out and "followup/seg.nii.gz" in out and "(49 px)" in out
+    assert "(113 px)" in out
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ('{"interval_days": -3}', "field 'interval_days': expected a number of days > 0, got -3"),
+    ('{"interval_days": 0}', "field 'interval_days': expected a number of days > 0, got 0"),
+    ('{"interval_days": "90"}', "field 'interval_days': expected a number of days > 0, "
+                                'got "90"'),
+    ('{"interval_days": true}', "field 'interval_days': expected a number"),
+    ('{"interval_days": NaN}', "field 'interval_days': expected a number"),
+    ('{"interval_days": 90', "not valid JSON"),
+    ("[90]", "expected a JSON object"),
+    ('{"days": 90}', "has no field 'interval_days'"),
+])
+def test_bad_patient_json(tmp_path, content, fragment):
+    """A bad patient.json next to a follow-up: one line naming the file (and the field)."""
+    folder = with_followup(tmp_path / "p", interval=None)
+    (folder / "patient.json").write_text(content)
+    with pytest.raises(InputError) as info:
+        load_patient(folder)
+    message = str(info.value)
+    assert fragment in message and "patient.json" in message and "\n" not in message
+
+
+def test_followup_and_interval_need_each_other(tmp_path):
+    """A follow-up folder without patient.json, or patient.json's interval without a follow-up
+    folder: one line naming what is missing; a file named followup, or a follow-up folder
+    without a segmentation: named too."""
+    folder = with_followup(tmp_path / "a", interval=None)
+    with pytest.raises(InputError, match=r"a/followup: a follow-up scan needs its interval in "
+                                         r"days, but .*a/patient\.json is missing"):
+        load_patient(folder)
+    folder = make_patient(tmp_path / "b")
+    (folder / "patient.json").write_text('{"interval_days": 60}')
+    with pytest.raises(InputError, match=r"b/patient\.json: field 'interval_days' is given but "
+                                         r"there is no follow-up scan: no folder .*b/followup"):
+        load_patient(folder)
+    (folder / "patient.json").write_text('{"comment": "one scan"}')
+    assert not load_patient(folder).has_followup  # no interval, no follow-up: fine
+    (folder / "followup").write_text("x")
+    with pytest.raises(InputError, match=r"b/followup: expected a folder"):
+        load_patient(folder)
+    folder = with_followup(tmp_path / "c", name="t1.nii.gz")
+    with pytest.raises(InputError, match=r"c/followup: missing the seg role .*t1\.nii\.gz"):
+        load_patient(folder)
+
+
+def test_followup_and_pet_on_another_grid(tmp_path):
+    """A follow-up seg or a PET map of another shape or with a shifted affine: one line naming
+    the file and the first scan's seg."""
+    seg = followup_labels()
+    folder = with_followup(tmp_path / "a", seg=seg[:, :-1])
+    with pytest.raises(InputError, match=r"followup/seg\.nii\.gz: grid shape .* does not match"
+                                         r" .*a/seg\.nii\.gz"):
+        load_patient(folder)
+    shifted = AFFINE.copy()
+    shifted[1, 3] += 1.0
+    folder = with_followup(tmp_path / "b", affine=shifted)
+    with pytest.raises(InputError, match=r"followup/seg\.nii\.gz: affine does not match"):
+        load_patient(folder)
+    folder = make_patient(tmp_path / "c")
+    save(folder / "pet.nii.gz", np.ones(SHAPE, np.float32), shifted)
+    with pytest.raises(InputError, match=r"pet\.nii\.gz: affine does not match"):
+        load_patient(folder)
+    save(folder / "pet.nii.gz", np.ones(SHAPE[:2] + (5,), np.float32))
+    with pytest.raises(InputError, match=r"pet\.nii\.gz: grid shape"):
+        load_patient(folder)
+
+
+def test_bad_pet_values(tmp_path):
+    """PET with NaN or negative values: one line naming the file with the count/minimum;
+    a follow-up seg with an unknown label: named."""
+    folder = make_patient(tmp_path / "a")
+    pet = np.ones(SHAPE, np.float32)
+    pet[1, 1, 1] = np.nan
+    save(folder / "pet.nii.gz", pet)
+    with pytest.raises(InputError, match=r"pet\.nii\.gz: PET map has 1 NaN value"):
+        load_patient(folder)
+    pet[1, 1, 1] = -0.25
+    save(folder / "pet.nii.gz", pet)
+    with pytest.raises(InputError, match=r"pet\.nii\.gz: PET map has negative values \(min "
+                                         r"-0\.25, 1 voxel"):
+        load_patient(folder)
+    seg = followup_labels()
+    seg[0, 0, 0] = 7
+    with pytest.raises(InputError, match=r"followup/seg\.nii\.gz: unknown label\(s\) 7"):
+        load_patient(with_followup(tmp_path / "b", seg=seg))

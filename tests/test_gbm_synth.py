@@ -136,12 +136,14 @@ def test_same_seed_same_patient(synthetic):
 
 
 def test_embedded_patient_is_seed_0(tmp_path, report):
-    """Regenerating seed 0 with the default settings (coarsen 1, 50 steps) reproduces
-    data/patient_default: the same draws and the same label map (up to 0.5% of the tumour
-    pixels, for round-off differences of the solver between machines; measured 0)."""
+    """Regenerating seed 0 with the default settings (coarsen 1, 50 steps; no follow-up, to
+    save its solve) reproduces data/patient_default, which was made before the follow-up and
+    PET draws were added after the first scan's: the same draws and the same label map (up to
+    0.5% of the tumour pixels, for round-off differences of the solver between machines;
+    measured 0)."""
     from apps.gbm.synth import synthesize_patient
 
-    truth = synthesize_patient(0, tmp_path)
+    truth = synthesize_patient(0, tmp_path, followup=False)
     stored = json.loads((EMBEDDED / "truth.json").read_text())
     seg_new = np.asarray(nib.load(tmp_path / "seg.nii.gz").dataobj)
     seg_old = np.asarray(nib.load(EMBEDDED / "seg.nii.gz").dataobj)
@@ -155,9 +157,10 @@ def test_embedded_patient_is_seed_0(tmp_path, report):
 
 def test_fixed_quantities_reproduce_a_patient(synthetic, tmp_path, capsys, report):
     """`bilo gbm synth` with every drawn quantity fixed to seed 7's accepted ones (--centre,
-    --L, --D, --rho, --thresholds) and another seed (123) writes seed 7's label map exactly:
-    nothing is left to the seed, truth.json lists the fixed quantities, and the one-line
-    summary names them."""
+    --L, --D, --rho, --thresholds, --T-days, --interval-days, --pet-scale) and another seed
+    (123) writes seed 7's label maps exactly, the first scan's and the follow-up's: nothing
+    is left to the seed but the PET noise, truth.json lists the fixed quantities, and the
+    one-line summary names them."""
     from bilo.cli import main
 
     folder, truth, _, _ = synthetic
@@ -167,17 +170,23 @@ def test_fixed_quantities_reproduce_a_patient(synthetic, tmp_path, capsys, repor
                  "--n-steps", "25", f"--centre={x!r},{y!r}",
                  "--L", repr(truth["scales_generation"]["L_mm"]), "--D", repr(truth["D"]),
                  "--rho", repr(truth["rho"]),
-                 "--thresholds", f"{truth['u_c_wt']!r},{truth['u_c_tc']!r}"])
+                 "--thresholds", f"{truth['u_c_wt']!r},{truth['u_c_tc']!r}",
+                 "--T-days", repr(truth["T_days"]),
+                 "--interval-days", repr(truth["interval_days"]),
+                 "--pet-scale", repr(truth["pet_scale"])])
     line = capsys.readouterr().out.strip()
     assert code == 0
     fixed = json.loads((out / "truth.json").read_text())
     report(f"all fixed, seed 123: {line}")
-    assert fixed["fixed"] == sorted(["centre_mm", "L_mm", "D", "rho", "thresholds"])
+    assert fixed["fixed"] == sorted(["centre_mm", "L_mm", "D", "rho", "thresholds", "T_days",
+                                     "interval_days", "pet_scale"])
     assert "fixed: " in line and fixed["attempt"] == 0
-    for name in ("centre_mm", "D", "rho", "u_c_wt", "u_c_tc"):
+    for name in ("centre_mm", "D", "rho", "u_c_wt", "u_c_tc", "T_days", "interval_days",
+                 "pet_scale", "D_mm2_per_day", "rho_per_day"):
         assert fixed[name] == truth[name], name
-    np.testing.assert_array_equal(np.asarray(nib.load(out / "seg.nii.gz").dataobj),
-                                  np.asarray(nib.load(folder / "seg.nii.gz").dataobj))
+    for name in ("seg.nii.gz", "followup/seg.nii.gz"):
+        np.testing.assert_array_equal(np.asarray(nib.load(out / name).dataobj),
+                                      np.asarray(nib.load(folder / name).dataobj))
 
 
 def test_fixing_one_quantity_keeps_the_other_draws(synthetic, tmp_path):
@@ -206,6 +215,13 @@ def test_fixing_one_quantity_keeps_the_other_draws(synthetic, tmp_path):
     (["--slice", "3", "--slice-mm", "20"], "give one of them"),
     (["--slice", "999"], "slice 999: outside the template"),
     (["--centre=-200,0"], "not on the brain mesh"),
+    (["--T-days", "0"], "--T-days must be a finite number > 0"),
+    (["--interval-days", "nan"], "--interval-days must be a finite number > 0"),
+    (["--interval-days", "ninety"], "--interval-days: expected a number"),
+    (["--pet-scale", "-2"], "--pet-scale must be a finite number > 0"),
+    (["--pet-noise", "-0.1"], "--pet-noise must be >= 0"),
+    (["--pet-noise", "inf"], "--pet-noise must be finite"),
+    (["--interval-days", "90", "--no-followup"], "--interval-days and --no-followup"),
 ])
 def test_synth_rejects_bad_values(tmp_path, capsys, args, fragment):
     """Bad `bilo gbm synth` values: exit code 2, one line on stderr naming the flag, no
@@ -217,3 +233,83 @@ def test_synth_rejects_bad_values(tmp_path, capsys, args, fragment):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], lines
     assert not out.exists()
+
+
+def test_time_scale_followup_and_pet(synthetic, report):
+    """Seed 7 (coarsen 2, 25 steps): T_days lies in the range of T that puts the physical
+    parameters in PHYSICAL_RANGES, and they are D*D_bar_gen/T (mm^2/day), rho*rho_bar/T
+    (/day) and 2 sqrt(D rho) (mm/day), each inside its range; the interval lies in
+    INTERVAL_DAYS and equals patient.json's; t2 = 1 + interval/T. The loaded follow-up's WT
+    strictly contains the first scan's WT (a Fisher-KPP front advances), and its TC contains
+    the first TC; the PET map is 0 outside WT, positive inside, and its mean over WT divided by
+    the scale lies between u_c^WT and 1 (u > u_c^WT there), its maximum below the scale times
+    (u_max + 5 noise sds)."""
+    from apps.gbm.patient import load_patient
+    from apps.gbm.synth import INTERVAL_DAYS, PHYSICAL_RANGES, time_scale_range
+
+    folder, truth, _, _ = synthetic
+    patient = load_patient(folder)
+    gen = truth["scales_generation"]
+    D_mm2, rho = truth["D"] * gen["D_bar_mm2"], truth["rho"] * gen["rho_bar"]
+    T, interval = truth["T_days"], truth["interval_days"]
+    low, high = time_scale_range(D_mm2, rho)
+    assert [low, high] == truth["T_days_range"] and low <= T <= high
+    assert truth["D_mm2_per_day"] == pytest.approx(D_mm2 / T, rel=1e-12)
+    assert truth["rho_per_day"] == pytest.approx(rho / T, rel=1e-12)
+    assert truth["front_speed_mm_per_day"] == pytest.approx(
+        2 * np.sqrt(D_mm2 * rho) / T, rel=1e-12)
+    for name, (lo, hi) in PHYSICAL_RANGES.items():
+        assert lo <= truth[name] <= hi, name
+    assert INTERVAL_DAYS[0] <= interval <= INTERVAL_DAYS[1]
+    assert json.loads((folder / "patient.json").read_text()) == {"interval_days": interval}
+    assert patient.interval_days == interval
+    assert truth["followup"]["t2"] == pytest.approx(1 + interval / T)
+
+    first, later = patient.wt, patient.followup_wt
+    grown = int(later.sum() - first.sum())
+    report(f"seed {SEED}: T {T:.0f} days (range {low:.0f}-{high:.0f}), D "
+           f"{truth['D_mm2_per_day']:.4f} mm^2/day, rho {truth['rho_per_day']:.4f} /day, speed "
+           f"{truth['front_speed_mm_per_day']:.3f} mm/day; follow-up after {interval:.0f} days "
+           f"(t2 = {truth['followup']['t2']:.3f}): WT {first.sum()} -> {later.sum()} px, TC "
+           f"{patient.tc.sum()} -> {patient.followup_tc.sum()} px; PET scale "
+           f"{truth['pet_scale']:.3f}")
+    assert not (first & ~later).any() and grown > 0
+    assert not (patient.tc & ~patient.followup_tc).any()
+    assert truth["followup"]["areas_px"] == {"wt": int(later.sum()),
+                                             "tc": int(patient.followup_tc.sum())}
+
+    pet, scale = patient.pet, truth["pet_scale"]
+    assert not pet[~first].any() and (pet[first] > 0).all()
+    assert truth["u_c_wt"] < pet[first].mean() / scale < 1.0
+    assert pet.max() < scale * (truth["solver"]["u_max"] + 5 * truth["pet_noise"])
+
+
+def test_pet_noise_and_no_followup(synthetic, tmp_path):
+    """Seed 7 again with --no-followup and PET noise 0: the same first scan and draws (the
+    follow-up and PET draws come after it, and are made all the same), no followup/ and no
+    patient.json, truth's interval None. The noise-free PET divided by the scale is u(1): above
+    u_c^WT on all of WT and above u_c^TC exactly on TC. The noisy PET of the first run minus the
+    noise-free one, over scale times the noise level, is the standard normal noise: mean
+    within 4 standard errors of 0 and sd within 10 % of 1 (no pixel clipped)."""
+    from apps.gbm.patient import load_patient
+    from apps.gbm.synth import synthesize_patient
+
+    folder, truth, _, _ = synthetic
+    clean = synthesize_patient(SEED, tmp_path, **FAST, followup=False, pet_noise=0.0)
+    for name in ("D", "rho", "u_c_wt", "u_c_tc", "centre_mm", "T_days", "pet_scale"):
+        assert clean[name] == truth[name], name
+    assert clean["interval_days"] is None and clean["followup"] is None
+    assert not (tmp_path / "followup").exists() and not (tmp_path / "patient.json").exists()
+    patient = load_patient(tmp_path)
+    assert not patient.has_followup
+    noisy = load_patient(folder)
+    np.testing.assert_array_equal(patient.labels, noisy.labels)
+    scale = truth["pet_scale"]
+    u = patient.pet / scale
+    wt, tc = patient.wt, patient.tc
+    assert (u[wt] > truth["u_c_wt"]).all()
+    np.testing.assert_array_equal((u > truth["u_c_tc"]) & wt, tc)
+    assert (noisy.pet[wt] > 0).all()
+    eps = (noisy.pet[wt] - patient.pet[wt]) / (scale * truth["pet_noise"])
+    assert abs(eps.mean()) < 4 / np.sqrt(eps.size)
+    assert eps.std() == pytest.approx(1.0, rel=0.1)

@@ -10,8 +10,20 @@ seg     yes     ``seg``, ``tumorseg``, ``X_seg``  BraTS label map (integers), se
 wm      yes     ``wm``, ``X_wm``                  white-matter probability in [0, 1], same grid
 gm      yes     ``gm``, ``X_gm``                  grey-matter probability in [0, 1], same grid
 csf     no      ``csf``, ``X_csf``                CSF probability in [0, 1], same grid
-pet     no      ``pet``, ``X_pet``                PET image: recorded in ``paths``, not read
+pet     no      ``pet``, ``X_pet``                PET-like map (e.g. FET-PET), >= 0, same grid
 ======  ======  ================================  ============================================
+
+Two optional entries add a second time point (both or neither):
+
+* ``followup/``: a folder with the follow-up scan's segmentation, found by the seg names above
+  (``followup/seg.nii.gz``, ``followup/BraTS2021_00000_seg.nii.gz``, ...; other files there are
+  ignored), on the same grid as the first scan's seg (shape and affine) and read on the same
+  slice;
+* ``patient.json``: a JSON object whose field ``interval_days`` (a number > 0) is the time from
+  the first scan to the follow-up in days. Other fields are ignored.
+
+A follow-up whose whole tumour on the slice is smaller than the first scan's is loaded with a
+warning (the growth model assumes an untreated, growing tumour).
 
 The names cover this project's own layout (``seg.nii.gz``, ``wm.nii.gz``, ... as ``bilo gbm
 synth`` writes), BraTS releases (``BraTS2021_00000_seg.nii.gz``; the ``_t1``, ``_t1ce``,
@@ -72,6 +84,8 @@ ROLE_CONTENT = {
     "pet": "PET image",
 }
 REQUIRED = ("seg", "wm", "gm")
+FOLLOWUP_DIR = "followup"
+PATIENT_JSON = "patient.json"
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 PROBABILITY_TOLERANCE = 1e-3
 AFFINE_TOLERANCE_MM = 1e-3
@@ -99,9 +113,15 @@ class Patient:
         spacing: in-plane voxel size (mm) along voxel axes 0 and 1.
         slice_thickness: voxel size (mm) along the last axis.
         convention: "brats2021" or "brats2023".
-        paths: file paths by role ("seg", "wm", "gm" and possibly "csf", "pet"; the pet
-            image is not read).
+        paths: file paths by role ("seg", "wm", "gm" and possibly "csf", "pet", and
+            "followup_seg", "patient_json" with a follow-up).
         shape3d: shape of the volumes.
+        pet: the PET-like map on the slice (float64, >= 0), or None without a pet file.
+        followup_wt, followup_tc: the follow-up scan's masks on the same slice, or None
+            without a follow-up.
+        followup_labels: the follow-up's label map of the slice (int16), or None.
+        followup_convention: the follow-up's label convention, or None.
+        interval_days: days from the first scan to the follow-up (from patient.json), or None.
     """
 
     wm: np.ndarray
@@ -118,6 +138,16 @@ class Patient:
     convention: str
     paths: dict[str, Path] = field(default_factory=dict)
     shape3d: tuple[int, int, int] = (0, 0, 0)
+    pet: np.ndarray | None = None
+    followup_wt: np.ndarray | None = None
+    followup_tc: np.ndarray | None = None
+    followup_labels: np.ndarray | None = None
+    followup_convention: str | None = None
+    interval_days: float | None = None
+
+    @property
+    def has_followup(self) -> bool:
+        return self.followup_wt is not None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -183,9 +213,10 @@ def _name_list(names: list[str], limit: int = 20) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def find_roles(folder) -> dict[str, Path]:
+def find_roles(folder, required=REQUIRED) -> dict[str, Path]:
     """Paths of the patient files by role: ``seg``, ``wm``, ``gm`` and, when present, ``csf``
-    and ``pet`` (the names are in the module docstring).
+    and ``pet`` (the names are in the module docstring). `required`: the roles that must be
+    present (a follow-up folder needs only ``("seg",)``).
 
     Raises:
         InputError: one line naming the folder, if it does not exist or is not a directory;
@@ -222,7 +253,7 @@ def find_roles(folder) -> dict[str, Path]:
                              "apps.gbm.patient)")
         if found:
             paths[role] = found[0]
-        elif role in REQUIRED:
+        elif role in required:
             accepted = ", ".join([*names, *(f"*_{name}" for name in names)])
             present = (f"NIfTI files found: {_name_list(niftis)}" if niftis
                        else "no NIfTI files found")
@@ -328,7 +359,7 @@ def load_patient(folder, slice: str | int = "auto") -> Patient:
 
     Args:
         folder: folder with seg/wm/gm (and optionally csf, pet) NIfTI files, found by
-            :func:`find_roles`.
+            :func:`find_roles`, and optionally ``followup/`` with ``patient.json``.
         slice: "auto" (the slice along the last voxel axis with the largest WT area; the lowest
             index on ties) or a slice index (negative counts from the end; a string of digits
             is read as an index).
@@ -338,7 +369,9 @@ def load_patient(folder, slice: str | int = "auto") -> Patient:
             :func:`find_roles`), an unreadable NIfTI, grids
             or affines that differ from seg's, NaN values, probabilities out of [0, 1],
             unknown labels, no tumour (no label > 0) or no tumour core (in the volume or on
-            the chosen slice).
+            the chosen slice); a PET map with NaN or negative values; a follow-up folder
+            without ``interval_days`` or an ``interval_days`` without follow-up folder, a bad
+            ``patient.json`` (naming the field), a follow-up seg missing or on another grid.
     """
     paths = find_roles(folder)
     seg_path = paths["seg"]
@@ -385,6 +418,20 @@ def load_patient(folder, slice: str | int = "auto") -> Patient:
         maps[role] = _check_probability(paths[role], data)[:, :, k].copy()
 
     _check_anatomy(paths, maps, wt3[:, :, k], k)
+    pet = None
+    if "pet" in paths:
+        data, pet_affine = _read_nifti(paths["pet"])
+        _check_same_grid(paths["pet"], data, pet_affine, seg_path, seg.shape, affine)
+        pet = _check_pet(paths["pet"], data)[:, :, k].copy()
+    followup = _read_followup(Path(folder), seg_path, seg.shape, affine, k)
+    if followup is not None:
+        paths = {**paths, "followup_seg": followup["path"],
+                 "patient_json": followup["json_path"]}
+        if followup["wt"].sum() < wt3[:, :, k].sum():
+            print(f"warning: {followup['path']}: the follow-up's whole tumour on slice {k} "
+                  f"({int(followup['wt'].sum())} px) is smaller than the first scan's "
+                  f"({int(wt3[:, :, k].sum())} px); the growth model assumes an untreated, "
+                  "growing tumour")
     affine2d = affine_2d(affine, slice_axis=2, slice_index=k)
     sizes = np.linalg.norm(affine[:3, :3], axis=0)
     return Patient(
@@ -393,7 +440,84 @@ def load_patient(folder, slice: str | int = "auto") -> Patient:
         labels=seg[:, :, k].astype(np.int16), slice_index=k, affine=affine,
         affine2d=affine2d, spacing=(float(sizes[0]), float(sizes[1])),
         slice_thickness=float(sizes[2]), convention=convention, paths=paths,
-        shape3d=tuple(int(n) for n in seg.shape))
+        shape3d=tuple(int(n) for n in seg.shape), pet=pet,
+        **({} if followup is None else {
+            "followup_wt": followup["wt"], "followup_tc": followup["tc"],
+            "followup_labels": followup["labels"],
+            "followup_convention": followup["convention"],
+            "interval_days": followup["interval_days"]}))
+
+
+def _check_pet(path: Path, data: np.ndarray) -> np.ndarray:
+    """A PET-like map: finite and >= 0; InputError naming the file otherwise."""
+    finite = np.isfinite(data)
+    if not finite.all():
+        n_nan = int(np.isnan(data).sum())
+        what = f"{n_nan} NaN value(s)" if n_nan else f"{int((~finite).sum())} infinite value(s)"
+        raise InputError(f"{path}: PET map has {what}")
+    if data.min() < 0:
+        raise InputError(f"{path}: PET map has negative values (min {data.min():.4g}, "
+                         f"{int((data < 0).sum())} voxel(s)); expected uptake >= 0")
+    return data
+
+
+def read_interval_days(path: Path) -> float | None:
+    """The field ``interval_days`` of a patient.json (None when the field is absent);
+    InputError naming the file and the field for an unreadable file, invalid JSON, a value
+    that is not an object, or an interval that is not a finite number > 0."""
+    import json
+
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the file ({exc.__class__.__name__}: "
+                         f"{getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno} column "
+                         f"{exc.colno})") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: expected a JSON object such as {{\"interval_days\": 90}}, "
+                         f"got {type(record).__name__}")
+    if "interval_days" not in record:
+        return None
+    value = record["interval_days"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not np.isfinite(value) or value <= 0:
+        raise InputError(f"{path}: field 'interval_days': expected a number of days > 0, "
+                         f"got {json.dumps(value)[:40]}")
+    return float(value)
+
+
+def _read_followup(folder: Path, seg_path: Path, shape: tuple, affine: np.ndarray,
+                   k: int) -> dict | None:
+    """The follow-up of a patient folder (see the module docstring) on slice `k`, or None
+    when it has neither a follow-up folder nor an interval."""
+    json_path = folder / PATIENT_JSON
+    interval = read_interval_days(json_path) if json_path.is_file() else None
+    followup_dir = folder / FOLLOWUP_DIR
+    if followup_dir.exists() and not followup_dir.is_dir():
+        raise InputError(f"{followup_dir}: expected a folder with the follow-up scan's "
+                         "segmentation, found a file")
+    if not followup_dir.is_dir():
+        if interval is not None:
+            raise InputError(f"{json_path}: field 'interval_days' is given but there is no "
+                             f"follow-up scan: no folder {followup_dir}")
+        return None
+    if interval is None:
+        where = ("has no field 'interval_days'" if json_path.is_file()
+                 else "is missing")
+        raise InputError(f"{followup_dir}: a follow-up scan needs its interval in days, but "
+                         f"{json_path} {where} (write {{\"interval_days\": DAYS}})")
+    path = find_roles(followup_dir, required=("seg",))["seg"]
+    data, followup_affine = _read_nifti(path)
+    _check_same_grid(path, data, followup_affine, seg_path, shape, affine)
+    convention = detect_convention(data, path)
+    wt3, tc3 = tumour_masks(data, convention)
+    return {"path": path, "json_path": json_path, "interval_days": interval,
+            "convention": convention, "wt": wt3[:, :, k].copy(), "tc": tc3[:, :, k].copy(),
+            "labels": data[:, :, k].astype(np.int16)}
 
 
 # anatomy checks: the brain (wm + gm above the brain threshold) must cover this many pixels
@@ -513,6 +637,7 @@ __all__ = [
     "detect_convention",
     "find_roles",
     "load_patient",
+    "read_interval_days",
     "smooth_field",
     "tissue_P",
     "tumour_masks",

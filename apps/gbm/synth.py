@@ -80,7 +80,7 @@ from meshes.image_mesh import affine_2d
 from meshes.interpolation import P1Interpolator
 from solvers.common import InputError, atomic_path
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 RANGES = {
     "L_mm": (15.0, 25.0),  # uniform
     "D": (0.5, 2.0),  # log-uniform
@@ -98,11 +98,30 @@ CENTRE_DEEP_WM_MM = 5.0
 ENHANCING_RIM_PX = 2
 DEFAULT_N_STEPS = 50
 DEFAULT_CROP_SLICES = 2
-FIXABLE = ("centre_mm", "L_mm", "D", "rho", "thresholds")
+FIRST_SCAN_FIXABLE = ("centre_mm", "L_mm", "D", "rho", "thresholds")
+FIXABLE = (*FIRST_SCAN_FIXABLE, "T_days", "interval_days", "pet_scale")
+# physical time scale (docs/gbm.md, "Time units, follow-up scans and PET"): T_days, the time
+# from onset (t = 0) to the first scan (t = 1), is drawn log-uniformly among the T for which
+# D*D_bar/T, rho*rho_bar/T and the nominal front speed 2*sqrt(D_phys*rho_phys) all lie in
+# these ranges (the speed range from the literature, the D and rho ranges assumptions)
+PHYSICAL_RANGES = {
+    "D_mm2_per_day": (0.02, 1.5),
+    "rho_per_day": (0.002, 0.2),
+    "front_speed_mm_per_day": (0.029, 0.13),
+}
+INTERVAL_DAYS = (60.0, 180.0)  # uniform: the follow-up scan interval
+PET_SCALE_RANGE = (0.5, 2.0)  # log-uniform: PET = scale * u(1) inside WT (arbitrary units)
+DEFAULT_PET_NOISE = 0.05  # sd of the PET noise relative to the scale (PET of u = 1)
+MAX_FOLLOWUP_WT_PX = 10000  # about half the brain of slice 97 (18,806 px)
 MODEL_TEXT = ("u_t = D*D_bar*div(P(x) grad u) + rho*rho_bar*u*(1-u) on the brain slice, "
               "no flux on its boundary, t in [0, 1]; P = wm + gm_ratio*gm clipped to [0, 1]; "
               "u(x, 0) = A*exp(-|x - x0|^2/(2*w^2)); WT = u(x, 1) > u_c_wt, "
               "TC = u(x, 1) > u_c_tc")
+FOLLOWUP_TEXT = ("the same solve continued to t2 = 1 + interval_days/T_days (t = days since "
+                 "onset / T_days); followup/seg.nii.gz: WT = u(x, t2) > u_c_wt, "
+                 "TC = u(x, t2) > u_c_tc")
+PET_TEXT = ("pet = max(0, pet_scale*(u(x, 1) + pet_noise*eps(x))) inside WT of the first scan, "
+            "0 outside; eps iid standard normal per pixel; tumour slice only")
 
 
 def load_template() -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
@@ -205,15 +224,18 @@ def _pair(name: str, value) -> tuple[float, float]:
 
 def check_fixed(fixed: dict | None) -> dict:
     """The quantities that replace their draws, checked: ``centre_mm`` (x, y in mm, a pair),
-    ``L_mm``, ``D``, ``rho`` (> 0) and ``thresholds`` (u_c^WT, u_c^TC with
-    0 < u_c^WT < u_c^TC < 1). None values are dropped; InputError (one line) otherwise."""
+    ``L_mm``, ``D``, ``rho``, ``T_days``, ``interval_days``, ``pet_scale`` (> 0) and
+    ``thresholds`` (u_c^WT, u_c^TC with 0 < u_c^WT < u_c^TC < 1). None values are dropped;
+    InputError (one line) otherwise."""
     fixed = {k: v for k, v in (fixed or {}).items() if v is not None}
     unknown = set(fixed) - set(FIXABLE)
     if unknown:
         raise InputError(f"unknown fixed quantity {', '.join(sorted(unknown))}; known: "
                          f"{', '.join(FIXABLE)}")
     checked = {}
-    for name, flag in (("L_mm", "--L"), ("D", "--D"), ("rho", "--rho")):
+    for name, flag in (("L_mm", "--L"), ("D", "--D"), ("rho", "--rho"),
+                       ("T_days", "--T-days"), ("interval_days", "--interval-days"),
+                       ("pet_scale", "--pet-scale")):
         if name in fixed:
             checked[name] = _positive(flag, fixed[name])
     if "centre_mm" in fixed:
@@ -248,14 +270,48 @@ def tumour_labels(wt: np.ndarray, tc: np.ndarray, rim_px: int = ENHANCING_RIM_PX
     return labels
 
 
-def _forward(mesh_data, P_vertex, scales, params, n_steps):
+def _forward(mesh_data, P_vertex, scales, params, n_steps, u0=None, duration=1.0):
+    """The FEM solve over [0, `duration`] from the initial Gaussian of `scales`, or from the
+    vertex values `u0` (the equation is autonomous: a solve from u(1) over [0, d] continues the
+    first one to t = 1 + d)."""
     from mpi4py import MPI
 
     from solvers.fem import solve_fkpp2d
 
     return solve_fkpp2d(mesh_data, P_vertex, params["D"] * scales.D_bar_mm2,
-                        params["rho"] * scales.rho_bar, scales.initial_condition,
-                        [0.0, 1.0], n_steps=n_steps, comm=MPI.COMM_SELF, P_at="vertex")
+                        params["rho"] * scales.rho_bar,
+                        scales.initial_condition if u0 is None else u0,
+                        [0.0, duration], n_steps=n_steps, comm=MPI.COMM_SELF, P_at="vertex")
+
+
+def time_scale_range(D_mm2: float, rho: float) -> tuple[float, float]:
+    """(T_min, T_max) in days: the times from onset to the first scan for which the physical
+    D_mm2/T (mm²/day), rho/T (/day) and the nominal front speed 2·sqrt(D_mm2·rho)/T (mm/day)
+    all lie in :data:`PHYSICAL_RANGES`; `D_mm2` = D·D̄ (mm² per unit time), `rho` = ρ·ρ̄ (per
+    unit time). T_min > T_max when no T fits."""
+    (d_low, d_high) = PHYSICAL_RANGES["D_mm2_per_day"]
+    (r_low, r_high) = PHYSICAL_RANGES["rho_per_day"]
+    (v_low, v_high) = PHYSICAL_RANGES["front_speed_mm_per_day"]
+    speed = 2.0 * np.sqrt(D_mm2 * rho)  # mm per unit time
+    return (max(D_mm2 / d_high, rho / r_high, speed / v_high),
+            min(D_mm2 / d_low, rho / r_low, speed / v_low))
+
+
+def physical_parameters(D_mm2: float, rho: float, T_days: float) -> dict:
+    """D (mm²/day), ρ (/day) and the nominal front speed 2·sqrt(Dρ) (mm/day) of the scale-free
+    products D·D̄ (`D_mm2`) and ρ·ρ̄ (`rho`) with T_days days from onset to the first scan, and
+    whether each lies in :data:`PHYSICAL_RANGES`."""
+    values = {"D_mm2_per_day": D_mm2 / T_days, "rho_per_day": rho / T_days}
+    values["front_speed_mm_per_day"] = 2.0 * np.sqrt(values["D_mm2_per_day"]
+                                                     * values["rho_per_day"])
+    inside = {name: bool(PHYSICAL_RANGES[name][0] <= value <= PHYSICAL_RANGES[name][1])
+              for name, value in values.items()}
+    return {**values, "in_ranges": inside}
+
+
+def _log_uniform_from(unit: float, low: float, high: float) -> float:
+    """The log-uniform value in [low, high] at quantile `unit` (a uniform draw in [0, 1))."""
+    return float(np.exp(np.log(low) + unit * (np.log(high) - np.log(low))))
 
 
 def _write_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
@@ -275,7 +331,8 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None,
                        crop_slices: int | None = DEFAULT_CROP_SLICES,
                        gm_ratio: float = DEFAULT_GM_RATIO,
                        brain_threshold: float = DEFAULT_BRAIN_THRESHOLD,
-                       max_attempts: int = MAX_ATTEMPTS, fixed: dict | None = None) -> dict:
+                       max_attempts: int = MAX_ATTEMPTS, fixed: dict | None = None,
+                       followup: bool = True, pet_noise: float = DEFAULT_PET_NOISE) -> dict:
     """Generate a synthetic patient folder (see the module docstring) and return its truth
     record (also written to ``out_dir/truth.json``), with ``paths`` added.
 
@@ -289,10 +346,14 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None,
         n_steps: time steps of the forward solve over [0, 1].
         crop_slices: slices kept either side of the tumour slice (None: the whole volume).
         gm_ratio, brain_threshold: of ``tissue_P`` and ``brain_mask``.
-        max_attempts: draws tried before giving up (InputError).
+        max_attempts: draws tried before giving up (InputError), for the first scan and
+            again for the follow-up.
         fixed: quantities that replace their draws (see :func:`check_fixed`): ``centre_mm``
             (snapped to the nearest pixel, which must lie on the brain mesh), ``L_mm``, ``D``,
-            ``rho``, ``thresholds`` (u_c^WT, u_c^TC).
+            ``rho``, ``thresholds`` (u_c^WT, u_c^TC), ``T_days``, ``interval_days``,
+            ``pet_scale``.
+        followup: write the follow-up scan (``followup/seg.nii.gz`` and ``patient.json``).
+        pet_noise: sd of the PET noise relative to pet_scale, >= 0.
     """
     started = time.perf_counter()
     seed = _integer("seed", seed, 0)
@@ -307,6 +368,11 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None,
     if slice_mm is not None and slice_index is not None:
         raise InputError("give the slice by its z (slice_mm) or by its index, not both")
     fixed = check_fixed(fixed)
+    pet_noise = _number("--pet-noise", pet_noise, DEFAULT_PET_NOISE)
+    if pet_noise < 0:
+        raise InputError(f"--pet-noise must be >= 0, got {pet_noise:g}")
+    if not followup and "interval_days" in fixed:
+        raise InputError("--interval-days and --no-followup: give one of them")
     from meshes.image_mesh import mesh_from_mask
 
     wm3, gm3, affine, template_paths = load_template()
@@ -337,7 +403,12 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None,
     elif len(candidates) == 0:
         raise InputError(f"slice {k}: no deep white matter to place a tumour centre in; give "
                          "the centre (--centre X,Y)")
-    all_fixed = set(FIXABLE) <= set(fixed)
+    all_fixed = set(FIRST_SCAN_FIXABLE) <= set(fixed)
+
+    def to_image(u_vertex):
+        image = np.zeros(mask.shape)
+        image[pixels[:, 0], pixels[:, 1]] = to_pixels(u_vertex, pixel_mm)
+        return image
 
     rng = np.random.default_rng(seed)
     rejected = []
@@ -356,8 +427,7 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None,
             continue
         solve_wall = time.perf_counter() - solve_started
         u1 = solution.u[-1]
-        u_image = np.zeros(mask.shape)
-        u_image[pixels[:, 0], pixels[:, 1]] = to_pixels(u1, pixel_mm)
+        u_image = to_image(u1)
         wt = (u_image > params["u_c_wt"]) & mask
         tc = (u_image > params["u_c_tc"]) & mask
         n_wt, n_tc = int(wt.sum()), int(tc.sum())
@@ -380,6 +450,61 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None,
         raise InputError(f"seed {seed}: no acceptable tumour in {max_attempts} attempts; "
                          f"last: {rejected[-1]['reason']}")
 
+    # step 10: PET, time scale and follow-up, drawn after the accepted attempt (so a seed's
+    # first scan is the same as without them)
+    D_mm2 = params["D"] * scales_gen.D_bar_mm2
+    rho_t = params["rho"] * scales_gen.rho_bar
+    pet_scale = float(np.exp(rng.uniform(*np.log(PET_SCALE_RANGE))))
+    pet_scale = fixed.get("pet_scale", pet_scale)
+    pet_eps = rng.standard_normal(mask.shape)
+    pet2d = np.where(wt, np.maximum(pet_scale * (u_image + pet_noise * pet_eps), 0.0), 0.0)
+    T_low, T_high = time_scale_range(D_mm2, rho_t)
+    if T_low > T_high and "T_days" not in fixed:
+        raise InputError(f"no time scale T puts D*D_bar/T = {D_mm2:.4g}/T mm^2/day, "
+                         f"rho*rho_bar/T = {rho_t:.4g}/T /day and the front speed in the "
+                         "ranges of apps.gbm.synth.PHYSICAL_RANGES; give --T-days")
+    both_fixed = {"T_days", "interval_days"} <= set(fixed)
+    followup_rejected = []
+    follow = None
+    for _ in range(max_attempts):
+        unit_T, unit_interval = rng.random(), rng.random()
+        T_days = fixed.get("T_days") or _log_uniform_from(unit_T, T_low, T_high)
+        interval = fixed.get("interval_days") or float(
+            INTERVAL_DAYS[0] + unit_interval * (INTERVAL_DAYS[1] - INTERVAL_DAYS[0]))
+        if not followup:
+            break
+        duration = interval / T_days
+        steps2 = max(1, int(np.ceil(n_steps * duration)))
+        draw = {"T_days": T_days, "interval_days": interval}
+        solve_started = time.perf_counter()
+        try:
+            later = _forward(mesh_data, P_vertex, scales_gen, params, steps2, u0=u1,
+                             duration=duration)
+        except RuntimeError as exc:
+            followup_rejected.append({**draw, "reason": f"forward solve failed: {exc}"})
+        else:
+            u2 = later.u[-1]
+            u2_image = to_image(u2)
+            wt2 = (u2_image > params["u_c_wt"]) & mask
+            tc2 = (u2_image > params["u_c_tc"]) & mask
+            reasons = []
+            if u2.min() < -MAX_UNDERSHOOT:
+                reasons.append(f"undershoot: min u(t2) = {u2.min():.3g} < -{MAX_UNDERSHOOT}")
+            if wt2.sum() > MAX_FOLLOWUP_WT_PX:
+                reasons.append(f"follow-up WT area {int(wt2.sum())} px > {MAX_FOLLOWUP_WT_PX}")
+            if not reasons:
+                follow = {"wt": wt2, "tc": tc2, "u_min": float(u2.min()),
+                          "u_max": float(u2.max()), "n_steps": steps2,
+                          "wall_s": time.perf_counter() - solve_started}
+                break
+            followup_rejected.append({**draw, "reason": "; ".join(reasons)})
+        if both_fixed:
+            raise InputError(f"the fixed --T-days and --interval-days give no acceptable "
+                             f"follow-up: {followup_rejected[-1]['reason']}")
+    else:
+        raise InputError(f"seed {seed}: no acceptable follow-up in {max_attempts} attempts; "
+                         f"last: {followup_rejected[-1]['reason']}")
+
     labels2d = tumour_labels(wt, tc)
     scales_est = estimate_scales(wt, tc, template.affine2d)
     k0 = 0 if crop_slices is None else max(0, k - crop_slices)
@@ -396,10 +521,24 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None,
     _write_nifti(paths["seg"], seg, out_affine)
     _write_nifti(paths["wm"], wm3[:, :, k0:k1].astype(np.float32), out_affine)
     _write_nifti(paths["gm"], gm3[:, :, k0:k1].astype(np.float32), out_affine)
+    paths["pet"] = out_dir / "pet.nii.gz"
+    pet = np.zeros((*mask.shape, k1 - k0), dtype=np.float32)
+    pet[:, :, k - k0] = pet2d
+    _write_nifti(paths["pet"], pet, out_affine)
+    if follow is not None:
+        paths["followup_seg"] = out_dir / "followup" / "seg.nii.gz"
+        paths["followup_seg"].parent.mkdir(exist_ok=True)
+        seg2 = np.zeros_like(seg)
+        seg2[:, :, k - k0] = tumour_labels(follow["wt"], follow["tc"])
+        _write_nifti(paths["followup_seg"], seg2, out_affine)
+        paths["patient_json"] = out_dir / "patient.json"
+        with atomic_path(paths["patient_json"]) as tmp:
+            Path(tmp).write_text(json.dumps({"interval_days": interval}, indent=2) + "\n")
 
     pixel_area = template.pixel_area_mm2
     counts = {name: int((labels2d == value).sum())
               for name, value in (("necrotic", 1), ("edema", 2), ("enhancing", 4))}
+    physical = physical_parameters(D_mm2, rho_t, T_days)
     D_est = params["D"] * scales_gen.D_bar_mm2 / scales_est.D_bar_mm2
     rho_est = params["rho"] * scales_gen.rho_bar / scales_est.rho_bar
     truth = {
@@ -408,7 +547,8 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None,
         "seed": seed,
         "attempt": len(rejected),
         "model": MODEL_TEXT,
-        "time_unit": "dimensionless: t = 0 the seed, t = 1 the scan",
+        "time_unit": "dimensionless: t = (days since onset)/T_days; t = 0 the seed, t = 1 "
+                     "the first scan, t = 1 + interval_days/T_days the follow-up",
         "template": "ICBM152 2009a nonlinear symmetric GM/WM probability maps (nilearn)",
         "template_files": {k_: Path(v).name for k_, v in template_paths.items()},
         "template_slice_index": k,
@@ -435,7 +575,27 @@ def synthesize_patient(seed: int, out_dir, *, slice_mm: float | None = None,
         "rho_as_estimated": rho_est,
         "areas_px": {"wt": n_wt, "tc": n_tc, **counts},
         "areas_mm2": {"wt": n_wt * pixel_area, "tc": n_tc * pixel_area},
+        "T_days": T_days,
+        "interval_days": interval if follow is not None else None,
+        **{name: value for name, value in physical.items() if name != "in_ranges"},
+        "physical_in_ranges": physical["in_ranges"],
+        "T_days_range": [T_low, T_high],
+        "pet_scale": pet_scale,
+        "pet_noise": pet_noise,
+        "pet": {"model": PET_TEXT, "max": float(pet2d.max()),
+                "mean_in_wt": float(pet2d[wt].mean())},
+        "followup": None if follow is None else {
+            "model": FOLLOWUP_TEXT,
+            "t2": 1.0 + interval / T_days,
+            "areas_px": {"wt": int(follow["wt"].sum()), "tc": int(follow["tc"].sum())},
+            "solver": {"n_steps": follow["n_steps"], "u_min": follow["u_min"],
+                       "u_max": follow["u_max"], "wall_s": follow["wall_s"]},
+        },
+        "followup_rejected": followup_rejected,
         "ranges": {name: list(bounds) for name, bounds in RANGES.items()},
+        "physical_ranges": {name: list(bounds) for name, bounds in PHYSICAL_RANGES.items()},
+        "interval_days_range": list(INTERVAL_DAYS),
+        "pet_scale_range": list(PET_SCALE_RANGE),
         "rho_bar": RHO_BAR,
         "ic": {"width_mm": IC_WIDTH_MM, "amplitude": IC_AMPLITUDE},
         "solver": {"name": solution.info["solver"], "scheme": solution.info["scheme"],
@@ -480,6 +640,22 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                        help="mask thresholds u_c_wt,u_c_tc, 0 < WT < TC < 1 (default: uniform "
                             "in [{:g}, {:g}] and [{:g}, {:g}])".format(*RANGES["u_c_wt"],
                                                                      *RANGES["u_c_tc"]))
+    fixed.add_argument("--T-days", metavar="T", default=None,
+                       help="days from tumour onset (t = 0) to the first scan (t = 1) (default: "
+                            "log-uniform among the T that put the physical D, rho and front "
+                            "speed in their literature ranges, docs/gbm.md)")
+    fixed.add_argument("--interval-days", metavar="DAYS", default=None,
+                       help="days from the first scan to the follow-up (default: uniform in "
+                            "[{:g}, {:g}])".format(*INTERVAL_DAYS))
+    fixed.add_argument("--pet-scale", metavar="S", default=None,
+                       help="PET = S*u(1) inside the whole tumour (default: log-uniform in "
+                            "[{:g}, {:g}])".format(*PET_SCALE_RANGE))
+    scans = parser.add_argument_group("follow-up scan and PET")
+    scans.add_argument("--no-followup", action="store_true",
+                       help="write no follow-up scan (followup/, patient.json)")
+    scans.add_argument("--pet-noise", metavar="SIGMA", default=None,
+                       help="sd of the PET noise relative to the PET scale, >= 0 (default "
+                            f"{DEFAULT_PET_NOISE:g})")
     model = parser.add_argument_group("tissue, forward solve and output")
     model.add_argument("--gm-ratio", metavar="R", default=None,
                        help=f"P = wm + R*gm (default {DEFAULT_GM_RATIO:g})")
@@ -528,13 +704,20 @@ def run_synth(args: argparse.Namespace) -> str:
                                 DEFAULT_BRAIN_THRESHOLD),
         max_attempts=_integer("--max-attempts", args.max_attempts, 1),
         fixed={"centre_mm": args.centre, "L_mm": args.L, "D": args.D, "rho": args.rho,
-               "thresholds": args.thresholds})
+               "thresholds": args.thresholds, "T_days": args.T_days,
+               "interval_days": args.interval_days, "pet_scale": args.pet_scale},
+        followup=not args.no_followup,
+        pet_noise=_number("--pet-noise", args.pet_noise, DEFAULT_PET_NOISE))
     fixed = f", fixed: {', '.join(truth['fixed'])}" if truth["fixed"] else ""
+    follow = ("no follow-up" if truth["followup"] is None else
+              f"follow-up after {truth['interval_days']:.0f} days: WT "
+              f"{truth['followup']['areas_px']['wt']} px")
     return (f"gbm synth: seed {truth['seed']} -> {args.out}: slice {truth['slice_index']} "
             f"(z = {truth['slice_z_mm']:g} mm), WT {truth['areas_px']['wt']} px, "
             f"TC {truth['areas_px']['tc']} px, D = {truth['D']:.3f}, rho = {truth['rho']:.3f}, "
-            f"u_c = {truth['u_c_wt']:.3f}/{truth['u_c_tc']:.3f}{fixed}, "
-            f"in {truth['wall_s']:.1f} s")
+            f"u_c = {truth['u_c_wt']:.3f}/{truth['u_c_tc']:.3f}, T = {truth['T_days']:.0f} "
+            f"days (D = {truth['D_mm2_per_day']:.3g} mm^2/day, rho = "
+            f"{truth['rho_per_day']:.3g} /day), {follow}{fixed}, in {truth['wall_s']:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
