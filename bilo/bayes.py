@@ -183,8 +183,8 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
         lower_tol=lower_tol, lower_cap=options.lower_cap,
         lr=options.lower_lr or lower_lr(options.settings.lr_net, options.lora_rank),
         lora_rank=options.lora_rank,
-        observe_points=np.concatenate([data.observations.points_in(problem.coords),
-                                       reference_points(problem, data)]))
+        observe_points=np.concatenate([data.observations.points_in(problem.coords)] + (
+            [reference_points(problem, data)] if problem.predictive_on_grid else [])))
     probe = chain_target(run.method, run.batch, scale, **target_options, seed=options.seed)
     probe.at_position(start)
     if not probe.converged:

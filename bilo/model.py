@@ -173,6 +173,9 @@ class Problem:
     residual_keys: tuple = ((),)
     presets: dict[str, Settings] = {}
     resample_collocation: bool = False
+    # whether a network sampler records u on the reference grid at each recorded draw (to check
+    # it against the solver there); off where that grid is large (a mesh × times)
+    predictive_on_grid: bool = True
     # factor on the initial first-layer weights of each coordinate (default 1): larger for a
     # coordinate along which u has features much finer than the coordinate's range
     coord_init_scale: dict[str, float] = {}

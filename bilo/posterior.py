@@ -502,8 +502,8 @@ def posterior_predictive(problem: Problem, data, chains: list[hmc.Chain], sigma:
     """The posterior-predictive draws recorded by the chains (`Chain.observed`, u at the
     observation points first, then for a network target u at the reference grid's points):
     θ and u at the observations per recorded draw, the 2.5/50/97.5 % quantiles of u there
-    (its credible band) and the 2.5/97.5 % quantiles of new data u + σ·ε (the predictive
-    band, one noise draw per recorded u, seeded)."""
+    (its credible band) and, for Gaussian data (σ finite), the 2.5/97.5 % quantiles of new data
+    u + σ·ε (the predictive band, one noise draw per recorded u, seeded)."""
     recorded = [c for c in chains if c.observed is not None and len(c.observed)]
     if not recorded:
         return {}
@@ -511,10 +511,11 @@ def posterior_predictive(problem: Problem, data, chains: list[hmc.Chain], sigma:
     theta = np.concatenate([c.samples[c.observed_index] for c in recorded])
     u = np.concatenate([c.observed for c in recorded])
     u_obs = u[:, :n_obs]
-    noisy = u_obs + sigma * np.random.default_rng(seed).standard_normal(u_obs.shape)
     arrays = {"theta": theta, "u_obs": u_obs,
-              "u_quantiles": np.quantile(u_obs, [0.025, 0.5, 0.975], axis=0),
-              "data_quantiles": np.quantile(noisy, [0.025, 0.975], axis=0)}
+              "u_quantiles": np.quantile(u_obs, [0.025, 0.5, 0.975], axis=0)}
+    if math.isfinite(sigma):  # Gaussian data: the band of new data too
+        noisy = u_obs + sigma * np.random.default_rng(seed).standard_normal(u_obs.shape)
+        arrays["data_quantiles"] = np.quantile(noisy, [0.025, 0.975], axis=0)
     if u.shape[1] > n_obs:
         arrays["u_grid"] = u[:, n_obs:]
     return arrays
@@ -540,12 +541,13 @@ def predictive_summary(data, arrays: dict[str, np.ndarray],
     network-against-solver distances along the chain."""
     if not arrays:
         return {}
-    low, high = arrays["data_quantiles"]
-    observed = data.observations.values
     summary = {"n_draws": int(len(arrays["theta"])),
                "u_band95_mean_width": float(np.mean(arrays["u_quantiles"][2]
-                                                    - arrays["u_quantiles"][0])),
-               "data_in_band95": float(np.mean((observed >= low) & (observed <= high)))}
+                                                    - arrays["u_quantiles"][0]))}
+    if "data_quantiles" in arrays:
+        low, high = arrays["data_quantiles"]
+        observed = data.observations.values
+        summary["data_in_band95"] = float(np.mean((observed >= low) & (observed <= high)))
     if errors is not None:
         summary["u_rel_l2_vs_solver"] = {"mean": float(errors.mean()),
                                          "max": float(errors.max()),
@@ -611,7 +613,8 @@ def write_posterior(out: Path, chains: list[hmc.Chain], grid: GridPosterior | No
     energy, divergent, wall), the warm-up's under `warmup/`, the hook counts per leapfrog
     (B-BiLO: lower-level steps) per chain, the posterior-predictive arrays under
     `predictive/` — and `posterior.png` (`plot_posterior`); `predictive.png` when
-    `plot_predictive_with` = (problem, data) is given with the predictive arrays."""
+    `plot_predictive_with` = (problem, data) is given with the predictive arrays of Gaussian
+    data."""
     from solvers.exchange import atomic_h5
 
     out = Path(out)
@@ -631,7 +634,7 @@ def write_posterior(out: Path, chains: list[hmc.Chain], grid: GridPosterior | No
             if key != "u_grid":  # u_NN on the whole reference grid per draw: not kept
                 h5[f"predictive/{key}"] = value
     plot_posterior(out / "posterior.png", chains, grid)
-    if predictive and plot_predictive_with is not None:
+    if predictive and "data_quantiles" in predictive and plot_predictive_with is not None:
         plot_predictive(out / "predictive.png", *plot_predictive_with, predictive)
 
 

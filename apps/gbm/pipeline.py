@@ -5,6 +5,19 @@ the initial guess (MPI, through HDF5) → BiLO (or PINN) pre-training and fine-t
 solve at the inferred parameters (MPI) → DICE of WT and TC from u_NN and from u_FEM → OUT:
 summary.json, report.png, density_nn.nii.gz / density_fem.nii.gz on the patient grid, the mesh
 and the FEM solutions as XDMF for ParaView, the training run in OUT/train/.
+
+With `method="hmc"` (B-BiLO, `bilo.bayes`) the fit is a posterior: credible intervals, the
+posterior mean and sd of u at the scan and the probability of infiltration beyond the visible
+tumour (`apps.gbm.calibration`), density_mean / density_sd / infiltration_probability NIfTI
+volumes, and the corner plot in OUT/train/posterior.png; the FEM solve and the DICE scores are
+at the posterior mean. Every method writes the standard 15 mm plan and the model-based plan of
+the same area (plan_standard / plan_model NIfTI masks) and their coverage of the follow-up
+scan's whole tumour when the patient has one.
+
+Reliability: u_NN at the answer is compared with the FEM solution there; when it is further
+than `u_tolerance` (relative L2 on the training region at the scan) or its DICE differs from
+the FEM's by more than DICE_TOLERANCE, the report and summary.json say so and the command exits
+with EXIT_NOT_A_SOLUTION.
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from apps.gbm import calibration
 from apps.gbm.patient import ImageField, Patient, brain_mask, load_patient, tissue_P
 from apps.gbm.problem import GBMProblem, ImageSampler
 from apps.gbm.scales import Scales, patient_scales
@@ -36,6 +50,14 @@ FEM_TIMES = 11
 # centroid: the whole tumour lies well inside (its equivalent radius is L), and farther out
 # u ≈ 0 is trivial and would only cost residual points.
 REGION_RADIUS = 2.5
+# u_NN must be the PDE's solution where it answers: within U_TOLERANCE (relative L2) of the FEM
+# solution at the answer, and its masks' DICE within DICE_TOLERANCE of the FEM's (issue 17)
+U_TOLERANCE = 0.05
+DICE_TOLERANCE = 0.02
+EXIT_NOT_A_SOLUTION = 3
+# the GBM sampler's defaults: 2 chains × (200 + 200) draws, a few CPU-hours less than the
+# library's 4 × (1000 + 1000) (measured cost in docs/gbm.md)
+SAMPLER_DEFAULTS = {"n_chains": 2, "n_warmup": 200, "n_samples": 200, "n_leapfrog": 10}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,7 +152,8 @@ class Case:
 
 
 def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: int = 0,
-            slice: str | int = "auto", coarsen: int = 1, log=print) -> Case:
+            slice: str | int = "auto", coarsen: int = 1, bayesian: bool = False,
+            log=print) -> Case:
     """Load the patient, mesh the brain, estimate the scales, solve at the initial guess."""
     from meshes import mesh_from_mask, write_mesh
 
@@ -161,7 +184,8 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         kappa=scales.D_bar_mm2 / scales.L_mm**2, rho_bar=scales.rho_bar,
         ic_width=ic["width_mm"] / scales.L_mm, ic_amplitude=ic["amplitude"],
         brain_points=_dimensionless(patient.pixel_centres_mm(brain), scales),
-        pixel_size=float(np.sqrt(patient.pixel_area_mm2)) / scales.L_mm, seed=seed)
+        pixel_size=float(np.sqrt(patient.pixel_area_mm2)) / scales.L_mm, seed=seed,
+        bayesian=bayesian)
     with stage("FEM solve at the initial guess"):
         initial = _fem_solve(out / "mesh.xdmf", out / "fem_initial.h5", scales,
                              problem.initial_guess, n_ranks, ic)
@@ -179,7 +203,8 @@ def add_run_arguments(parser):
     """The options of `bilo gbm run` (bilo/cli.py builds the parser)."""
     parser.add_argument("patient_dir", metavar="PATIENT_DIR")
     parser.add_argument("--out", required=True, metavar="OUT")
-    parser.add_argument("--method", default="bilo", help="bilo (default) or pinn")
+    parser.add_argument("--method", default="bilo",
+                        help="bilo (default), pinn, or hmc (B-BiLO: the posterior)")
     parser.add_argument("--w-dat", type=float, default=None, help="PINN data weight (1)")
     parser.add_argument("--preset", default="quick", help="quick (default) or paper")
     parser.add_argument("--np", type=int, default=1, metavar="N", help="MPI ranks for FEM")
@@ -190,37 +215,69 @@ def add_run_arguments(parser):
                         help="pre-training steps (default: the preset's)")
     parser.add_argument("--steps", type=int, default=None,
                         help="fine-tuning steps (default: the preset's)")
+    parser.add_argument("--u-tolerance", type=float, default=U_TOLERANCE,
+                        help="largest relative L2 distance of u_NN from the FEM solution at the "
+                             f"answer before the run fails its check (default {U_TOLERANCE})")
+    parser.add_argument("--detection-level", type=float, default=calibration.DETECTION_LEVEL,
+                        help="density counted as infiltration in the probability map "
+                             f"(default {calibration.DETECTION_LEVEL})")
+    sampler = parser.add_argument_group("sampler (--method hmc)")
+    for flag, name, kind in (("--chains", "n_chains", int), ("--samples", "n_samples", int),
+                             ("--warmup", "n_warmup", int), ("--leapfrog", "n_leapfrog", int),
+                             ("--processes", "processes", int),
+                             ("--predictive-every", "predictive_every", int),
+                             ("--lora-rank", "lora_rank", int),
+                             ("--lower-cap", "lower_cap", int),
+                             ("--lower-tol", "lower_tol", float)):
+        default = SAMPLER_DEFAULTS.get(name)
+        sampler.add_argument(flag, dest=name, type=kind, default=None, help=(
+            f"default {default}" if default is not None else "default: the library's"))
     return parser
+
+
+_SAMPLER_FIELDS = ("n_chains", "n_samples", "n_warmup", "n_leapfrog", "processes",
+                   "predictive_every", "lora_rank", "lower_cap", "lower_tol")
 
 
 def run_from_arguments(args) -> int:
     """`bilo gbm run` on parsed arguments; the exit status."""
     overrides = {"pretrain_steps": args.pretrain_steps, "finetune_steps": args.steps}
-    run_pipeline(args.patient_dir, args.out, method=args.method, preset=args.preset,
-                 n_ranks=args.np, device=args.device, w_dat=args.w_dat, seed=args.seed,
-                 slice=args.slice if args.slice == "auto" else int(args.slice),
-                 overrides=overrides)
-    return 0
+    sampler = {name: getattr(args, name) for name in _SAMPLER_FIELDS
+               if getattr(args, name) is not None}
+    summary = run_pipeline(
+        args.patient_dir, args.out, method=args.method, preset=args.preset, n_ranks=args.np,
+        device=args.device, w_dat=args.w_dat, seed=args.seed,
+        slice=args.slice if args.slice == "auto" else int(args.slice), overrides=overrides,
+        sampler=sampler, u_tolerance=args.u_tolerance, detection_level=args.detection_level)
+    return 0 if summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
 def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick",
                  n_ranks: int = 1, device: str = "auto", w_dat: float | None = None, seed: int = 0,
                  slice: str | int = "auto", coarsen: int = 1, overrides: dict | None = None,
-                 log=print) -> dict:
+                 sampler: dict | None = None, u_tolerance: float = U_TOLERANCE,
+                 detection_level: float = calibration.DETECTION_LEVEL, log=print) -> dict:
     """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
-    ...) of the training."""
+    ...) of the training, `sampler` the sampler's options (method hmc: SAMPLER_DEFAULTS and
+    `bilo.strategies.BayesBiLOOptions`)."""
     from bilo.strategies import fit, make_options
 
     # every option is checked before the first expensive stage (mesh, FEM)
-    options = make_options(GBMProblem.declaration(), method, preset, overrides, seed=seed,
-                           device=device, w_dat=w_dat)
+    bayesian = method == "hmc"
+    sampler = ({**SAMPLER_DEFAULTS, **(sampler or {})} if bayesian else dict(sampler or {}))
+    options = make_options(GBMProblem.declaration(bayesian), method, preset, overrides,
+                           seed=seed, device=device, w_dat=w_dat, **sampler)
     if int(n_ranks) != n_ranks or n_ranks < 1:
         raise InputError(f"--np must be an integer >= 1, got {n_ranks}")
+    if not u_tolerance > 0:
+        raise InputError(f"--u-tolerance must be > 0, got {u_tolerance}")
+    if not 0 < detection_level < 1:
+        raise InputError(f"--detection-level must lie in (0, 1), got {detection_level}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stage = Stages(log)
     case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
-                   coarsen=coarsen, log=log)
+                   coarsen=coarsen, bayesian=bayesian, log=log)
     with stage(f"{method} pre-training and fine-tuning"):
         options = replace(options, u0=_interpolator(case.initial, case.scales))
         trained = fit(case.problem, case.data, method, out / "train", options, validate=False,
@@ -229,18 +286,48 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     with stage("FEM solve at the inferred parameters"):
         final = _fem_solve(case.mesh_path, out / "fem_inferred.h5", case.scales, inferred,
                            n_ranks, case.ic)
-    with stage("DICE and report"):
-        result = _evaluate(case, out, trained, final)
+    with stage("DICE, plans and report"):
+        posterior = _posterior(case, trained, out / "train", detection_level) if bayesian \
+            else None
+        result = _evaluate(case, out, trained, final, u_tolerance, posterior)
     summary = _summary(patient_dir, case.patient, case.scales, method, preset, trained, result,
                        stage)
     write_json_atomic(out / "summary.json", summary)
+    for line in summary["warnings"]:
+        log(f"warning: {line}")
     log(f"== done in {time.perf_counter() - stage.t0:.0f} s: " + ", ".join(
         f"{k} {v:.3f}" for k, v in summary["dice"].items()) + f" -> {out / 'summary.json'}")
     return summary
 
 
-def _evaluate(case: Case, out, trained, final) -> dict:
-    """u_NN and u_FEM at t = 1 on the brain pixels, their masks, DICE, and the outputs."""
+def _posterior(case: Case, trained, train_dir: Path, level: float) -> dict:
+    """The posterior's intervals and concentration, and u at the scan at the recorded draws
+    (the observations are the region's pixels at t = 1, in the order of `case.brain`)."""
+    import h5py
+
+    names = list(case.problem.params)
+    draws = np.asarray(trained.history["theta"])
+    intervals = calibration.posterior_intervals(draws, names, D_bar=case.scales.D_bar_mm2,
+                                                rho_bar=case.scales.rho_bar)
+    ratios = calibration.concentration(draws, case.problem.parameters)
+    with h5py.File(train_dir / "posterior.h5", "r") as h5:
+        u_draws = np.asarray(h5["predictive/u_obs"])
+    hmc = trained.extra["hmc"]
+    return {"intervals": intervals, "concentration": ratios,
+            "notes": calibration.concentration_notes(ratios, intervals),
+            "maps": calibration.infiltration_maps(u_draws, level), "detection_level": level,
+            "n_draws_u": int(len(u_draws)),
+            "diagnostics": {"rhat_max": max(p["rhat"] for p in trained.extra["posterior"].values()),
+                            "ess_bulk_min": min(p["ess_bulk"]
+                                                for p in trained.extra["posterior"].values()),
+                            "divergent": hmc["divergent"], "accept_rate": hmc["accept_rate"]},
+            "lower_steps_per_leapfrog": trained.extra.get("lower_steps_per_leapfrog")}
+
+
+def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
+              posterior: dict | None = None) -> dict:
+    """u_NN and u_FEM at t = 1 on the brain pixels, their masks, DICE, the check that u_NN is
+    the FEM solution, the plans and their coverage, the posterior's maps, and the outputs."""
     patient, brain, scales = case.patient, case.brain, case.scales
     points = np.column_stack([_dimensionless(patient.pixel_centres_mm(brain), scales),
                               np.ones(int(brain.sum()))])
@@ -258,43 +345,98 @@ def _evaluate(case: Case, out, trained, final) -> dict:
     scores = {f"{region.upper()}_{source.upper()}": dice(masks[f"{source}_{region}"],
                                                          observed[region])
               for source in ("nn", "fem") for region in ("wt", "tc")}
-    _write_density(patient, images, out)
-    _plot_report(patient, images, masks, scores, params, out / "report.png")
     u_error = float(np.linalg.norm(u_nn - u_fem) / np.linalg.norm(u_fem))
-    return {"dice": scores, "u_rel_l2_vs_reference": u_error}
+    gap = max(abs(scores[f"{r}_NN"] - scores[f"{r}_FEM"]) for r in ("WT", "TC"))
+    check = {"u_rel_l2_vs_fem": u_error, "u_tolerance": u_tolerance, "dice_gap": gap,
+             "dice_tolerance": DICE_TOLERANCE,
+             "passed": bool(u_error <= u_tolerance and gap <= DICE_TOLERANCE)}
+    warnings = [] if check["passed"] else [
+        f"u_NN is not the PDE's solution at the answer: {u_error:.1%} from the FEM solution "
+        f"(tolerance {u_tolerance:.0%}), DICE NN - FEM differs by up to {gap:.3f} (tolerance "
+        f"{DICE_TOLERANCE}); trust the FEM's DICE, and train longer or with more residual "
+        "points"]
+    volumes = dict(images)
+    if posterior is not None:
+        for name, values in posterior["maps"].items():
+            image = np.zeros(patient.shape)
+            image[brain] = values
+            volumes[name] = image
+        warnings += posterior["notes"]
+    # the plan's density: the posterior mean of u, else the FEM's u at the answer
+    plan_density = volumes["mean"] if posterior is not None else images["fem"]
+    whole_brain = brain_mask(patient)
+    plans = {"standard": calibration.standard_plan(patient.tc, whole_brain, patient.affine2d)}
+    plans["model"] = calibration.model_plan(plan_density, whole_brain,
+                                            int(plans["standard"].sum()))
+    recurrence = getattr(patient, "followup_wt", None)
+    plan_summary = {"margin_mm": calibration.MARGIN_MM,
+                    "area_mm2": float(plans["standard"].sum() * patient.pixel_area_mm2),
+                    "density": "posterior mean of u_NN" if posterior is not None else
+                    "u_FEM at the inferred parameters"}
+    if recurrence is not None:
+        plan_summary["coverage"] = {name: calibration.coverage(plan, recurrence)
+                                    for name, plan in plans.items()}
+    _write_volumes(patient, {**volumes, **{f"plan_{k}": v for k, v in plans.items()}}, out)
+    _plot_report(patient, images, masks, scores, params, out / "report.png", plans=plans,
+                 warnings=warnings, posterior=posterior, volumes=volumes,
+                 draws=np.asarray(trained.history["theta"]) if posterior else None,
+                 names=list(case.problem.params))
+    return {"dice": scores, "u_rel_l2_vs_reference": u_error, "check": check,
+            "warnings": warnings, "plans": plan_summary, "posterior": posterior}
 
 
-def _write_density(patient: Patient, images: dict, out: Path) -> None:
-    """The inferred densities at t = 1 as NIfTI volumes on the patient grid (slice filled)."""
+# NIfTI file of each image on the patient grid
+VOLUME_FILES = {"nn": "density_nn", "fem": "density_fem", "mean": "density_mean",
+                "sd": "density_sd", "probability": "infiltration_probability",
+                "plan_standard": "plan_standard", "plan_model": "plan_model"}
+
+
+def _write_volumes(patient: Patient, images: dict, out: Path) -> None:
+    """Images of the slice (densities at t = 1, the posterior's maps, the plans' masks) as NIfTI
+    volumes on the patient grid, the slice filled."""
     import nibabel as nib
 
     for name, image in images.items():
-        volume = np.zeros(patient.shape3d, dtype=np.float32)
+        volume = np.zeros(patient.shape3d, dtype=np.uint8 if image.dtype == bool else np.float32)
         volume[:, :, patient.slice_index] = image
-        with atomic_path(out / f"density_{name}.nii.gz") as tmp:
+        with atomic_path(out / f"{VOLUME_FILES[name]}.nii.gz") as tmp:
             nib.save(nib.Nifti1Image(volume, patient.affine), str(tmp))
 
 
-def _plot_report(patient, images, masks, scores, params, path: Path) -> None:
+def _plot_report(patient, images, masks, scores, params, path: Path, *, plans: dict,
+                 warnings: list[str], posterior: dict | None = None, volumes: dict | None = None,
+                 draws: np.ndarray | None = None, names=()) -> None:
+    """Row 1: the observed masks, u_NN and u_FEM with their masks, the two plans. Row 2 (a
+    posterior): u's posterior mean and sd, the infiltration probability beyond the visible
+    tumour, and the draws of (D, ρ). The warnings under the title, in red."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, cols = np.nonzero(patient.wt)
-    pad = 25
+    rows, cols = np.nonzero(plans["standard"] | patient.wt)
+    pad = 10
     window = (slice(max(rows.min() - pad, 0), rows.max() + pad),
               slice(max(cols.min() - pad, 0), cols.max() + pad))
     background = (patient.wm + 0.5 * patient.gm)[window]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.8))
-    titles = ("observed WT / TC", "u_NN at t = 1", "u_FEM at t = 1 (inferred θ)")
-    for ax, title, image in zip(axes, titles, (None, images["nn"], images["fem"]), strict=True):
+    n_rows = 2 if posterior is not None else 1
+    fig, axes = plt.subplots(n_rows, 4, figsize=(18, 4.9 * n_rows + 0.4 * len(warnings)),
+                             squeeze=False)
+
+    def show(ax, image=None, cmap="inferno", vmax=1.0, floor=0.02, label=None):
         ax.imshow(background.T, cmap="gray", origin="lower")
         if image is not None:
-            shown = np.ma.masked_less(image[window], 0.02)
-            ax.imshow(shown.T, cmap="inferno", origin="lower", alpha=0.6, vmin=0, vmax=1)
-        ax.contour(patient.wt[window].T, [0.5], colors="cyan", linewidths=1.2)
-        ax.contour(patient.tc[window].T, [0.5], colors="lime", linewidths=1.2)
+            shown = np.ma.masked_less(image[window], floor)
+            im = ax.imshow(shown.T, cmap=cmap, origin="lower", alpha=0.7, vmin=0, vmax=vmax)
+            fig.colorbar(im, ax=ax, fraction=0.04, label=label)
+        ax.contour(patient.wt[window].T, [0.5], colors="cyan", linewidths=1.0)
+        ax.contour(patient.tc[window].T, [0.5], colors="lime", linewidths=1.0)
+        ax.set_axis_off()
+
+    titles = ("observed WT / TC", "u_NN at t = 1", "u_FEM at t = 1 (at the answer)")
+    for ax, title, image in zip(axes[0][:3], titles, (None, images["nn"], images["fem"]),
+                                strict=True):
+        show(ax, image)
         source = "nn" if "NN" in title else "fem" if "FEM" in title else None
         if source:
             ax.contour(masks[f"{source}_wt"][window].T, [0.5], colors="cyan",
@@ -304,12 +446,42 @@ def _plot_report(patient, images, masks, scores, params, path: Path) -> None:
             title += (f"\nDICE WT {scores['WT_' + source.upper()]:.3f}, "
                       f"TC {scores['TC_' + source.upper()]:.3f}")
         ax.set_title(title, fontsize=10)
-        ax.set_axis_off()
-    fig.suptitle(f"slice {patient.slice_index}: D = {params['D']:.3f}, ρ = {params['rho']:.3f}, "
-                 f"u_c WT {params['th_wt']:.3f}, TC {params['th_tc']:.3f} "
-                 "(solid: observed, dashed: predicted)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))  # room for the suptitle
-    fig.savefig(path, dpi=110)
+    ax = axes[0][3]
+    show(ax)
+    ax.contour(plans["standard"][window].T, [0.5], colors="white", linewidths=1.4)
+    ax.contour(plans["model"][window].T, [0.5], colors="orange", linewidths=1.4)
+    title = f"plans: {calibration.MARGIN_MM:g} mm margin (white), model (orange)"
+    recurrence = getattr(patient, "followup_wt", None)
+    if recurrence is not None:
+        ax.contour(recurrence[window].T, [0.5], colors="magenta", linewidths=1.0)
+        title += "\nfollow-up WT (magenta)"
+    ax.set_title(title, fontsize=10)
+    if posterior is not None:
+        level = posterior["detection_level"]
+        outside = np.where(patient.wt, 0.0, volumes["probability"])
+        show(axes[1][0], volumes["mean"], label="u")
+        axes[1][0].set_title(f"posterior mean of u at t = 1 ({posterior['n_draws_u']} draws)",
+                             fontsize=10)
+        show(axes[1][1], volumes["sd"], cmap="viridis", vmax=max(volumes["sd"].max(), 1e-6),
+             floor=1e-3, label="sd")
+        axes[1][1].set_title("posterior sd of u at t = 1", fontsize=10)
+        show(axes[1][2], outside, cmap="magma", floor=0.01, label="probability")
+        axes[1][2].set_title(f"P(u > {level:g}) beyond the visible whole tumour", fontsize=10)
+        ax = axes[1][3]
+        j_d, j_r = list(names).index("D"), list(names).index("rho")
+        ax.plot(draws[:, j_d], draws[:, j_r], ".", ms=2, alpha=0.4)
+        ax.ticklabel_format(useOffset=False)
+        ax.set(xlabel="D", ylabel="ρ", title="posterior draws of (D, ρ)")
+    title = (f"slice {patient.slice_index}: D = {params['D']:.3f}, ρ = {params['rho']:.3f}, "
+             f"u_c WT {params['th_wt']:.3f}, TC {params['th_tc']:.3f}"
+             + (" (posterior mean)" if posterior is not None else "")
+             + " (solid: observed, dashed: predicted)")
+    fig.suptitle(title, fontsize=11)
+    for i, line in enumerate(warnings):
+        fig.text(0.5, 0.965 - (0.035 + 0.025 * i) / n_rows, "warning: " + line, ha="center",
+                 fontsize=8.5, color="red")
+    fig.tight_layout(rect=(0, 0, 1, 0.93 - 0.025 * len(warnings) / n_rows))
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -326,11 +498,20 @@ def _summary(patient_dir, patient, scales, method, preset, trained, result, stag
         for name, f in (("sqrt(D*rho)", lambda p: np.sqrt(p["D"] * p["rho"])),
                         ("sqrt(D/rho)", lambda p: np.sqrt(p["D"] / p["rho"]))):
             rel_err[name] = float(abs(f(params) - f(params_true)) / f(params_true))
+    posterior = result["posterior"]
+    if posterior is not None:
+        intervals = posterior["intervals"]
+        rel_err["truth_in_90_interval"] = {
+            k: bool(intervals[k]["q05"] <= v <= intervals[k]["q95"])
+            for k, v in params_true.items() if k in intervals}
     return {
         "method": method, "problem": "gbm", "patient": str(patient_dir), "preset": preset,
         "slice": patient.slice_index, "params": params, "params_true": params_true,
         "rel_err": rel_err, "dice": result["dice"],
-        "u_rel_l2_vs_reference": result["u_rel_l2_vs_reference"],
+        "u_rel_l2_vs_reference": result["u_rel_l2_vs_reference"], "check": result["check"],
+        "warnings": result["warnings"], "plans": result["plans"],
+        **({"posterior": {k: v for k, v in result["posterior"].items() if k != "maps"}}
+           if result["posterior"] is not None else {}),
         "scales": {"L_mm": scales.L_mm, "D_bar_mm2": scales.D_bar_mm2,
                    "rho_bar": scales.rho_bar, "centroid_mm": list(scales.centroid_mm)},
         "steps": trained.summary["steps"], "steps_by_phase": trained.summary["steps_by_phase"],

@@ -13,7 +13,8 @@ imposes it.
 Observations: whole tumour (WT) and tumour core (TC) masks at t = 1, modelled as
 sigmoid(20(u − u_c)) with thresholds u_c^WT, u_c^TC that the upper level infers along with D, ρ
 (`bilo.likelihoods.SegmentationMasks`). Observed values are coded 0 (outside WT), 1 (WT, not
-TC), 2 (TC).
+TC), 2 (TC). The point estimate minimises the paper's eq. 36; the sampler (`bayesian=True`)
+uses the Bernoulli likelihood of the masks and the priors of BAYES_PARAMETERS.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from apps.gbm.patient import ImageField
 from apps.gbm.scales import THRESHOLD_RANGES
 from bilo.likelihoods import SegmentationMasks
 from bilo.model import Parameter, Problem, Settings
+from bilo.priors import LogNormal, TruncatedNormal
 
 SIGMOID_SLOPE = 20.0
 # Half of each step's residual points lie within this many L of the tumour-core centroid, where
@@ -36,6 +38,20 @@ NEAR_FRACTION = 0.5
 # and the residual is weighted by exp(RESIDUAL_DECAY·ρ̄·(1 − t)) (measured in docs/gbm.md).
 TIME_POWER = 2.0
 RESIDUAL_DECAY = 0.5
+
+
+# The Bayesian model (`bilo gbm run --method hmc`): each mask's pixels Bernoulli through the
+# sigmoid link, and priors. D and ρ are dimensionless (one scan has no time unit: the tumour's
+# age is t = 1): log-normal around the scale rule's D = ρ = 1 (apps/gbm/scales.py), a factor e
+# either way at one sd. Thresholds: normal around 0.3 (WT) and 0.7 (TC), sd 0.1, on (0, 1), as
+# the BiLO authors' GBM work; their bounds are those of the prior, not THRESHOLD_RANGES.
+BAYES_LIKELIHOOD = SegmentationMasks(thresholds={1: "th_wt", 2: "th_tc"}, slope=SIGMOID_SLOPE,
+                                     noise="bernoulli")
+BAYES_PARAMETERS = (
+    Parameter("D", 1.0, bounds=(0.01, 100.0), prior=LogNormal(0.0, 1.0)),
+    Parameter("rho", 1.0, bounds=(0.01, 100.0), prior=LogNormal(0.0, 1.0)),
+    Parameter("th_wt", 0.3, bounds=(0.01, 0.99), prior=TruncatedNormal(0.3, 0.1, 0.0, 1.0)),
+    Parameter("th_tc", 0.7, bounds=(0.01, 0.99), prior=TruncatedNormal(0.7, 0.1, 0.0, 1.0)))
 
 
 class ImageSampler:
@@ -87,6 +103,7 @@ class GBMProblem(Problem):
                                    noise="relative")
     residual_keys = ((), ("t",), ("x",), ("y",), ("x", "x"), ("y", "y"))
     resample_collocation = True
+    predictive_on_grid = False  # the sampler records u at the observed pixels only
     # the front is about a tenth of L wide: start the network with sharper spatial features
     coord_init_scale = {"x": 8.0, "y": 8.0}
     presets = {
@@ -99,7 +116,7 @@ class GBMProblem(Problem):
 
     def __init__(self, tissue: ImageSampler, kappa: float, rho_bar: float, ic_width: float,
                  ic_amplitude: float, brain_points: np.ndarray, pixel_size: float,
-                 seed: int = 0):
+                 seed: int = 0, bayesian: bool = False):
         self.tissue = tissue
         self.kappa, self.rho_bar = float(kappa), float(rho_bar)
         self.ic_width, self.ic_amplitude = float(ic_width), float(ic_amplitude)
@@ -108,12 +125,17 @@ class GBMProblem(Problem):
                                              < NEAR_RADIUS]
         self.pixel_size = float(pixel_size)  # dimensionless
         self.seed = seed
+        if bayesian:  # the sampler's model: Bernoulli masks and priors (BAYES_PARAMETERS)
+            self.likelihood, self.parameters = BAYES_LIKELIHOOD, BAYES_PARAMETERS
 
     @classmethod
-    def declaration(cls) -> GBMProblem:
+    def declaration(cls, bayesian: bool = False) -> GBMProblem:
         """The declaration without a patient (parameters, presets, likelihood): what options
         are checked against before a patient is prepared."""
-        return cls.__new__(cls)
+        problem = cls.__new__(cls)
+        if bayesian:
+            problem.likelihood, problem.parameters = BAYES_LIKELIHOOD, BAYES_PARAMETERS
+        return problem
 
     def initial(self, x, y):
         """u(x̂, 0) in jet arithmetic: ``solvers.fem.reaction_diffusion.gaussian_initial_condition``
