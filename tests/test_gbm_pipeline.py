@@ -29,8 +29,14 @@ def test_pipeline_stages_and_outputs(tmp_path):
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["params_true"]["D"] == pytest.approx(1.7712624950742677)
     for field in ("method", "problem", "params", "params_true", "rel_err", "dice",
-                  "u_rel_l2_vs_reference", "steps", "wall_s", "device"):
+                  "u_rel_l2_vs_reference", "steps", "wall_s", "device", "check", "plans",
+                  "warnings"):
         assert field in saved
+    # 40 steps leave u_NN far from the FEM solution: the check fails and says so
+    assert not saved["check"]["passed"] and "not the PDE's solution" in saved["warnings"][0]
+    standard = nib.load(tmp_path / "plan_standard.nii.gz").get_fdata()
+    model = nib.load(tmp_path / "plan_model.nii.gz").get_fdata()
+    assert standard.sum() == model.sum() > 0  # the model's plan has the margin plan's area
     assert set(summary["dice"]) == {"WT_NN", "TC_NN", "WT_FEM", "TC_FEM"}
     assert all(0.0 <= v <= 1.0 for v in summary["dice"].values())
     seg = nib.load("data/patient_default/seg.nii.gz")
@@ -144,3 +150,28 @@ def test_options_are_checked_before_any_stage(tmp_path, options, fragment):
     with pytest.raises(InputError, match=fragment):
         run_pipeline("data/patient_default", tmp_path / "out", **options)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_pipeline_posterior_outputs(tmp_path):
+    """`--method hmc` on data/patient_default, 2 mm mesh, 20 + 20 BiLO steps, one chain of
+    4 + 6 draws: the posterior's intervals (q05 <= q50 <= q95 for every parameter, D·ρ, D/ρ
+    and the physical values), the infiltration maps as NIfTI (probabilities in [0, 1]), and the
+    exit status of the check (u_NN after 40 steps is no solution: EXIT_NOT_A_SOLUTION)."""
+    from apps.gbm.pipeline import EXIT_NOT_A_SOLUTION
+    from bilo.cli import main
+
+    status = main(["gbm", "run", "data/patient_default", "--out", str(tmp_path),
+                   "--method", "hmc", "--pretrain-steps", "20", "--steps", "20", "--chains",
+                   "1", "--warmup", "4", "--samples", "6", "--leapfrog", "3"])
+    assert status == EXIT_NOT_A_SOLUTION
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    intervals = saved["posterior"]["intervals"]
+    assert set(intervals) == {"D", "rho", "th_wt", "th_tc", "D*rho", "D/rho", "D_physical",
+                              "rho_physical"}
+    assert all(i["q05"] <= i["q50"] <= i["q95"] for i in intervals.values())
+    probability = nib.load(tmp_path / "infiltration_probability.nii.gz").get_fdata()
+    assert 0.0 <= probability.min() and probability.max() <= 1.0
+    for name in ("density_mean.nii.gz", "density_sd.nii.gz", "train/posterior.h5",
+                 "train/posterior.png"):
+        assert (tmp_path / name).exists(), name

@@ -324,6 +324,24 @@ def _posterior(case: Case, trained, train_dir: Path, level: float) -> dict:
             "lower_steps_per_leapfrog": trained.extra.get("lower_steps_per_leapfrog")}
 
 
+def network_check(u_nn: np.ndarray, u_fem: np.ndarray, scores: dict,
+                  u_tolerance: float = U_TOLERANCE) -> tuple[dict, list[str]]:
+    """Is u_NN the PDE's solution at the answer? Its relative L2 distance from u_FEM (same
+    points) within `u_tolerance` and each region's DICE within DICE_TOLERANCE of the FEM's.
+    The check's record and, when it fails, the warning line."""
+    u_error = float(np.linalg.norm(u_nn - u_fem) / np.linalg.norm(u_fem))
+    gap = max(abs(scores[f"{r}_NN"] - scores[f"{r}_FEM"]) for r in ("WT", "TC"))
+    check = {"u_rel_l2_vs_fem": u_error, "u_tolerance": u_tolerance, "dice_gap": gap,
+             "dice_tolerance": DICE_TOLERANCE,
+             "passed": bool(u_error <= u_tolerance and gap <= DICE_TOLERANCE)}
+    warnings = [] if check["passed"] else [
+        f"u_NN is not the PDE's solution at the answer: {u_error:.1%} from the FEM solution "
+        f"(tolerance {u_tolerance:.0%}), DICE NN - FEM differs by up to {gap:.3f} (tolerance "
+        f"{DICE_TOLERANCE}); trust the FEM's DICE, and train longer or with more residual "
+        "points"]
+    return check, warnings
+
+
 def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
               posterior: dict | None = None) -> dict:
     """u_NN and u_FEM at t = 1 on the brain pixels, their masks, DICE, the check that u_NN is
@@ -345,16 +363,8 @@ def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
     scores = {f"{region.upper()}_{source.upper()}": dice(masks[f"{source}_{region}"],
                                                          observed[region])
               for source in ("nn", "fem") for region in ("wt", "tc")}
-    u_error = float(np.linalg.norm(u_nn - u_fem) / np.linalg.norm(u_fem))
-    gap = max(abs(scores[f"{r}_NN"] - scores[f"{r}_FEM"]) for r in ("WT", "TC"))
-    check = {"u_rel_l2_vs_fem": u_error, "u_tolerance": u_tolerance, "dice_gap": gap,
-             "dice_tolerance": DICE_TOLERANCE,
-             "passed": bool(u_error <= u_tolerance and gap <= DICE_TOLERANCE)}
-    warnings = [] if check["passed"] else [
-        f"u_NN is not the PDE's solution at the answer: {u_error:.1%} from the FEM solution "
-        f"(tolerance {u_tolerance:.0%}), DICE NN - FEM differs by up to {gap:.3f} (tolerance "
-        f"{DICE_TOLERANCE}); trust the FEM's DICE, and train longer or with more residual "
-        "points"]
+    check, warnings = network_check(u_nn, u_fem, scores, u_tolerance)
+    u_error = check["u_rel_l2_vs_fem"]
     volumes = dict(images)
     if posterior is not None:
         for name, values in posterior["maps"].items():
