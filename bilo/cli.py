@@ -4,7 +4,8 @@ Heavy modules (torch, dolfinx) are imported inside the subcommand that needs the
 `bilo solve` and `bilo info` run on a machine without torch, and `bilo train` on one without
 dolfinx. Bad input ends with one line on stderr and exit code 2, a diverged training with one
 line and exit code 3 (its last finite checkpoint kept), SIGINT/SIGTERM with a checkpoint, one
-line and exit code 130/143; set BILO_DEBUG=1 for the traceback.
+line and exit code 130/143; `bilo gbm run` whose u_NN is not the FEM solution at its answer
+exits 4 after writing everything. Set BILO_DEBUG=1 for the traceback.
 """
 
 from __future__ import annotations

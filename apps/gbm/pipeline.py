@@ -54,7 +54,7 @@ REGION_RADIUS = 2.5
 # solution at the answer, and its masks' DICE within DICE_TOLERANCE of the FEM's (issue 17)
 U_TOLERANCE = 0.05
 DICE_TOLERANCE = 0.02
-EXIT_NOT_A_SOLUTION = 3
+EXIT_NOT_A_SOLUTION = 4  # 2: bad input, 3: diverged (bilo/cli.py)
 # the GBM sampler's defaults: 2 chains × (200 + 200) draws, a few CPU-hours less than the
 # library's 4 × (1000 + 1000) (measured cost in docs/gbm.md)
 SAMPLER_DEFAULTS = {"n_chains": 2, "n_warmup": 200, "n_samples": 200, "n_leapfrog": 10}
