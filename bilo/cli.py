@@ -94,6 +94,15 @@ def cmd_solve(args) -> int:
     return 0
 
 
+def cmd_dataset(args) -> int:
+    from bilo.dataset import run_dataset
+
+    print(run_dataset(args.problem, args.grid, args.out, samples=args.samples,
+                      functions=args.function, seed=args.seed, nx=args.nx, nt=args.nt,
+                      n_ranks=args.np, oversubscribe=args.oversubscribe))
+    return 0
+
+
 def cmd_info(args) -> int:
     from solvers.exchange import describe, read_solution
 
@@ -285,6 +294,37 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--nt", type=int, default=None, help="stored output times")
     solve.add_argument("--out", required=True, metavar="FILE.h5")
     solve.set_defaults(run=cmd_solve)
+
+    dataset = commands.add_parser(
+        "dataset", help="the reference solver over a parameter set -> one HDF5 dataset",
+        description="Runs a problem's reference solver at every point of a parameter grid "
+                    "(--grid for each parameter; the Cartesian product) or for N draws of a "
+                    "Gaussian random field (--samples, --function NAME=\"grf(...)\") and "
+                    "writes parameters, u on the solver grid and provenance to one HDF5 file "
+                    "(chunked, compressed), the training set of --method deeponet. "
+                    "See docs/deeponet.md.")
+    dataset.add_argument("problem", choices=sorted(PROBLEMS))
+    dataset.add_argument("--grid", action="append", default=[],
+                         metavar="NAME=START:STEP:STOP",
+                         help="values of a parameter, both ends included, or NAME=VALUE "
+                              "(repeatable; every parameter needs one)")
+    dataset.add_argument("--samples", type=int, default=None, metavar="N",
+                         help="unknown functions: number of random draws")
+    dataset.add_argument("--function", action="append", type=_key_value, default=[],
+                         metavar='NAME="grf(...)"',
+                         help="unknown function's distribution: grf(length_scale=L, "
+                              "variance=V, mean=M, left=A, right=B) (left/right: f(0), f(1))")
+    dataset.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    dataset.add_argument("--nx", type=int, default=None,
+                         help="solver nodes in x (default: the problem's)")
+    dataset.add_argument("--nt", type=int, default=None,
+                         help="stored output times (default: the problem's)")
+    dataset.add_argument("--np", type=int, default=1, metavar="N",
+                         help="MPI ranks (mpirun; the same file as one rank)")
+    dataset.add_argument("--oversubscribe", action="store_true",
+                         help="allow --np above the core count (passed to mpirun)")
+    dataset.add_argument("--out", required=True, metavar="FILE.h5")
+    dataset.set_defaults(run=cmd_dataset)
 
     train = commands.add_parser(
         "train", help="infer parameters from data with BiLO, PINN or the adjoint",
