@@ -22,6 +22,7 @@ from solvers.exchange import InputError
 nib = pytest.importorskip("nibabel")
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "patient_default"
+CORTEX = EMBEDDED.parent / "patient_cortex"
 SHAPE = (20, 24, 6)
 AFFINE = np.array([[-1.5, 0.0, 0.0, 30.0],
                    [0.0, 1.5, 0.0, -40.0],
@@ -600,3 +601,40 @@ def test_bad_pet_values(tmp_path):
     seg[0, 0, 0] = 7
     with pytest.raises(InputError, match=r"followup/seg\.nii\.gz: unknown label\(s\) 7"):
         load_patient(with_followup(tmp_path / "b", seg=seg))
+
+
+def test_embedded_cortex_patient(report):
+    """data/patient_cortex (bilo gbm synth --seed 4 --centre 30,-25): loads with its
+    follow-up, interval and PET; areas equal to truth.json's; the follow-up WT contains the
+    first scan's and is larger; the tumour touches the lateral ventricle (WT pixels next to
+    non-brain pixels inside the brain) and holds grey matter (P < 0.5 on more than 5 % of WT),
+    unlike data/patient_default's; PET is 0 outside WT; the folder is under 1 MB."""
+    from scipy import ndimage
+
+    truth = json.loads((CORTEX / "truth.json").read_text())
+    patient = load_patient(CORTEX)
+    size = sum(p.stat().st_size for p in CORTEX.rglob("*") if p.is_file())
+    assert truth["seed"] == 4 and truth["fixed"] == ["centre_mm"]
+    assert patient.slice_index == truth["slice_index"] and patient.has_followup
+    assert patient.interval_days == truth["interval_days"]
+    assert patient.wt_area_px == truth["areas_px"]["wt"]
+    assert patient.tc_area_px == truth["areas_px"]["tc"]
+    assert int(patient.followup_wt.sum()) == truth["followup"]["areas_px"]["wt"]
+    assert not (patient.wt & ~patient.followup_wt).any()
+    assert patient.followup_wt.sum() > patient.wt_area_px
+    lines = []
+    for name, case in (("default", load_patient(EMBEDDED)), ("cortex", patient)):
+        brain = brain_mask(case)
+        ventricle = ndimage.binary_fill_holes(brain) & ~brain
+        touching = int((ndimage.binary_dilation(case.wt) & ventricle).sum())
+        grey = float((tissue_P(case)[case.wt] < 0.5).mean())
+        lines.append(f"{name}: WT {case.wt_area_px} px, {touching} ventricle px adjacent, "
+                     f"P < 0.5 on {grey:.0%} of WT")
+        if name == "cortex":
+            assert touching > 0 and grey > 0.05
+        else:
+            assert touching == 0 and grey == 0.0
+    report("; ".join(lines) + f"; cortex folder {size / 1e6:.2f} MB")
+    assert not patient.pet[~patient.wt].any() and (patient.pet[patient.wt] > 0).all()
+    assert patient.pet[patient.wt].mean() == pytest.approx(truth["pet"]["mean_in_wt"], rel=1e-6)
+    assert size < 1e6

@@ -24,6 +24,7 @@ nib = pytest.importorskip("nibabel")
 pytest.importorskip("nilearn")
 
 EMBEDDED = Path(__file__).resolve().parents[1] / "data" / "patient_default"
+CORTEX = EMBEDDED.parent / "patient_cortex"
 FAST = {"coarsen": 2, "n_steps": 25}
 SEED = 7
 
@@ -313,3 +314,30 @@ def test_pet_noise_and_no_followup(synthetic, tmp_path):
     eps = (noisy.pet[wt] - patient.pet[wt]) / (scale * truth["pet_noise"])
     assert abs(eps.mean()) < 4 / np.sqrt(eps.size)
     assert eps.std() == pytest.approx(1.0, rel=0.1)
+
+
+@pytest.mark.slow
+def test_cortex_patient_regenerates(tmp_path, report):
+    """The command of data/patient_cortex/README.md (seed 4, centre (30, -25) mm, defaults;
+    about 25 s on one core) reproduces the folder: the same draws, T, interval and PET scale,
+    the first scan's and the follow-up's labels up to 0.5 % of the tumour pixels (round-off
+    of the solver between machines; measured 0), and the PET map to 1e-4."""
+    from apps.gbm.synth import synthesize_patient
+
+    truth = synthesize_patient(4, tmp_path, fixed={"centre_mm": (30, -25)})
+    stored = json.loads((CORTEX / "truth.json").read_text())
+    for name in ("D", "rho", "u_c_wt", "u_c_tc", "centre_mm", "T_days", "interval_days",
+                 "pet_scale"):
+        assert truth[name] == pytest.approx(stored[name]), name
+    differing = []
+    for name in ("seg.nii.gz", "followup/seg.nii.gz"):
+        new = np.asarray(nib.load(tmp_path / name).dataobj)
+        old = np.asarray(nib.load(CORTEX / name).dataobj)
+        differing.append(int((new != old).sum()))
+        assert differing[-1] <= 0.005 * (old > 0).sum(), name
+    pet_new = np.asarray(nib.load(tmp_path / "pet.nii.gz").dataobj)
+    pet_old = np.asarray(nib.load(CORTEX / "pet.nii.gz").dataobj)
+    report(f"patient_cortex regenerated in {truth['wall_s']:.1f} s: {differing} labels "
+           f"differ (first scan, follow-up), PET max difference "
+           f"{np.abs(pet_new - pet_old).max():.2g}")
+    np.testing.assert_allclose(pet_new, pet_old, atol=1e-4)
