@@ -69,7 +69,8 @@ def test_infiltration_probability_matches_the_normal_tail():
 def test_concentration_flags_what_the_data_do_not_determine():
     """Draws from the LogNormal(0, 1) priors of D and ρ: every ratio ≈ 1 (within 5 %), so all
     four are flagged. A ridge D = 2ρ·exp(0.01ε): D/ρ determined (ratio ≈ 0.01/√2), D, ρ and D·ρ
-    not; the notes name exactly those three. The physical values are D·D̄, ρ·ρ̄."""
+    not; the notes name exactly those three. The physical values are D·D̄, ρ·ρ̄; with τ and an
+    interval of 100 days, ρ·ρ̄·τ/100 per day."""
     rng = np.random.default_rng(1)
     n = 20000
     thresholds = np.column_stack([np.full(n, 0.3), np.full(n, 0.7)])
@@ -86,8 +87,8 @@ def test_concentration_flags_what_the_data_do_not_determine():
     notes = calibration.concentration_notes(ratios, intervals)
     assert [n.split(" ")[0] for n in notes] == ["D", "rho", "D*rho"]
     assert intervals["D/rho"]["q50"] == pytest.approx(2.0, rel=0.01)
-    assert intervals["D_physical"]["q50"] == pytest.approx(4.0 * intervals["D"]["q50"])
-    assert intervals["rho_physical"]["q95"] == pytest.approx(5.0 * intervals["rho"]["q95"])
+    assert intervals["D_mm2_per_age"]["q50"] == pytest.approx(4.0 * intervals["D"]["q50"])
+    assert intervals["rho_per_age"]["q95"] == pytest.approx(5.0 * intervals["rho"]["q95"])
 
 
 def test_network_check_fails_on_distance_or_dice_gap():
@@ -105,3 +106,18 @@ def test_network_check_fails_on_distance_or_dice_gap():
     gapped = {**scores, "TC_NN": 0.9 + DICE_TOLERANCE + 0.001}
     check, _ = network_check(u_fem, u_fem, gapped)
     assert not check["passed"] and check["dice_gap"] == pytest.approx(DICE_TOLERANCE + 0.001)
+
+
+def test_intervals_in_days_with_a_follow_up():
+    """Draws with τ = 0.25 fixed and an interval of 100 days: the age is 400 days and
+    ρ·ρ̄/T = 5ρ/400 per day, D·D̄/T = 4D/400 mm²/day, draw by draw."""
+    rng = np.random.default_rng(2)
+    draws = np.column_stack([rng.lognormal(0, 0.1, 500), rng.lognormal(0, 0.1, 500),
+                             np.full(500, 0.3), np.full(500, 0.7), np.full(500, 0.25)])
+    names = ["D", "rho", "th_wt", "th_tc", "tau"]
+    intervals = calibration.posterior_intervals(draws, names, D_bar=4.0, rho_bar=5.0,
+                                                interval_days=100.0)
+    assert intervals["T_days"]["q50"] == pytest.approx(400.0)
+    assert intervals["rho_per_day"]["q05"] == pytest.approx(5 * np.quantile(draws[:, 1], 0.05)
+                                                            / 400)
+    assert intervals["D_mm2_per_day"]["mean"] == pytest.approx(4 * draws[:, 0].mean() / 400)

@@ -167,11 +167,29 @@ def test_pipeline_posterior_outputs(tmp_path):
     assert status == EXIT_NOT_A_SOLUTION
     saved = json.loads((tmp_path / "summary.json").read_text())
     intervals = saved["posterior"]["intervals"]
-    assert set(intervals) == {"D", "rho", "th_wt", "th_tc", "D*rho", "D/rho", "D_physical",
-                              "rho_physical"}
+    assert set(intervals) == {"D", "rho", "th_wt", "th_tc", "D*rho", "D/rho", "D_mm2_per_age",
+                              "rho_per_age"}
     assert all(i["q05"] <= i["q50"] <= i["q95"] for i in intervals.values())
     probability = nib.load(tmp_path / "infiltration_probability.nii.gz").get_fdata()
     assert 0.0 <= probability.min() and probability.max() <= 1.0
     for name in ("density_mean.nii.gz", "density_sd.nii.gz", "train/posterior.h5",
                  "train/posterior.png"):
         assert (tmp_path / name).exists(), name
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5, 0.9995, 1.0, 2.5])
+def test_time_map_puts_the_scans_at_one_and_two(tau):
+    """t(s) = (τ^s − 1)/(τ − 1): t(0) = 0, t(1) = 1, t(2) = 1 + τ exactly (to 1e-12), and the
+    residual's dt/ds (torch, float64, with the series near τ = 1) equals the central difference
+    of t(s) (step 1e-5) to 1e-8."""
+    import torch
+
+    from apps.gbm.problem import time_map, time_rate
+
+    assert time_map(np.array([0.0, 1.0, 2.0]), tau) == pytest.approx([0.0, 1.0, 1.0 + tau],
+                                                                      abs=1e-12)
+    s = np.linspace(0.0, 2.0, 9)
+    h = 1e-5
+    expected = (time_map(s + h, tau) - time_map(s - h, tau)) / (2 * h)
+    rate = time_rate(torch.tensor(s, dtype=torch.float64), torch.tensor(tau, dtype=torch.float64))
+    np.testing.assert_allclose(rate.numpy(), expected, atol=1e-8)

@@ -4,7 +4,7 @@ radiotherapy plans with their coverage of a later recurrence.
 
 * **Intervals** (`posterior_intervals`): the 5/50/95 % quantiles of every parameter and of the
   derived D·ρ (front speed², with the scales) and D/ρ (front width²), and their physical values
-  D·D̄ (mm² per unit time), ρ·ρ̄ (per unit time).
+  D·D̄ (mm² per tumour age), ρ·ρ̄ (per age); with a follow-up (τ = interval/age) in days.
 * **Concentration** (`concentration_notes`): a quantity q ∈ {D, ρ, D·ρ, D/ρ} counts as
   determined by the data when the posterior's sd of log q is at most :data:`CONCENTRATED` times
   the prior's (log-normal priors on D and ρ: the prior sd of log(D·ρ) and log(D/ρ) is
@@ -49,13 +49,20 @@ def _quantiles(x: np.ndarray) -> dict[str, float]:
             "q50": float(q50), "q95": float(q95)}
 
 
-def posterior_intervals(draws: np.ndarray, names, *, D_bar: float, rho_bar: float) -> dict:
-    """Mean, sd and the 90 % interval (q05, q95) of each parameter, of D·ρ and D/ρ, and of the
-    physical D·D̄ and ρ·ρ̄, from draws (n, p) in the order of `names`."""
+def posterior_intervals(draws: np.ndarray, names, *, D_bar: float, rho_bar: float,
+                        interval_days: float | None = None) -> dict:
+    """Mean, sd and the 90 % interval (q05, q95) of each parameter, of D·ρ and D/ρ, of D·D̄
+    (mm² per tumour age) and ρ·ρ̄ (per age), and with τ and `interval_days` (a follow-up) of
+    the age T = interval_days/τ in days and D·D̄/T (mm²/day), ρ·ρ̄/T (/day), from draws (n, p)
+    in the order of `names`."""
     values = _derived(np.asarray(draws, dtype=np.float64), names)
     if {"D", "rho"} <= values.keys():
-        values["D_physical"] = values["D"] * D_bar
-        values["rho_physical"] = values["rho"] * rho_bar
+        values["D_mm2_per_age"] = values["D"] * D_bar
+        values["rho_per_age"] = values["rho"] * rho_bar
+        if "tau" in values and interval_days:
+            values["T_days"] = interval_days / values["tau"]
+            values["D_mm2_per_day"] = values["D_mm2_per_age"] / values["T_days"]
+            values["rho_per_day"] = values["rho_per_age"] / values["T_days"]
     return {name: _quantiles(x) for name, x in values.items()}
 
 

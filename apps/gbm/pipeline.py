@@ -31,7 +31,7 @@ import numpy as np
 
 from apps.gbm import calibration
 from apps.gbm.patient import ImageField, Patient, brain_mask, load_patient, tissue_P
-from apps.gbm.problem import GBMProblem, ImageSampler
+from apps.gbm.problem import GBMProblem, ImageSampler, time_map
 from apps.gbm.scales import Scales, patient_scales
 from solvers.common import InputError, atomic_path, write_json_atomic
 from solvers.exchange import (
@@ -46,6 +46,9 @@ from solvers.exchange import (
 # pixel map has no useful gradient); the FEM uses the unsmoothed map on its mesh.
 TISSUE_SMOOTHING_MM = 1.5
 FEM_TIMES = 11
+# with a follow-up the FEM writes a frame every 1/FOLLOWUP_FRAMES of the tumour age, so that
+# the first scan (t = 1) is a frame and t = 1 + τ lies between two close ones
+FOLLOWUP_FRAMES = 40
 # The network is trained and compared on the brain pixels within this many L of the tumour-core
 # centroid: the whole tumour lies well inside (its equivalent radius is L), and farther out
 # u ≈ 0 is trivial and would only cost residual points.
@@ -94,18 +97,24 @@ def _fem_solve(mesh_path: Path, out: Path, scales: Scales, params: dict, n_ranks
                ic: dict) -> SolutionFile:
     from solvers.fem.cli import run_fem_solve
 
+    if "tau" in params:  # up to the follow-up at t = 1 + τ, on a grid holding t = 1
+        frames = int(np.ceil(FOLLOWUP_FRAMES * (1.0 + params["tau"]) - 1e-9))
+        end, n_times = frames / FOLLOWUP_FRAMES, frames + 1
+    else:
+        end, n_times = 1.0, FEM_TIMES
     physical = {"D": params["D"] * scales.D_bar_mm2, "rho": params["rho"] * scales.rho_bar,
-                "T": 1.0, "amp": ic["amplitude"], "x0": scales.centroid_mm[0],
+                "T": end, "amp": ic["amplitude"], "x0": scales.centroid_mm[0],
                 "y0": scales.centroid_mm[1], "sigma": ic["width_mm"]}
     summary = run_fem_solve("fkpp2d", physical, str(mesh_path), str(out), n_ranks=n_ranks,
-                            nt=FEM_TIMES)
+                            nt=n_times)
     print("   " + summary["line"])
     return read_solution(out)
 
 
-def _interpolator(solution: SolutionFile, scales: Scales):
+def _interpolator(solution: SolutionFile, scales: Scales, tau: float | None = None):
     """u_FEM at dimensionless (x, y, t) points: P1 on the triangles (0 outside the mesh),
-    linear in time between the two output times around t."""
+    linear in time between the two output times around t. With `tau` (a follow-up) the
+    points' time is the network's s, at physical time time_map(s, tau)."""
     from meshes.interpolation import P1Interpolator
 
     locate = P1Interpolator(_dimensionless(solution.mesh.vertices, scales),
@@ -115,7 +124,7 @@ def _interpolator(solution: SolutionFile, scales: Scales):
 
     def evaluate(points: np.ndarray) -> np.ndarray:
         inside, corners, weights = locate(points)
-        t = points[inside, 2]
+        t = points[inside, 2] if tau is None else time_map(points[inside, 2], tau)
         index = np.clip(np.searchsorted(times, t) - 1, 0, len(times) - 2)
         w_time = ((t - times[index]) / (times[index + 1] - times[index]))[:, None]
         at = (1 - w_time) * frames[index[:, None], corners] + w_time * frames[index[:, None] + 1,
@@ -127,12 +136,26 @@ def _interpolator(solution: SolutionFile, scales: Scales):
     return evaluate
 
 
-def observations(patient: Patient, brain: np.ndarray, scales: Scales) -> Observations:
-    """Every pixel of `brain` at t = 1, coded 0 (outside WT), 1 (WT, not TC), 2 (TC)."""
+def scans(patient: Patient, fit_followup: bool) -> list[tuple[str, float, np.ndarray,
+                                                                 np.ndarray]]:
+    """(suffix, network time s, WT, TC) of each fitted scan: the first at s = 1, a follow-up
+    at s = 2 (apps.gbm.problem.time_map)."""
+    found = [("", 1.0, patient.wt, patient.tc)]
+    if fit_followup and patient.followup_wt is not None:
+        found.append(("_followup", 2.0, patient.followup_wt, patient.followup_tc))
+    return found
+
+
+def observations(patient: Patient, brain: np.ndarray, scales: Scales,
+                 fit_followup: bool = True) -> Observations:
+    """Every pixel of `brain` at each scan's time, coded 0 (outside WT), 1 (WT, not TC),
+    2 (TC); the first scan's rows first."""
     points = _dimensionless(patient.pixel_centres_mm(brain), scales)
-    code = patient.wt.astype(int) + patient.tc.astype(int)
-    values = code[brain].astype(np.float64)
-    return Observations(points=np.column_stack([points, np.ones(len(points))]), values=values,
+    rows, values = [], []
+    for _, s, wt, tc in scans(patient, fit_followup):
+        rows.append(np.column_stack([points, np.full(len(points), s)]))
+        values.append((wt.astype(int) + tc.astype(int))[brain].astype(np.float64))
+    return Observations(points=np.concatenate(rows), values=np.concatenate(values),
                         columns=("x", "y", "t"), layout="segmentation")
 
 
@@ -153,14 +176,20 @@ class Case:
 
 def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: int = 0,
             slice: str | int = "auto", coarsen: int = 1, bayesian: bool = False,
-            log=print) -> Case:
-    """Load the patient, mesh the brain, estimate the scales, solve at the initial guess."""
+            fit_followup: bool = True, patient: Patient | None = None, log=print) -> Case:
+    """Load the patient (unless given), mesh the brain, estimate the scales, solve at the
+    initial guess. A follow-up scan is fitted too unless `fit_followup` is False."""
     from meshes import mesh_from_mask, write_mesh
 
     with stage("load patient"):
-        patient = load_patient(patient_dir, slice=slice)
+        patient = patient or load_patient(patient_dir, slice=slice)
         log(f"   slice {patient.slice_index}, {patient.convention} labels, WT "
-            f"{patient.wt_area_px} px, TC {patient.tc_area_px} px")
+            f"{patient.wt_area_px} px, TC {patient.tc_area_px} px" + (
+                f"; follow-up after {patient.interval_days:g} days, WT "
+                f"{int(patient.followup_wt.sum())} px"
+                + ("" if fit_followup else " (not fitted)")
+                if patient.followup_wt is not None else ""))
+    followup_days = patient.interval_days if fit_followup else None
     with stage("mesh"):
         whole_brain = brain_mask(patient)
         tissue = tissue_P(patient)
@@ -171,10 +200,15 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
     with stage("characteristic scales"):
         scales = patient_scales(patient)
         distance = np.linalg.norm(_dimensionless(patient.pixel_centres_mm(), scales), axis=-1)
-        brain = whole_brain & (distance < REGION_RADIUS)
-        if (patient.wt & ~brain).any():
-            log(f"   warning: {int((patient.wt & ~brain).sum())} WT pixels lie outside the "
-                f"region of {REGION_RADIUS} L around the tumour core or outside the brain mask")
+        fitted = scans(patient, fit_followup)
+        # the region reaches 1 L beyond the farthest fitted whole-tumour pixel
+        radius = max(REGION_RADIUS, *(distance[wt].max() + 1.0 for _, _, wt, _ in fitted
+                                      if wt.any()))
+        brain = whole_brain & (distance < radius)
+        for suffix, _, wt, _ in fitted:
+            if (wt & ~brain).any():
+                log(f"   warning: {int((wt & ~brain).sum())} WT{suffix} pixels lie outside "
+                    "the brain mask")
         ic = {"width_mm": scales.ic_width_mm, "amplitude": scales.ic_amplitude}
         log(f"   L = {scales.L_mm:.2f} mm, D̄ = {scales.D_bar_mm2:.4g} mm²/time, "
             f"ρ̄ = {scales.rho_bar:.4g} /time, centroid {np.round(scales.centroid_mm, 1)} mm")
@@ -185,16 +219,24 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         ic_width=ic["width_mm"] / scales.L_mm, ic_amplitude=ic["amplitude"],
         brain_points=_dimensionless(patient.pixel_centres_mm(brain), scales),
         pixel_size=float(np.sqrt(patient.pixel_area_mm2)) / scales.L_mm, seed=seed,
-        bayesian=bayesian)
+        bayesian=bayesian, followup_days=followup_days)
     with stage("FEM solve at the initial guess"):
         initial = _fem_solve(out / "mesh.xdmf", out / "fem_initial.h5", scales,
                              problem.initial_guess, n_ranks, ic)
+    grid, u = dict(initial.grid), np.asarray(initial.u)
+    if followup_days is not None:  # the network's time s of each frame up to the follow-up
+        tau0 = problem.initial_guess["tau"]
+        keep = grid["t"] <= 1.0 + tau0 + 1e-9
+        grid["t"] = np.log1p(grid["t"][keep] * (tau0 - 1.0)) / np.log(tau0)
+        u = u[keep]
     data = SolutionFile(
-        problem="gbm", params={}, axes=initial.axes, grid=initial.grid, u=initial.u,
+        problem="gbm", params={}, axes=initial.axes, grid=grid, u=u,
         mesh=Mesh(_dimensionless(initial.mesh.vertices, scales), initial.mesh.cells,
                   units="dimensionless: (x - centroid) / L"),
-        observations=observations(patient, brain, scales),
-        provenance={"patient": str(patient_dir), "u": "FEM solution at the initial guess"})
+        observations=observations(patient, brain, scales, fit_followup),
+        provenance={"patient": str(patient_dir), "u": "FEM solution at the initial guess",
+                    "t": "the network's time s: first scan s = 1, follow-up s = 2"
+                    if followup_days is not None else "tumour ages: the scan at t = 1"})
     write_solution(out / "observations.h5", data)
     return Case(patient, brain, scales, problem, data, initial, ic, out / "mesh.xdmf")
 
@@ -215,6 +257,9 @@ def add_run_arguments(parser):
                         help="pre-training steps (default: the preset's)")
     parser.add_argument("--steps", type=int, default=None,
                         help="fine-tuning steps (default: the preset's)")
+    parser.add_argument("--first-scan-only", action="store_true",
+                        help="fit the first scan only, even with a follow-up (whose coverage by "
+                             "the plans is then a prediction)")
     parser.add_argument("--u-tolerance", type=float, default=U_TOLERANCE,
                         help="largest relative L2 distance of u_NN from the FEM solution at the "
                              f"answer before the run fails its check (default {U_TOLERANCE})")
@@ -248,7 +293,8 @@ def run_from_arguments(args) -> int:
         args.patient_dir, args.out, method=args.method, preset=args.preset, n_ranks=args.np,
         device=args.device, w_dat=args.w_dat, seed=args.seed,
         slice=args.slice if args.slice == "auto" else int(args.slice), overrides=overrides,
-        sampler=sampler, u_tolerance=args.u_tolerance, detection_level=args.detection_level)
+        sampler=sampler, u_tolerance=args.u_tolerance, detection_level=args.detection_level,
+        fit_followup=not args.first_scan_only)
     return 0 if summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
@@ -256,17 +302,21 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                  n_ranks: int = 1, device: str = "auto", w_dat: float | None = None, seed: int = 0,
                  slice: str | int = "auto", coarsen: int = 1, overrides: dict | None = None,
                  sampler: dict | None = None, u_tolerance: float = U_TOLERANCE,
-                 detection_level: float = calibration.DETECTION_LEVEL, log=print) -> dict:
+                 detection_level: float = calibration.DETECTION_LEVEL, fit_followup: bool = True,
+                 log=print) -> dict:
     """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
     ...) of the training, `sampler` the sampler's options (method hmc: SAMPLER_DEFAULTS and
     `bilo.strategies.BayesBiLOOptions`)."""
     from bilo.strategies import fit, make_options
 
-    # every option is checked before the first expensive stage (mesh, FEM)
+    # every option is checked before the first expensive stage (mesh, FEM); the patient is read
+    # first (it says whether τ is a parameter)
+    patient = load_patient(patient_dir, slice=slice)
+    followup_days = patient.interval_days if fit_followup else None
     bayesian = method == "hmc"
     sampler = ({**SAMPLER_DEFAULTS, **(sampler or {})} if bayesian else dict(sampler or {}))
-    options = make_options(GBMProblem.declaration(bayesian), method, preset, overrides,
-                           seed=seed, device=device, w_dat=w_dat, **sampler)
+    options = make_options(GBMProblem.declaration(bayesian, followup_days), method, preset,
+                           overrides, seed=seed, device=device, w_dat=w_dat, **sampler)
     if int(n_ranks) != n_ranks or n_ranks < 1:
         raise InputError(f"--np must be an integer >= 1, got {n_ranks}")
     if not u_tolerance > 0:
@@ -277,9 +327,11 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     out.mkdir(parents=True, exist_ok=True)
     stage = Stages(log)
     case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
-                   coarsen=coarsen, bayesian=bayesian, log=log)
+                   coarsen=coarsen, bayesian=bayesian, fit_followup=fit_followup,
+                   patient=patient, log=log)
     with stage(f"{method} pre-training and fine-tuning"):
-        options = replace(options, u0=_interpolator(case.initial, case.scales))
+        options = replace(options, u0=_interpolator(case.initial, case.scales,
+                                                    case.problem.initial_guess.get("tau")))
         trained = fit(case.problem, case.data, method, out / "train", options, validate=False,
                       overwrite=True)
     inferred = trained.params
@@ -307,15 +359,18 @@ def _posterior(case: Case, trained, train_dir: Path, level: float) -> dict:
 
     names = list(case.problem.params)
     draws = np.asarray(trained.history["theta"])
-    intervals = calibration.posterior_intervals(draws, names, D_bar=case.scales.D_bar_mm2,
-                                                rho_bar=case.scales.rho_bar)
+    intervals = calibration.posterior_intervals(
+        draws, names, D_bar=case.scales.D_bar_mm2, rho_bar=case.scales.rho_bar,
+        interval_days=case.patient.interval_days if "tau" in names else None)
     ratios = calibration.concentration(draws, case.problem.parameters)
     with h5py.File(train_dir / "posterior.h5", "r") as h5:
         u_draws = np.asarray(h5["predictive/u_obs"])
     hmc = trained.extra["hmc"]
     return {"intervals": intervals, "concentration": ratios,
             "notes": calibration.concentration_notes(ratios, intervals),
-            "maps": calibration.infiltration_maps(u_draws, level), "detection_level": level,
+            # the observations' first int(brain.sum()) columns are the first scan's pixels
+            "maps": calibration.infiltration_maps(u_draws[:, :int(case.brain.sum())], level),
+            "detection_level": level,
             "n_draws_u": int(len(u_draws)),
             "diagnostics": {"rhat_max": max(p["rhat"] for p in trained.extra["posterior"].values()),
                             "ess_bulk_min": min(p["ess_bulk"]
@@ -327,10 +382,12 @@ def _posterior(case: Case, trained, train_dir: Path, level: float) -> dict:
 def network_check(u_nn: np.ndarray, u_fem: np.ndarray, scores: dict,
                   u_tolerance: float = U_TOLERANCE) -> tuple[dict, list[str]]:
     """Is u_NN the PDE's solution at the answer? Its relative L2 distance from u_FEM (same
-    points) within `u_tolerance` and each region's DICE within DICE_TOLERANCE of the FEM's.
+    points) within `u_tolerance` and each region's (and scan's) DICE within DICE_TOLERANCE of
+    the FEM's (`scores`: keys with "_NN" and their "_FEM" twins).
     The check's record and, when it fails, the warning line."""
     u_error = float(np.linalg.norm(u_nn - u_fem) / np.linalg.norm(u_fem))
-    gap = max(abs(scores[f"{r}_NN"] - scores[f"{r}_FEM"]) for r in ("WT", "TC"))
+    gap = max(abs(value - scores[key.replace("_NN", "_FEM")])
+              for key, value in scores.items() if "_NN" in key)
     check = {"u_rel_l2_vs_fem": u_error, "u_tolerance": u_tolerance, "dice_gap": gap,
              "dice_tolerance": DICE_TOLERANCE,
              "passed": bool(u_error <= u_tolerance and gap <= DICE_TOLERANCE)}
@@ -344,26 +401,29 @@ def network_check(u_nn: np.ndarray, u_fem: np.ndarray, scores: dict,
 
 def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
               posterior: dict | None = None) -> dict:
-    """u_NN and u_FEM at t = 1 on the brain pixels, their masks, DICE, the check that u_NN is
-    the FEM solution, the plans and their coverage, the posterior's maps, and the outputs."""
+    """u_NN and u_FEM at each fitted scan on the region's pixels, their masks, DICE, the check
+    that u_NN is the FEM solution, the plans and their coverage, the posterior's maps, and
+    the outputs. Images (and the plans) are of the first scan; keys of a follow-up's scores
+    end in "_followup"."""
     patient, brain, scales = case.patient, case.brain, case.scales
-    points = np.column_stack([_dimensionless(patient.pixel_centres_mm(brain), scales),
-                              np.ones(int(brain.sum()))])
-    u_nn = trained.predict(points)
-    u_fem = _interpolator(final, scales)(points)
     params = trained.params
-    images = {}
-    for name, values in (("nn", u_nn), ("fem", u_fem)):
-        image = np.zeros(patient.shape)
-        image[brain] = values
-        images[name] = image
-    masks = {f"{source}_{region}": images[source] > params[f"th_{region}"]
-             for source in ("nn", "fem") for region in ("wt", "tc")}
-    observed = {"wt": patient.wt, "tc": patient.tc}
-    scores = {f"{region.upper()}_{source.upper()}": dice(masks[f"{source}_{region}"],
-                                                         observed[region])
-              for source in ("nn", "fem") for region in ("wt", "tc")}
-    check, warnings = network_check(u_nn, u_fem, scores, u_tolerance)
+    fem = _interpolator(final, scales, params.get("tau"))
+    pixels = _dimensionless(patient.pixel_centres_mm(brain), scales)
+    images, masks, scores, u_nn, u_fem = {}, {}, {}, [], []
+    for suffix, s, wt, tc in scans(patient, "tau" in params):
+        points = np.column_stack([pixels, np.full(len(pixels), s)])
+        u_nn.append(trained.predict(points))
+        u_fem.append(fem(points))
+        for source, values in (("nn", u_nn[-1]), ("fem", u_fem[-1])):
+            image = np.zeros(patient.shape)
+            image[brain] = values
+            images[source + suffix] = image
+            for region, observed in (("wt", wt), ("tc", tc)):
+                masks[f"{source}_{region}{suffix}"] = image > params[f"th_{region}"]
+                scores[f"{region.upper()}_{source.upper()}{suffix}"] = dice(
+                    masks[f"{source}_{region}{suffix}"], observed)
+    check, warnings = network_check(np.concatenate(u_nn), np.concatenate(u_fem), scores,
+                                    u_tolerance)
     u_error = check["u_rel_l2_vs_fem"]
     volumes = dict(images)
     if posterior is not None:
@@ -378,14 +438,15 @@ def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
     plans = {"standard": calibration.standard_plan(patient.tc, whole_brain, patient.affine2d)}
     plans["model"] = calibration.model_plan(plan_density, whole_brain,
                                             int(plans["standard"].sum()))
-    recurrence = getattr(patient, "followup_wt", None)
     plan_summary = {"margin_mm": calibration.MARGIN_MM,
                     "area_mm2": float(plans["standard"].sum() * patient.pixel_area_mm2),
-                    "density": "posterior mean of u_NN" if posterior is not None else
-                    "u_FEM at the inferred parameters"}
-    if recurrence is not None:
-        plan_summary["coverage"] = {name: calibration.coverage(plan, recurrence)
+                    "density": "posterior mean of u_NN at the first scan"
+                    if posterior is not None else "u_FEM at the first scan, inferred parameters"}
+    if patient.followup_wt is not None:
+        plan_summary["coverage"] = {name: calibration.coverage(plan, patient.followup_wt)
                                     for name, plan in plans.items()}
+        plan_summary["coverage_is"] = ("in-sample: the follow-up was fitted" if "tau" in params
+                                       else "a prediction: the follow-up was not fitted")
     _write_volumes(patient, {**volumes, **{f"plan_{k}": v for k, v in plans.items()}}, out)
     _plot_report(patient, images, masks, scores, params, out / "report.png", plans=plans,
                  warnings=warnings, posterior=posterior, volumes=volumes,
@@ -396,7 +457,8 @@ def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
 
 
 # NIfTI file of each image on the patient grid
-VOLUME_FILES = {"nn": "density_nn", "fem": "density_fem", "mean": "density_mean",
+VOLUME_FILES = {"nn": "density_nn", "fem": "density_fem", "nn_followup": "density_nn_followup",
+                "fem_followup": "density_fem_followup", "mean": "density_mean",
                 "sd": "density_sd", "probability": "infiltration_probability",
                 "plan_standard": "plan_standard", "plan_model": "plan_model"}
 
@@ -455,13 +517,16 @@ def _plot_report(patient, images, masks, scores, params, path: Path, *, plans: d
                        linestyles="--", linewidths=1.2)
             title += (f"\nDICE WT {scores['WT_' + source.upper()]:.3f}, "
                       f"TC {scores['TC_' + source.upper()]:.3f}")
+            key = f"_{source.upper()}_followup"
+            if "WT" + key in scores:
+                title += f"; follow-up WT {scores['WT' + key]:.3f}, TC {scores['TC' + key]:.3f}"
         ax.set_title(title, fontsize=10)
     ax = axes[0][3]
     show(ax)
     ax.contour(plans["standard"][window].T, [0.5], colors="white", linewidths=1.4)
     ax.contour(plans["model"][window].T, [0.5], colors="orange", linewidths=1.4)
     title = f"plans: {calibration.MARGIN_MM:g} mm margin (white), model (orange)"
-    recurrence = getattr(patient, "followup_wt", None)
+    recurrence = patient.followup_wt
     if recurrence is not None:
         ax.contour(recurrence[window].T, [0.5], colors="magenta", linewidths=1.0)
         title += "\nfollow-up WT (magenta)"
@@ -495,6 +560,18 @@ def _plot_report(patient, images, masks, scores, params, path: Path, *, plans: d
     plt.close(fig)
 
 
+def physical_values(params: dict, scales: Scales, interval_days: float | None) -> dict:
+    """D·D̄ (mm² per tumour age) and ρ·ρ̄ (per tumour age); with τ from a follow-up after
+    `interval_days` days the age is interval_days/τ days, and D, ρ come in mm²/day and /day."""
+    values = {"D_mm2_per_age": params["D"] * scales.D_bar_mm2,
+              "rho_per_age": params["rho"] * scales.rho_bar}
+    if "tau" in params and interval_days:
+        age = interval_days / params["tau"]
+        values.update({"T_days": age, "D_mm2_per_day": values["D_mm2_per_age"] / age,
+                       "rho_per_day": values["rho_per_age"] / age})
+    return values
+
+
 def _summary(patient_dir, patient, scales, method, preset, trained, result, stage) -> dict:
     truth_path = Path(patient_dir) / "truth.json"
     truth = json.loads(truth_path.read_text()) if truth_path.exists() else {}
@@ -503,7 +580,15 @@ def _summary(patient_dir, patient, scales, method, preset, trained, result, stag
              "th_tc": "u_c_tc"}
     params_true = {k: truth[v] for k, v in names.items() if v in truth}
     params = trained.params
+    physical = physical_values(params, scales, patient.interval_days)
+    physical_true = {}
+    if "tau" in params and truth.get("T_days") and truth.get("interval_days"):
+        params_true["tau"] = truth["interval_days"] / truth["T_days"]
+        physical_true = {k: truth[k] for k in ("D_mm2_per_day", "rho_per_day", "T_days")
+                         if k in truth}
     rel_err = {k: abs(params[k] - v) / abs(v) for k, v in params_true.items() if k in params}
+    rel_err.update({k: abs(physical[k] - v) / abs(v) for k, v in physical_true.items()
+                    if k in physical})
     if {"D", "rho"} <= params_true.keys():
         for name, f in (("sqrt(D*rho)", lambda p: np.sqrt(p["D"] * p["rho"])),
                         ("sqrt(D/rho)", lambda p: np.sqrt(p["D"] / p["rho"]))):
@@ -513,10 +598,11 @@ def _summary(patient_dir, patient, scales, method, preset, trained, result, stag
         intervals = posterior["intervals"]
         rel_err["truth_in_90_interval"] = {
             k: bool(intervals[k]["q05"] <= v <= intervals[k]["q95"])
-            for k, v in params_true.items() if k in intervals}
+            for k, v in {**params_true, **physical_true}.items() if k in intervals}
     return {
         "method": method, "problem": "gbm", "patient": str(patient_dir), "preset": preset,
         "slice": patient.slice_index, "params": params, "params_true": params_true,
+        "physical": physical, "physical_true": physical_true,
         "rel_err": rel_err, "dice": result["dice"],
         "u_rel_l2_vs_reference": result["u_rel_l2_vs_reference"], "check": result["check"],
         "warnings": result["warnings"], "plans": result["plans"],

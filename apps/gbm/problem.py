@@ -54,6 +54,40 @@ BAYES_PARAMETERS = (
     Parameter("th_tc", 0.7, bounds=(0.01, 0.99), prior=TruncatedNormal(0.7, 0.1, 0.0, 1.0)))
 
 
+# With a follow-up scan the unknown τ = interval/age (the age at the first scan is the time
+# unit) joins the parameters. Its initial guess takes an age of TYPICAL_AGE_DAYS at the first
+# scan; its prior is log-normal around that, a factor e either way at one sd.
+TYPICAL_AGE_DAYS = 365.0
+TAU_BOUNDS = (0.01, 10.0)
+
+
+def tau_parameter(interval_days: float, bayesian: bool) -> Parameter:
+    typical = float(interval_days) / TYPICAL_AGE_DAYS
+    return Parameter("tau", typical, bounds=TAU_BOUNDS,
+                     prior=LogNormal(float(np.log(typical)), 1.0) if bayesian else None)
+
+
+def time_map(s, tau: float):
+    """Physical time (in tumour ages) of the network's time s: t(s) = (τ^s − 1)/(τ − 1), so
+    t(0) = 0, t(1) = 1 (first scan) and t(2) = 1 + τ (follow-up) for every τ > 0; t = s at
+    τ = 1. Numpy."""
+    s = np.asarray(s, dtype=np.float64)
+    a = np.log(tau)
+    return s if abs(a) < 1e-8 else np.expm1(a * s) / np.expm1(a)
+
+
+def time_rate(s, tau):
+    """dt/ds of `time_map` in jet or torch arithmetic: a·e^(as)/(e^a − 1), a = log τ, with the
+    series of a/(e^a − 1) near a = 0 (where the quotient cancels)."""
+    a = tau.log()
+    value = a.value if hasattr(a, "value") else a
+    if abs(float(value.detach())) < 1e-3:
+        factor = 1.0 - a * 0.5 + a * a * (1.0 / 12.0)
+    else:
+        factor = a / (a.exp() - 1.0)
+    return factor * (a * s).exp()
+
+
 class ImageSampler:
     """An :class:`~apps.gbm.patient.ImageField` and its gradient at dimensionless points
     x̂ = (x_mm − centroid)/L, in torch (bilinear, differentiable in the points, on the network's
@@ -116,7 +150,8 @@ class GBMProblem(Problem):
 
     def __init__(self, tissue: ImageSampler, kappa: float, rho_bar: float, ic_width: float,
                  ic_amplitude: float, brain_points: np.ndarray, pixel_size: float,
-                 seed: int = 0, bayesian: bool = False):
+                 seed: int = 0, bayesian: bool = False,
+                 followup_days: float | None = None):
         self.tissue = tissue
         self.kappa, self.rho_bar = float(kappa), float(rho_bar)
         self.ic_width, self.ic_amplitude = float(ic_width), float(ic_amplitude)
@@ -125,16 +160,24 @@ class GBMProblem(Problem):
                                              < NEAR_RADIUS]
         self.pixel_size = float(pixel_size)  # dimensionless
         self.seed = seed
+        self._declare(bayesian, followup_days)
+
+    def _declare(self, bayesian: bool, followup_days: float | None) -> None:
         if bayesian:  # the sampler's model: Bernoulli masks and priors (BAYES_PARAMETERS)
             self.likelihood, self.parameters = BAYES_LIKELIHOOD, BAYES_PARAMETERS
+        # observations at s = 1 and s = 2 (time_map) with a follow-up scan
+        self.last_scan = 1.0
+        if followup_days is not None:
+            self.parameters = (*self.parameters, tau_parameter(followup_days, bayesian))
+            self.last_scan = 2.0
 
     @classmethod
-    def declaration(cls, bayesian: bool = False) -> GBMProblem:
+    def declaration(cls, bayesian: bool = False, followup_days: float | None = None
+                    ) -> GBMProblem:
         """The declaration without a patient (parameters, presets, likelihood): what options
         are checked against before a patient is prepared."""
         problem = cls.__new__(cls)
-        if bayesian:
-            problem.likelihood, problem.parameters = BAYES_LIKELIHOOD, BAYES_PARAMETERS
+        problem._declare(bayesian, followup_days)
         return problem
 
     def initial(self, x, y):
@@ -149,13 +192,15 @@ class GBMProblem(Problem):
         x, y = coords["x"].value, coords["y"].value
         p, p_x, p_y = self.tissue.to(x.device)(x, y)
         diffusion = p * (u.d("x", "x") + u.d("y", "y")) + p_x * u.d("x") + p_y * u.d("y")
-        weight = (RESIDUAL_DECAY * self.rho_bar * (1.0 - coords["t"].value)).exp()
-        return (u.d("t") - self.kappa * theta["D"] * diffusion
-                - self.rho_bar * theta["rho"] * u * (1.0 - u)) * weight
+        weight = (RESIDUAL_DECAY * self.rho_bar * (1.0 - coords["t"].value).clamp(min=0.0)).exp()
+        rhs = self.kappa * theta["D"] * diffusion + self.rho_bar * theta["rho"] * u * (1.0 - u)
+        if self.last_scan > 1.0:  # the network's time s is time_map's
+            rhs = time_rate(coords["t"], theta["tau"]) * rhs
+        return (u.d("t") - rhs) * weight
 
     def collocation(self, n_res, dtype=torch.float32, seed: int = 0):
         """Random points: brain pixels jittered within the pixel (a fraction of them near the
-        tumour, see NEAR_RADIUS), times in [0, 1] skewed to early ones (TIME_POWER); drawn
+        tumour, see NEAR_RADIUS), times in [0, last scan] skewed to early ones (TIME_POWER); drawn
         anew every step (`resample_collocation`), so the front is covered over the steps."""
         n_points = n_res[0] * n_res[1]
         n_near = int(NEAR_FRACTION * n_points) if len(self.near_points) else 0
@@ -164,5 +209,5 @@ class GBMProblem(Problem):
             self.near_points[rng.integers(0, len(self.near_points), n_near)],
             self.brain_points[rng.integers(0, len(self.brain_points), n_points - n_near)]])
         space = space + (rng.random((n_points, 2)) - 0.5) * self.pixel_size
-        times = rng.random(n_points) ** TIME_POWER
+        times = self.last_scan * rng.random(n_points) ** TIME_POWER
         return torch.as_tensor(np.column_stack([space, times]), dtype=dtype)
