@@ -124,6 +124,7 @@ def _method_options(args, problem, method: str):
               "w_reg": args.w_reg, "checkpoint_every": args.checkpoint_every, "nx": args.nx,
               "polish": args.polish, "stop_theta_tol": args.stop_theta_tol,
               "stop_lower_tol": args.stop_lower_tol, "stop_window": args.stop_window,
+              "dataset": args.dataset,
               **{name: getattr(args, name) for name in _SAMPLER_FLAGS}}
     return make_options(problem, method, args.preset, overrides, **values)
 
@@ -154,7 +155,8 @@ def cmd_compare(args) -> int:
     compare(args.problem, args.data, [m.strip() for m in args.methods.split(",") if m.strip()],
             args.out, seeds=args.seeds, w_dats=w_dats, preset=args.preset, u0=args.u0,
             w_reg=args.w_reg, overwrite=args.overwrite,
-            method_options={name: getattr(args, name) for name in _SAMPLER_FLAGS})
+            method_options={"dataset": args.dataset,
+                            **{name: getattr(args, name) for name in _SAMPLER_FLAGS}})
     return 0
 
 
@@ -341,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--method", default="bilo", choices=list(METHODS),
                        help="bilo (default), pinn, adjoint (solver + discrete adjoint + "
                             "L-BFGS-B), hmc (B-BiLO: posterior of θ), hmc-solver (the "
-                            "reference posterior with the solver) or bpinn (B-PINN: HMC over "
-                            "θ and the PINN's weights)")
+                            "reference posterior with the solver), bpinn (B-PINN: HMC over "
+                            "θ and the PINN's weights) or deeponet (a DeepONet pre-trained on "
+                            "--dataset, inference through it)")
     train.add_argument("--preset", default="quick", help="quick (CPU smoke run) or paper")
     train.add_argument("--out", required=True, metavar="RUN_DIR")
     train.add_argument("--theta0", action="append", type=_key_value, default=[],
@@ -365,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the window of the convergence rule (500)")
     for name, (kind, text) in _SAMPLER_FLAGS.items():
         train.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
+    train.add_argument("--dataset", default=None, metavar="DS.h5",
+                       help="deeponet: the dataset it pre-trains on (`bilo dataset`)")
     train.add_argument("--polish", type=int, default=None, metavar="ITERATIONS",
                        help="bilo/pinn: finish with this many L-BFGS-B iterations of the "
                             "solver and its adjoint from the network's answer; both reported")
@@ -412,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--u0", default="auto", help="u0 for pre-training (default auto)")
     compare.add_argument("--overwrite", action="store_true",
                          help="replace the runs DIR holds (refused otherwise)")
+    compare.add_argument("--dataset", default=None, metavar="DS.h5",
+                         help="deeponet: the dataset it pre-trains on (`bilo dataset`)")
     for name, (kind, text) in _SAMPLER_FLAGS.items():
         compare.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     compare.add_argument("--out", required=True, metavar="DIR")

@@ -83,7 +83,8 @@ _LIMITS = {"w_reg": (0.0, _INF), "w_rgrad": (0.0, _INF), "w_dat": (1e-300, _INF)
            "lower_cap": (0, 1 << 30), "lower_lr": (1e-300, _INF), "lora_rank": (0, 1 << 16),
            "sigma_r": (1e-300, _INF), "sigma_w": (1e-300, _INF),
            "stop_theta_tol": (1e-300, _INF), "stop_lower_tol": (1e-300, _INF),
-           "stop_window": (1, 1 << 40), "predictive_every": (1, 1 << 30)}
+           "stop_window": (1, 1 << 40), "predictive_every": (1, 1 << 30),
+           "latent": (1, 1 << 16), "batch": (1, 1 << 24), "sensors": (2, 1 << 20)}
 
 
 # settings whose command-line flag is not their name
@@ -182,6 +183,30 @@ class AdjointOptions(Options):
     maxiter: int = 5000
 
 
+@dataclass
+class DeepONetOptions(Options):
+    """The DeepONet baseline (`bilo.deeponet`): the dataset it pre-trains on (`bilo dataset`),
+    branch and trunk nets of `depth` hidden layers of `width` with `latent` basis functions,
+    `pretrain_steps` Adam steps at lr_net (decaying to 5 %) over `batch` samples each, then
+    `finetune_steps` (--steps) of inference at lr_theta through the frozen surrogate;
+    `sensors`: points where an unknown function enters the branch net."""
+
+    dataset: str | None = None
+    width: int = 128
+    depth: int = 3
+    latent: int = 128
+    pretrain_steps: int = 10_000
+    finetune_steps: int = 2_000
+    lr_net: float = 1e-3
+    lr_theta: float = 1e-2
+    batch: int = 64
+    sensors: int = 101
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 1000
+    record_every: int = 10
+
+
 def require_network(problem: Problem) -> None:
     """The network methods need the problem's residual."""
     if not problem.has_network:
@@ -226,6 +251,22 @@ class BiLOStrategy(NetworkStrategy):
 
 class PINNStrategy(NetworkStrategy):
     name, Options, steps = "pinn", PINNOptions, "PINN"
+
+
+class DeepONetStrategy(Strategy):
+    """Pre-train a DeepONet on solver data, infer through it (`bilo.deeponet`)."""
+
+    name, Options = "deeponet", DeepONetOptions
+
+    def fit(self, problem, data, options, out, *, data_path=None, resume=False, log=print):
+        from bilo.deeponet import DeepONetRun
+
+        run = DeepONetRun(problem, data, options, out, data_path, method=self.name, log=log)
+        if resume:
+            run.load_checkpoint()
+            print(f"resuming from step {run.step} ({run.checkpoint_path})")
+        run.train()
+        return run.result()
 
 
 class AdjointStrategy(Strategy):
@@ -338,7 +379,7 @@ class BPINNStrategy(NetworkSamplerStrategy):
 
 METHODS: dict[str, Strategy] = {s.name: s for s in (
     BiLOStrategy(), PINNStrategy(), AdjointStrategy(), BayesBiLOStrategy(),
-    HMCSolverStrategy(), BPINNStrategy())}
+    HMCSolverStrategy(), BPINNStrategy(), DeepONetStrategy())}
 
 
 def problems_with_adjoint() -> list[str]:
@@ -356,6 +397,9 @@ def make_options(problem: Problem, method: str, preset: str = "quick",
     cls = METHODS[method].Options
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in values.items() if v is not None}
+    if not issubclass(cls, NetworkOptions):  # settings that are the method's own fields
+        values.update({k: v for k, v in (overrides or {}).items()
+                       if v is not None and k in names})
     unknown = set(values) - names
     if unknown:
         raise InputError(f"method '{method}' has no option {', '.join(sorted(unknown))}; "
