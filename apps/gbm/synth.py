@@ -34,13 +34,31 @@ Recipe of :func:`synthesize_patient` (all random draws from ``numpy.random.defau
 8. Labels (BraTS <= 2021): TC = necrotic 1 ∪ enhancing 4, with the enhancing tumour the rim of
    TC (TC minus its erosion by :data:`ENHANCING_RIM_PX` = 2 pixels, 4-connected) and the
    necrotic core inside; edema 2 = WT minus TC. Tumour on the chosen slice only.
-9. Output in ``out_dir``: ``seg.nii.gz`` (uint8), ``wm.nii.gz``, ``gm.nii.gz`` (float32 in
-   [0, 1]) on the template grid, cropped by default to ``crop_slices`` = 2 slices either side
+9. PET, time scale and follow-up, drawn after the accepted first scan from the same stream
+   (so a seed's first scan is the one it had before these were added; a fixed quantity's draw
+   is made all the same): the PET scale s log-uniform in :data:`PET_SCALE_RANGE`; a standard
+   normal ε per pixel of the slice; PET = max(0, s·(u(1) + σ·ε)) inside the first scan's WT, 0
+   outside (σ = ``pet_noise``, default 0.05). Then, one follow-up attempt at a time: T (days
+   from onset, t = 0, to the first scan, t = 1) log-uniform in :func:`time_scale_range`, the T
+   that put D·D̄/T (mm²/day), ρ·ρ̄/T (/day) and the front speed 2·sqrt(D·D̄·ρ·ρ̄)/T (mm/day) in
+   :data:`PHYSICAL_RANGES`; the interval Δ uniform in :data:`INTERVAL_DAYS`; the solve
+   continued from u(1) to t2 = 1 + Δ/T (a second ``solve_fkpp2d`` from the vertex values of
+   u(1), with ceil(n_steps·Δ/T) steps, about the first solve's step size); accepted when it
+   converges, min u(t2) >= −0.05 and the follow-up WT (within the brain slice) has at most
+   :data:`MAX_FOLLOWUP_WT_PX` pixels, otherwise T and Δ are drawn again (an error when both
+   are fixed). Without a follow-up (``followup=False``) T and Δ are drawn once and no second
+   solve is made. The follow-up's labels are made as in step 8.
+10. Output in ``out_dir``: ``seg.nii.gz`` (uint8), ``wm.nii.gz``, ``gm.nii.gz`` (float32 in
+   [0, 1]), ``pet.nii.gz`` (float32) and ``followup/seg.nii.gz`` (uint8) on the template grid,
+   cropped by default to ``crop_slices`` = 2 slices either side
    of the tumour slice (the affine is shifted accordingly, as nibabel's slicer does; pass
-   ``crop_slices=None`` for the whole volume), and ``truth.json``: the draws, both the scales
+   ``crop_slices=None`` for the whole volume); ``patient.json`` ``{"interval_days": Δ}`` with
+   the follow-up; and ``truth.json``: the draws, both the scales
    used for generation and those estimated from the generated masks, and the parameters as the
    inference would see them, D·D̄_gen/D̄_est and ρ·ρ̄_gen/ρ̄_est, next to the scale-free products
-   D·D̄ (mm² per unit time) and ρ·ρ̄ (per unit time).
+   D·D̄ (mm² per unit time) and ρ·ρ̄ (per unit time), T_days, interval_days, the physical
+   D_mm2_per_day, rho_per_day, front_speed_mm_per_day, pet_scale and pet_noise, and the
+   follow-up's t2, areas and solver figures.
 
 The solve runs in-process on ``MPI.COMM_SELF`` (mpi4py initialises MPI on import when needed),
 so a plain ``python`` process works; run it on one process only (under ``mpirun -n N`` every
