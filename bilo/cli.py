@@ -124,7 +124,7 @@ def _method_options(args, problem, method: str):
               "w_reg": args.w_reg, "checkpoint_every": args.checkpoint_every, "nx": args.nx,
               "polish": args.polish, "stop_theta_tol": args.stop_theta_tol,
               "stop_lower_tol": args.stop_lower_tol, "stop_window": args.stop_window,
-              "dataset": args.dataset,
+              "dataset": args.dataset, "pretrained": args.pretrained,
               **{name: getattr(args, name) for name in _SAMPLER_FLAGS}}
     return make_options(problem, method, args.preset, overrides, **values)
 
@@ -370,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=text)
     train.add_argument("--dataset", default=None, metavar="DS.h5",
                        help="deeponet: the dataset it pre-trains on (`bilo dataset`)")
+    train.add_argument("--pretrained", default=None, metavar="RUN_DIR",
+                       help="deeponet: take the operator of an earlier run on the same dataset "
+                            "instead of pre-training")
     train.add_argument("--polish", type=int, default=None, metavar="ITERATIONS",
                        help="bilo/pinn: finish with this many L-BFGS-B iterations of the "
                             "solver and its adjoint from the network's answer; both reported")

@@ -14,6 +14,8 @@ Phases (one run, checkpointed every `checkpoint_every` steps and resumable exact
 * `pretrain`: Adam on the mean squared error over `batch` samples per step (all grid points of
   each), on 90 % of the dataset; the learning rate decays as lr·0.05^(step/steps). At its end
   the relative L2 error on the held-out 10 % (a seeded split) is printed and stored.
+  `pretrained` (an earlier run on the same dataset) takes that run's operator instead: its
+  pre-training steps, wall time and held-out error are reported as this run's.
 * `f0` (unknown functions only): f's network fitted to the initial guess f0, 500 steps.
 * `finetune` (inference): the surrogate frozen, Adam on θ (or on f's network) over the problem's
   likelihood misfit at the observations (+ w_reg·R(f)), θ projected onto its bounds.
@@ -185,6 +187,46 @@ class DeepONetRun:
         self.wall = {"pretrain": 0.0, "f0": 0.0, "finetune": 0.0}
         self.heldout: dict | None = None
         self._checkpoint_step: int | None = None
+        self.pretrain_steps = options.pretrain_steps
+        self.pretrained_from = None
+        if options.pretrained:
+            self._load_pretrained(options.pretrained)
+
+    def architecture(self) -> dict:
+        o = self.options
+        return {"width": o.width, "depth": o.depth, "latent": o.latent, "sensors": o.sensors,
+                "seed": o.seed}
+
+    def _load_pretrained(self, source: str) -> None:
+        """The pre-trained operator of an earlier deeponet run on the same dataset (its
+        pre-training steps, wall time and held-out error are this run's)."""
+        path = Path(source)
+        path = path / "checkpoint.pt" if path.is_dir() else path
+        where = f"--pretrained {source}"
+        if not path.exists():
+            raise InputError(f"{where}: no checkpoint.pt there")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise InputError(f"{where}: unreadable checkpoint ({type(exc).__name__})") from None
+        identity = state.get("identity", {})
+        if identity.get("dataset") != self.dataset_path or identity.get(
+                "problem") != self.problem.name:
+            raise InputError(f"{where}: pre-trained on {identity.get('dataset')} for "
+                             f"{identity.get('problem')}, not {self.dataset_path}")
+        if state.get("architecture") != self.architecture():
+            raise InputError(f"{where}: a network {state.get('architecture')}, not "
+                             f"{self.architecture()}")
+        if state.get("heldout") is None:
+            raise InputError(f"{where}: its pre-training has not finished")
+        self.operator.net.load_state_dict(state["net"])
+        self.pretrain_steps = state["pretrain_steps"]
+        self.step = self.pretrain_steps
+        keep = [j for j, s in enumerate(state["history"]["step"]) if s < self.pretrain_steps]
+        self.history = {k: [v[j] for j in keep] for k, v in state["history"].items()}
+        self.wall["pretrain"] = state["wall"]["pretrain"]
+        self.heldout = state["heldout"]
+        self.pretrained_from = str(path.resolve())
 
     def _tensor(self, values) -> torch.Tensor:
         return torch.as_tensor(np.asarray(values), dtype=torch.float32, device=self.device)
@@ -212,9 +254,9 @@ class DeepONetRun:
     def phases(self) -> list[tuple[str, int, int]]:
         o = self.options
         f0 = F0_STEPS if self.problem.functions else 0
-        return [("pretrain", 0, o.pretrain_steps),
-                ("f0", o.pretrain_steps, o.pretrain_steps + f0),
-                ("finetune", o.pretrain_steps + f0, o.pretrain_steps + f0 + o.finetune_steps)]
+        n = self.pretrain_steps
+        return [("pretrain", 0, n), ("f0", n, n + f0),
+                ("finetune", n + f0, n + f0 + o.finetune_steps)]
 
     def _theta_dict(self, theta: torch.Tensor) -> dict:
         return dict(zip(self.problem.params, theta, strict=True))
@@ -225,7 +267,7 @@ class DeepONetRun:
         pick = torch.randint(len(train), (min(o.batch, len(train)),), generator=self.generator)
         index = torch.as_tensor(train, device=self.device)[pick.to(self.device)]
         for group in self.opt_net.param_groups:
-            group["lr"] = o.lr_net * 0.05 ** (self.step / max(o.pretrain_steps, 1))
+            group["lr"] = o.lr_net * 0.05 ** (self.step / max(self.pretrain_steps, 1))
         u = self._predict_samples(index)
         loss = (u - self.targets[index]).square().mean()
         self.opt_net.zero_grad(set_to_none=True)
@@ -311,6 +353,8 @@ class DeepONetRun:
         self._checkpoint_step = self.step
         state = {"identity": self.identity(), "step": self.step, "history": self.history,
                  "wall": self.wall, "heldout": self.heldout,
+                 "pretrain_steps": self.pretrain_steps, "architecture": self.architecture(),
+                 "pretrained_from": self.pretrained_from,
                  "net": self.operator.net.state_dict(), "opt_net": self.opt_net.state_dict(),
                  "theta": self.theta.detach().cpu(),
                  "functions": self.function_nets.state_dict(),
@@ -339,6 +383,8 @@ class DeepONetRun:
         torch.set_rng_state(state["torch_rng"])
         self.step, self.history, self.wall = state["step"], state["history"], state["wall"]
         self.heldout = state["heldout"]
+        self.pretrain_steps = state["pretrain_steps"]
+        self.pretrained_from = state["pretrained_from"]
         self._checkpoint_step = self.step
 
     # -- loop ---------------------------------------------------------------------------------
@@ -440,6 +486,7 @@ class DeepONetRun:
                                          if k not in problem.params},
             options=o.to_json(), predict=predict,
             extra={"dataset": self.dataset_path, "dataset_samples": self.n_samples,
+                   "pretrained_from": self.pretrained_from,
                    "surrogate_heldout": (self.heldout or {}).get("heldout"),
                    "surrogate_train": (self.heldout or {}).get("train"),
                    "surrogate": f"DeepONet: branch and trunk {o.depth}x{o.width} tanh, "

@@ -189,17 +189,19 @@ class DeepONetOptions(Options):
     branch and trunk nets of `depth` hidden layers of `width` with `latent` basis functions,
     `pretrain_steps` Adam steps at lr_net (decaying to 5 %) over `batch` samples each, then
     `finetune_steps` (--steps) of inference at lr_theta through the frozen surrogate;
-    `sensors`: points where an unknown function enters the branch net."""
+    `sensors`: points where an unknown function enters the branch net; `pretrained`: an
+    earlier deeponet run (folder) on the same dataset whose operator is taken as it is."""
 
     dataset: str | None = None
+    pretrained: str | None = None
     width: int = 128
     depth: int = 3
     latent: int = 128
     pretrain_steps: int = 10_000
     finetune_steps: int = 2_000
-    lr_net: float = 1e-3
+    lr_net: float = 3e-3
     lr_theta: float = 1e-2
-    batch: int = 64
+    batch: int = 32
     sensors: int = 101
     seed: int = 0
     device: str = "auto"
