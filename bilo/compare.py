@@ -99,6 +99,8 @@ def compare(problem: str | Problem, data: str, methods: list[str], out: str | Pa
                          "reference_rel_l2_vs_data": summary.get("reference_rel_l2_vs_data"),
                          "reference_objective": summary.get("reference_objective"),
                          **_posterior_columns(summary),
+                         **({"surrogate_heldout_rel_l2": summary["surrogate_heldout"]["rel_l2"]}
+                            if summary.get("surrogate_heldout") else {}),
                          "wall_s": summary["wall_s"], "steps": summary["steps"]})
             runs.append((variant.label, seed, run_dir, summary))
     _write_csv(out / "comparison.csv", rows)

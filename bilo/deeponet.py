@@ -434,7 +434,7 @@ class DeepONetRun:
                         theta = " ".join(f"{p} {v:.4f}" for p, v in zip(
                             self.problem.params, self.theta.detach().tolist(), strict=True))
                         self.log(f"{name} {self.step - start}/{end - start}: {shown}"
-                                 f"{' ' + theta if name == 'finetune' else ''}, "
+                                 f"{' ' + theta if name == 'finetune' and theta else ''}, "
                                  f"{self.wall[name]:.1f} s")
                     if self.step % o.checkpoint_every == 0:
                         self.save_checkpoint()
