@@ -179,3 +179,59 @@ def test_inference_through_exact_surrogate_recovers_theta(tmp_path, monkeypatch)
     assert summary["surrogate_heldout"]["rel_l2"] < 1e-5
     assert summary["rel_err"]["a"] < 1e-3 and summary["rel_err"]["b"] < 1e-3
     assert summary["u_rel_l2_vs_reference"] < 1e-3
+
+
+def test_deeponet_resumes_bit_identical(tmp_path, monkeypatch):
+    """u = a·tanh(x) + b·tanh(2x) on a 5 x 5 grid of (a, b): a DeepONet (1 x 8 tanh, 8 basis
+    functions, 200 pre-training and 100 inference steps) stopped by SIGINT at step 150 and
+    resumed with `resume=True` ends with the same θ, held-out error and loss history, to the
+    bit, as the same run uninterrupted (one CPU thread)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _resume_check(tmp_path, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _resume_check(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from bilo.dataset import assemble, make_plan, solve_samples
+    from bilo.deeponet import DeepONetRun
+    from bilo.strategies import fit, make_options
+    from bilo.synthetic import run_reference
+    from solvers.common import Interrupted
+    from solvers.datasets import write_dataset
+    from solvers.exchange import write_solution
+
+    problem = TanhPair()
+    plan = make_plan(problem, ["a=0:0.5:2", "b=0:0.5:2"], nx=21)
+    write_dataset(tmp_path / "ds.h5", assemble(plan, *solve_samples(plan, range(25))))
+    write_solution(tmp_path / "gt.h5", run_reference(problem))
+    options = make_options(problem, "deeponet", dataset=str(tmp_path / "ds.h5"), width=8,
+                           depth=1, latent=8, pretrain_steps=200, finetune_steps=100,
+                           checkpoint_every=1000, device="cpu")
+    whole = fit(problem, tmp_path / "gt.h5", "deeponet", tmp_path / "whole", options,
+                validate=False, log=None)
+    original = DeepONetRun.pretrain_step
+
+    def interrupted(self):
+        if self.step == 150:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self)
+
+    monkeypatch.setattr(DeepONetRun, "pretrain_step", interrupted)
+    with pytest.raises(Interrupted):
+        fit(problem, tmp_path / "gt.h5", "deeponet", tmp_path / "split", options,
+            validate=False, log=None)
+    monkeypatch.setattr(DeepONetRun, "pretrain_step", original)
+    resumed = fit(problem, tmp_path / "gt.h5", "deeponet", tmp_path / "split", options,
+                  resume=True, validate=False, log=None)
+    assert resumed.params == whole.params
+    assert resumed.extra["surrogate_heldout"] == whole.extra["surrogate_heldout"]
+    for key in ("step", "theta", "op", "dat"):
+        assert np.array_equal(resumed.history[key], whole.history[key], equal_nan=True), key
