@@ -173,6 +173,12 @@ def cmd_gbm_run(args) -> int:
     return run_from_arguments(args)
 
 
+def cmd_gbm_cohort(args) -> int:
+    from apps.gbm.cohort import run_cohort
+
+    return run_cohort(args)
+
+
 def cmd_validate(args) -> int:
     from bilo.validate import validate
 
@@ -454,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--overwrite", action="store_true", help="replace an earlier grid in OUT")
     grid.set_defaults(run=cmd_posterior_grid)
 
-    gbm = commands.add_parser("gbm", help="glioblastoma patient pipeline: synth, run")
+    gbm = commands.add_parser("gbm", help="glioblastoma patient pipeline: synth, run, cohort")
     gbm_commands = gbm.add_subparsers(dest="gbm_command", required=True, metavar="COMMAND")
     synth = gbm_commands.add_parser(
         "synth", help="synthetic patient on the ICBM152 brain (FEM forward model)",
@@ -475,6 +481,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_arguments(gbm_run)  # options and their checks: apps/gbm/pipeline.py, docs/gbm.md
     gbm_run.set_defaults(run=cmd_gbm_run)
+    cohort = gbm_commands.add_parser(
+        "cohort", help="bilo gbm run on every patient folder under DIR; one CSV table",
+        description="Runs `bilo gbm run` on every patient folder under DIR (--np at a time, "
+                    "one per MPI worker rank, through mpi4py.futures), each into OUT/<name>/, "
+                    "and writes OUT/cohort.csv (parameters, intervals, DICE, coverage). "
+                    "Resumable: patients with OUT/<name>/summary.json are not run again.")
+    from apps.gbm.cohort import add_cohort_arguments
+
+    add_cohort_arguments(cohort)  # options: apps/gbm/cohort.py, docs/gbm.md
+    cohort.set_defaults(run=cmd_gbm_cohort)
 
     playground = commands.add_parser(
         "playground", help="the BiLO playground page: serve it on localhost or export it",
