@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -53,6 +54,8 @@ LOG_NAME = "run.log"
 _OWN_OPTIONS = ("patient_dir", "out", "np", "help")
 # the one-line error of a `bilo` command (bilo/cli.py main)
 _ERROR_PREFIX = "bilo gbm: error: "
+# the user's OMPI_MCA_* settings, recorded for the patients' processes when relaunching
+_MCA_RECORD = "BILO_COHORT_MCA"
 
 
 @dataclass
@@ -204,11 +207,17 @@ def exit_status(statuses) -> int:
 
 
 def standalone_env() -> dict[str, str]:
-    """This process's environment without the variables of an enclosing MPI job (``OMPI_MCA_*``
-    settings kept), one thread, unbuffered output: a child started with it is an MPI singleton.
-    Copied from os.environ, not inherited (an initialised MPI adds variables at C level)."""
-    env = {k: v for k, v in os.environ.items()
-           if k.startswith("OMPI_MCA_") or not k.startswith(_MPI_ENV_PREFIXES)}
+    """This process's environment without the variables of an enclosing MPI job, one thread,
+    unbuffered output: a child started with it is an MPI singleton. Copied from os.environ, not
+    inherited (an initialised MPI adds variables at C level). The user's ``OMPI_MCA_*`` settings
+    are kept: outside mpirun all of them, under mpirun (whose own ``OMPI_MCA_ess``, ``..._uri``
+    ... would make the child look for its job and abort) those the relaunching process recorded
+    in BILO_COHORT_MCA."""
+    under = _under_mpirun()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_MPI_ENV_PREFIXES)
+           or (k.startswith("OMPI_MCA_") and not under)}
+    if under:
+        env.update(json.loads(os.environ.get(_MCA_RECORD, "{}")))
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -295,8 +304,6 @@ def run_cohort(args, runner=run_patient, log=_print) -> int:
 def _schedule(executor, n_workers: int, args, patients, skipped, runner, log) -> int:
     """Run the patients not yet done, at most `n_workers` at a time; rewrite the table after
     every finished one. The exit status."""
-    import json
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     options = forwarded_arguments(args)
@@ -379,6 +386,8 @@ def _relaunch(args) -> int:
     # rank 0 mostly waits (mpi4py's manager polls with a 1 ms back-off): one rank more than
     # the cores is expected, hence --oversubscribe
     command, env = mpi_command(args.np + 1, argv, module="bilo.cli", oversubscribe=True)
+    env[_MCA_RECORD] = json.dumps({k: v for k, v in os.environ.items()
+                                   if k.startswith("OMPI_MCA_")})
     result = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
     errors = [line[len(_ERROR_PREFIX):] for line in result.stderr.splitlines()
