@@ -147,9 +147,22 @@ class BiLO(Method):
     name = "bilo"
     takes_parameters = True
 
-    def __init__(self, *args, w_rgrad: float = 0.1, **kwargs):
+    def __init__(self, *args, w_rgrad: float = 0.1, hold_upper: float | None = None, **kwargs):
         self.w_rgrad = w_rgrad
+        self.hold_upper = hold_upper  # `bilo.model.Settings.hold_upper`
+        self.res_reference: float | None = None  # residual loss at the first fine-tuning step
         super().__init__(*args, **kwargs)
+
+    def _holds(self, losses: dict) -> bool:
+        """Whether θ waits this step (`hold_upper`); records it in `losses["held"]`."""
+        if self.hold_upper is None:
+            return False
+        res = float(losses["res"].detach())
+        if self.res_reference is None:
+            self.res_reference = res
+        held = res > self.hold_upper * self.res_reference
+        losses["held"] = torch.tensor(float(held))
+        return held
 
     def finetune_step(self, batch):
         # Lower level: the local-operator loss moves the weights W only; upper level: the data
@@ -162,10 +175,21 @@ class BiLO(Method):
         self.opt_upper.zero_grad(set_to_none=True)
         losses, lower, _ = self.lower_losses(batch)
         lower.backward(inputs=self.net_params)
-        self.upper_objective(batch, losses).backward(inputs=self.upper_params)
+        held = self._holds(losses)
+        objective = self.upper_objective(batch, losses)
+        if not held:
+            objective.backward(inputs=self.upper_params)
         self.opt_net.step()
-        self._step_upper()
+        if not held:
+            self._step_upper()
         return losses
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "res_reference": self.res_reference}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict({k: v for k, v in state.items() if k != "res_reference"})
+        self.res_reference = state.get("res_reference")
 
 
 class PINN(Method):

@@ -110,6 +110,10 @@ class Settings:
     # points f grows wiggles between them (docs/functions.md)
     n_reg: int = 101
     stratified_reg: bool = True
+    # BiLO: θ waits (no upper step) while the residual loss is above hold_upper × its value at
+    # the first fine-tuning step, so that u_NN catches up with θ before θ moves on; None: the
+    # paper's simultaneous steps throughout
+    hold_upper: float | None = None
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,8 @@ _LIMITS = {"w_reg": (0.0, _INF), "w_rgrad": (0.0, _INF), "w_dat": (1e-300, _INF)
            "sigma_r": (1e-300, _INF), "sigma_w": (1e-300, _INF),
            "stop_theta_tol": (1e-300, _INF), "stop_lower_tol": (1e-300, _INF),
            "stop_window": (1, 1 << 40), "predictive_every": (1, 1 << 30),
-           "latent": (1, 1 << 16), "batch": (1, 1 << 24), "sensors": (2, 1 << 20)}
+           "latent": (1, 1 << 16), "batch": (1, 1 << 24), "sensors": (2, 1 << 20),
+           "hold_upper": (1.0, _INF)}
 
 
 # settings whose command-line flag is not their name
@@ -118,7 +119,7 @@ class BiLOOptions(NetworkOptions):
     w_rgrad: float = 0.1
 
     def step_options(self) -> dict:
-        return {"w_rgrad": self.w_rgrad}
+        return {"w_rgrad": self.w_rgrad, "hold_upper": self.settings.hold_upper}
 
 
 @dataclass

@@ -167,6 +167,35 @@ def test_parameter_bounds_are_kept_by_every_upper_step(method):
     assert m.theta.detach().tolist() == pytest.approx([0.2, 0.9], abs=1e-7)
 
 
+def test_hold_upper_keeps_theta_while_the_residual_is_above_its_reference():
+    """Two-point problem y'' = 2, BiLO with hold_upper 2: the first fine-tuning step records
+    the reference residual loss r0 (that step's loss) and moves θ. With the reference then set
+    to r0/100, the residual loss is far above 2× it: the next step leaves θ exactly where it
+    was and records held = 1. The reference survives a state_dict round trip."""
+    import bilo.methods
+    from bilo.methods import Batch
+
+    problem = get_problem("two_point")
+    torch.manual_seed(0)
+    m = bilo.methods.BiLO(problem, 16, 2, torch.tensor([0.0, 1.0]), 1e-3, 1e-2, hold_upper=2.0)
+    x = torch.linspace(0, 1, 11)[:, None]
+    batch = Batch(collocation=x, obs_points=x, obs_values=x[:, 0] ** 2)
+    before = m.theta.detach().clone()
+    losses = m.finetune_step(batch)
+    reference = m.res_reference
+    assert reference == pytest.approx(float(losses["res"].detach()))
+    assert float(losses["held"]) == 0.0
+    assert not torch.equal(m.theta.detach(), before)
+    m.res_reference = reference / 100.0
+    held_at = m.theta.detach().clone()
+    losses = m.finetune_step(batch)
+    assert float(losses["held"]) == 1.0 and torch.equal(m.theta.detach(), held_at)
+    fresh = bilo.methods.BiLO(problem, 16, 2, torch.tensor([0.0, 1.0]), 1e-3, 1e-2,
+                              hold_upper=2.0)
+    fresh.load_state_dict(m.state_dict())
+    assert fresh.res_reference == m.res_reference
+
+
 def test_two_point_stops_on_convergence(tmp_path, report):
     """Two-point problem, BiLO with the paper's Appendix E settings and 2000 fine-tuning steps
     allowed, stop rule on (θ's relative change < 1e-3 and lower-level loss < 1e-4 over the last
