@@ -221,6 +221,29 @@ def test_a_failing_patient_does_not_stop_the_others(tmp_path):
     assert sorted(call[0] for call in retry.calls) == ["b", "c"]
 
 
+def test_missing_or_unreadable_summaries(tmp_path):
+    """A run that exits 0 but leaves no summary.json is an error; a truncated summary.json
+    found on resuming is no finished patient: it runs again."""
+    root, out = tmp_path / "cohort", tmp_path / "out"
+    _make_patients(root, ["quiet", "truncated"])
+    (out / "truncated").mkdir(parents=True)
+    (out / "truncated" / "summary.json").write_text('{"method": ')
+    runner = FakeRunner()
+
+    def without_summary(name, *rest):
+        return Outcome(name, 0, "", 1.0) if name == "quiet" else runner(name, *rest)
+
+    lines = []
+    assert run_cohort(_args(root, out), runner=without_summary, log=lines.append) == 1
+    assert any("truncated" in line and "unreadable" in line and "running it again" in line
+               for line in lines)
+    table = {row["name"]: row for row in read_table(out / "cohort.csv")}
+    assert table["quiet"]["status"] == "error"
+    assert table["quiet"]["message"] == ("bilo gbm run exited with status 0 but wrote no "
+                                         "summary.json")
+    assert table["truncated"]["status"] == "ok"
+
+
 def test_the_table_is_rewritten_after_every_patient(tmp_path):
     """While the second patient runs, the first one's row is already in cohort.csv."""
     root, out = tmp_path / "cohort", tmp_path / "out"
@@ -282,7 +305,8 @@ def test_two_patients_under_two_ranks(tmp_path, report):
     (mpirun, two worker ranks, each patient an MPI singleton running its FEM in-process): both
     rows come back with the same numbers (same data, same seed, one thread each: the table does
     not depend on which rank ran a patient), 40 steps leave u_NN far from FEM (check failed,
-    EXIT_NOT_A_SOLUTION); a re-run runs nothing and leaves the table as it was."""
+    EXIT_NOT_A_SOLUTION); a re-run runs nothing and leaves the table as it was; --np 1 gives
+    the same table (to 1e-10 in every number but the wall time)."""
     from bilo.cli import main
 
     root, out = tmp_path / "cohort", tmp_path / "out"
@@ -309,3 +333,17 @@ def test_two_patients_under_two_ranks(tmp_path, report):
     assert main(argv) == EXIT_NOT_A_SOLUTION
     report(f"re-run with both done: {time.perf_counter() - started:.0f} s")
     assert (out / "cohort.csv").read_text() == table
+    # --np 1 (the patients one after another in this process's pool): the same table
+    argv[argv.index("--out") + 1], argv[argv.index("--np") + 1] = str(tmp_path / "one"), "1"
+    started = time.perf_counter()
+    assert main(argv) == EXIT_NOT_A_SOLUTION
+    report(f"the same with --np 1: {time.perf_counter() - started:.0f} s")
+    serial = read_table(tmp_path / "one" / "cohort.csv")
+    assert [list(row) for row in serial] == [list(row) for row in rows]
+    for one, two in zip(serial, rows, strict=True):
+        for column in set(one) - skip:
+            try:
+                assert float(one[column]) == pytest.approx(float(two[column]), abs=1e-10,
+                                                           rel=0), column
+            except ValueError:  # text
+                assert one[column] == two[column], column

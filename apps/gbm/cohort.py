@@ -244,6 +244,17 @@ def _error_line(log: Path, returncode: int) -> str:
     return lines[-1] if lines else f"bilo gbm run exited with status {returncode}"
 
 
+def _end_with_parent() -> None:
+    """In the patient's process before it starts: SIGTERM it when its parent, the worker, ends
+    (Linux; mpirun ends the ranks of an interrupted cohort with signals they cannot pass on,
+    which would leave the patients running). Elsewhere nothing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def run_patient(name: str, patient_dir: str, out_dir: str, options: list[str]) -> Outcome:
     """`bilo gbm run PATIENT_DIR --out OUT_DIR OPTIONS` in a child process (an MPI singleton,
     see :func:`standalone_env`), its output in OUT_DIR/run.log. Runs on a worker rank."""
@@ -256,7 +267,8 @@ def run_patient(name: str, patient_dir: str, out_dir: str, options: list[str]) -
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
         result = subprocess.run(command, env=standalone_env(), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=_end_with_parent)
     wall = time.perf_counter() - started
     message = "" if result.returncode in (0, EXIT_NOT_A_SOLUTION) else _error_line(
         out / LOG_NAME, result.returncode)
@@ -315,13 +327,14 @@ def _schedule(executor, n_workers: int, args, patients, skipped, runner, log) ->
         summary_path = out / name / "summary.json"
         if summary_path.exists():
             try:
-                summary = json.loads(summary_path.read_text())
-            except (OSError, ValueError) as exc:
-                raise InputError(f"{summary_path}: cannot read it to resume the cohort ({exc}); "
-                                 "remove it to run the patient again") from None
+                summary = _read_summary(summary_path)
+            except ValueError as exc:
+                log(f"cohort: {name}: {exc}; running it again")
+                pending.append((name, folder))
+                continue
             rows[name], statuses[name] = row_from_summary(name, summary), status_of(summary)
             log(f"cohort: {name} already done ({statuses[name]}; {summary_path}) "
-                f"[{len(rows)}/{total}]")
+                f"[{len(rows)}/{total} done]")
         else:
             pending.append((name, folder))
     order = [name for name, _ in patients]
@@ -346,11 +359,10 @@ def _schedule(executor, n_workers: int, args, patients, skipped, runner, log) ->
         finished, _ = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
         for future in finished:
             name = running.pop(future)
-            status, message, wall = _collect(future, out / name / "summary.json")
-            if status == "error":
-                rows[name] = row_from_error(name, message, wall)
+            summary, message, wall = _collect(future, out / name / "summary.json")
+            if summary is None:
+                rows[name], status = row_from_error(name, message, wall), "error"
             else:
-                summary = json.loads((out / name / "summary.json").read_text())
                 rows[name], status = row_from_summary(name, summary), status_of(summary)
             statuses[name] = status
             save()
@@ -365,17 +377,34 @@ def _schedule(executor, n_workers: int, args, patients, skipped, runner, log) ->
     return exit_status(statuses.values())
 
 
-def _collect(future, summary_path: Path) -> tuple[str, str, float]:
-    """(status, one-line message, wall time) of a finished patient's future: "error" when the
-    run or the worker failed or left no summary.json, else "done" (summary.json says more)."""
+def _read_summary(path: Path) -> dict:
+    """A patient's summary.json, or ValueError with one line saying why it cannot be read."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path}: unreadable (not a JSON object)")
+    return summary
+
+
+def _collect(future, summary_path: Path) -> tuple[dict | None, str, float]:
+    """(summary, one-line message, wall time) of a finished patient's future; the summary is
+    None when the run or the worker failed, or left no readable summary.json."""
     try:
         outcome = future.result()
     except Exception as exc:  # the worker itself failed: the patient's row says so
-        return "error", f"{type(exc).__name__}: {exc}".splitlines()[0], 0.0
-    if outcome.returncode in (0, EXIT_NOT_A_SOLUTION) and summary_path.exists():
-        return "done", "", outcome.wall_s
-    return "error", outcome.message or (f"bilo gbm run exited with status {outcome.returncode} "
-                                        "and wrote no summary.json"), outcome.wall_s
+        return None, f"{type(exc).__name__}: {exc}".splitlines()[0], 0.0
+    if outcome.returncode not in (0, EXIT_NOT_A_SOLUTION):
+        return None, outcome.message or (
+            f"bilo gbm run exited with status {outcome.returncode}"), outcome.wall_s
+    if not summary_path.exists():
+        return None, (f"bilo gbm run exited with status {outcome.returncode} but wrote no "
+                      f"{summary_path.name}"), outcome.wall_s
+    try:
+        return _read_summary(summary_path), "", outcome.wall_s
+    except ValueError as exc:
+        return None, str(exc), outcome.wall_s
 
 
 def _relaunch(args) -> int:
@@ -388,8 +417,18 @@ def _relaunch(args) -> int:
     command, env = mpi_command(args.np + 1, argv, module="bilo.cli", oversubscribe=True)
     env[_MCA_RECORD] = json.dumps({k: v for k, v in os.environ.items()
                                    if k.startswith("OMPI_MCA_")})
-    result = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL) as process:
+        try:
+            _, stderr = process.communicate()
+        except BaseException:  # interrupted: mpirun passes SIGTERM on to the ranks, then ends
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            raise
+    result = subprocess.CompletedProcess(command, process.returncode, None, stderr)
     errors = [line[len(_ERROR_PREFIX):] for line in result.stderr.splitlines()
               if line.startswith(_ERROR_PREFIX)]
     if errors:
