@@ -193,3 +193,31 @@ def test_time_map_puts_the_scans_at_one_and_two(tau):
     expected = (time_map(s + h, tau) - time_map(s - h, tau)) / (2 * h)
     rate = time_rate(torch.tensor(s, dtype=torch.float64), torch.tensor(tau, dtype=torch.float64))
     np.testing.assert_allclose(rate.numpy(), expected, atol=1e-8)
+
+
+def test_inferred_origin_moves_the_seed_and_joins_the_network_inputs():
+    """--infer-origin: parameters x0, y0 (in L, bounds ±0.5) join θ as PDE parameters (network
+    inputs); at t = 0 the transformed output is the reference Gaussian centred at
+    c + (x0, y0)·L in mm (to 1e-5 relative, float32), whatever the network's raw output."""
+    import torch
+
+    from apps.gbm.problem import ORIGIN_BOUND, GBMProblem
+    from apps.gbm.scales import scales_from_length
+    from solvers.fem.reaction_diffusion import gaussian_initial_condition
+
+    scales = scales_from_length(12.0, (30.0, -8.0))
+    problem = GBMProblem(tissue=None, kappa=scales.diffusion_hat, rho_bar=scales.rho_bar,
+                         ic_width=scales.ic_width_mm / scales.L_mm,
+                         ic_amplitude=scales.ic_amplitude, brain_points=np.zeros((1, 2)),
+                         pixel_size=0.1, infer_origin=True)
+    assert problem.params[-2:] == ("x0", "y0") and {"x0", "y0"} <= set(problem.pde_params)
+    assert problem.bounds["x0"] == (-ORIGIN_BOUND, ORIGIN_BOUND)
+    mm, hat = _scaled_points(np.random.default_rng(3), 200, scales.centroid_mm, scales.L_mm,
+                             3 * scales.ic_width_mm)
+    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    coords = {"x": as_tensor(hat[:, 0]), "y": as_tensor(hat[:, 1]), "t": torch.zeros(200)}
+    theta = {"x0": torch.tensor(0.2), "y0": torch.tensor(-0.1)}
+    u0 = problem.output(torch.randn(200), coords, theta, {})
+    centre = np.asarray(scales.centroid_mm) + np.array([0.2, -0.1]) * scales.L_mm
+    reference = gaussian_initial_condition(mm, centre, scales.ic_width_mm, scales.ic_amplitude)
+    np.testing.assert_allclose(u0.numpy(), reference, rtol=1e-5, atol=1e-7)

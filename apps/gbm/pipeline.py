@@ -103,8 +103,11 @@ def _fem_solve(mesh_path: Path, out: Path, scales: Scales, params: dict, n_ranks
     else:
         end, n_times = 1.0, FEM_TIMES
     physical = {"D": params["D"] * scales.D_bar_mm2, "rho": params["rho"] * scales.rho_bar,
-                "T": end, "amp": ic["amplitude"], "x0": scales.centroid_mm[0],
-                "y0": scales.centroid_mm[1], "sigma": ic["width_mm"]}
+                "T": end, "amp": ic["amplitude"],
+                # the seed's centre: the core's centroid, shifted by an inferred (x0, y0)·L
+                "x0": scales.centroid_mm[0] + params.get("x0", 0.0) * scales.L_mm,
+                "y0": scales.centroid_mm[1] + params.get("y0", 0.0) * scales.L_mm,
+                "sigma": ic["width_mm"]}
     summary = run_fem_solve("fkpp2d", physical, str(mesh_path), str(out), n_ranks=n_ranks,
                             nt=n_times)
     print("   " + summary["line"])
@@ -176,7 +179,8 @@ class Case:
 
 def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: int = 0,
             slice: str | int = "auto", coarsen: int = 1, bayesian: bool = False,
-            fit_followup: bool = True, patient: Patient | None = None, log=print) -> Case:
+            fit_followup: bool = True, infer_origin: bool = False,
+            patient: Patient | None = None, log=print) -> Case:
     """Load the patient (unless given), mesh the brain, estimate the scales, solve at the
     initial guess. A follow-up scan is fitted too unless `fit_followup` is False."""
     from meshes import mesh_from_mask, write_mesh
@@ -219,7 +223,7 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         ic_width=ic["width_mm"] / scales.L_mm, ic_amplitude=ic["amplitude"],
         brain_points=_dimensionless(patient.pixel_centres_mm(brain), scales),
         pixel_size=float(np.sqrt(patient.pixel_area_mm2)) / scales.L_mm, seed=seed,
-        bayesian=bayesian, followup_days=followup_days)
+        bayesian=bayesian, followup_days=followup_days, infer_origin=infer_origin)
     with stage("FEM solve at the initial guess"):
         initial = _fem_solve(out / "mesh.xdmf", out / "fem_initial.h5", scales,
                              problem.initial_guess, n_ranks, ic)
@@ -260,6 +264,9 @@ def add_run_arguments(parser):
     parser.add_argument("--first-scan-only", action="store_true",
                         help="fit the first scan only, even with a follow-up (whose coverage by "
                              "the plans is then a prediction)")
+    parser.add_argument("--infer-origin", action="store_true",
+                        help="infer the seed's centre (x0, y0) instead of placing it at the "
+                             "tumour core's centroid")
     parser.add_argument("--u-tolerance", type=float, default=U_TOLERANCE,
                         help="largest relative L2 distance of u_NN from the FEM solution at the "
                              f"answer before the run fails its check (default {U_TOLERANCE})")
@@ -294,7 +301,7 @@ def run_from_arguments(args) -> int:
         device=args.device, w_dat=args.w_dat, seed=args.seed,
         slice=args.slice if args.slice == "auto" else int(args.slice), overrides=overrides,
         sampler=sampler, u_tolerance=args.u_tolerance, detection_level=args.detection_level,
-        fit_followup=not args.first_scan_only)
+        fit_followup=not args.first_scan_only, infer_origin=args.infer_origin)
     return 0 if summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
@@ -303,7 +310,7 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                  slice: str | int = "auto", coarsen: int = 1, overrides: dict | None = None,
                  sampler: dict | None = None, u_tolerance: float = U_TOLERANCE,
                  detection_level: float = calibration.DETECTION_LEVEL, fit_followup: bool = True,
-                 log=print) -> dict:
+                 infer_origin: bool = False, log=print) -> dict:
     """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
     ...) of the training, `sampler` the sampler's options (method hmc: SAMPLER_DEFAULTS and
     `bilo.strategies.BayesBiLOOptions`)."""
@@ -315,8 +322,9 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     followup_days = patient.interval_days if fit_followup else None
     bayesian = method == "hmc"
     sampler = ({**SAMPLER_DEFAULTS, **(sampler or {})} if bayesian else dict(sampler or {}))
-    options = make_options(GBMProblem.declaration(bayesian, followup_days), method, preset,
-                           overrides, seed=seed, device=device, w_dat=w_dat, **sampler)
+    options = make_options(GBMProblem.declaration(bayesian, followup_days, infer_origin),
+                           method, preset, overrides, seed=seed, device=device, w_dat=w_dat,
+                           **sampler)
     if int(n_ranks) != n_ranks or n_ranks < 1:
         raise InputError(f"--np must be an integer >= 1, got {n_ranks}")
     if not u_tolerance > 0:
@@ -328,7 +336,7 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     stage = Stages(log)
     case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
                    coarsen=coarsen, bayesian=bayesian, fit_followup=fit_followup,
-                   patient=patient, log=log)
+                   infer_origin=infer_origin, patient=patient, log=log)
     with stage(f"{method} pre-training and fine-tuning"):
         options = replace(options, u0=_interpolator(case.initial, case.scales,
                                                     case.problem.initial_guess.get("tau")))
@@ -586,7 +594,15 @@ def _summary(patient_dir, patient, scales, method, preset, trained, result, stag
         params_true["tau"] = truth["interval_days"] / truth["T_days"]
         physical_true = {k: truth[k] for k in ("D_mm2_per_day", "rho_per_day", "T_days")
                          if k in truth}
-    rel_err = {k: abs(params[k] - v) / abs(v) for k, v in params_true.items() if k in params}
+    if "x0" in params and "centre_mm" in truth:  # the seed's centre in L from the centroid
+        offset = (np.asarray(truth["centre_mm"]) - scales.centroid_mm) / scales.L_mm
+        params_true.update(x0=float(offset[0]), y0=float(offset[1]))
+    rel_err = {k: abs(params[k] - v) / abs(v) for k, v in params_true.items()
+               if k in params and k not in ("x0", "y0")}
+    if "x0" in params_true:  # an offset has no relative error: its distance in mm
+        rel_err["origin_error_mm"] = float(np.hypot(params["x0"] - params_true["x0"],
+                                                    params["y0"] - params_true["y0"])
+                                           * scales.L_mm)
     rel_err.update({k: abs(physical[k] - v) / abs(v) for k, v in physical_true.items()
                     if k in physical})
     if {"D", "rho"} <= params_true.keys():

@@ -67,6 +67,17 @@ def tau_parameter(interval_days: float, bayesian: bool) -> Parameter:
                      prior=LogNormal(float(np.log(typical)), 1.0) if bayesian else None)
 
 
+# With `infer_origin` the seed's centre is unknown: (x0, y0) in units of L from the tumour-core
+# centroid, within ORIGIN_BOUND of it (the seed lies inside the core, whose radius is below L).
+ORIGIN_BOUND = 0.5
+
+
+def origin_parameters(bayesian: bool) -> tuple[Parameter, ...]:
+    return tuple(Parameter(name, 0.0, bounds=(-ORIGIN_BOUND, ORIGIN_BOUND), prior=(
+        TruncatedNormal(0.0, ORIGIN_BOUND / 2, -ORIGIN_BOUND, ORIGIN_BOUND) if bayesian
+        else None)) for name in ("x0", "y0"))
+
+
 def time_map(s, tau: float):
     """Physical time (in tumour ages) of the network's time s: t(s) = (τ^s − 1)/(τ − 1), so
     t(0) = 0, t(1) = 1 (first scan) and t(2) = 1 + τ (follow-up) for every τ > 0; t = s at
@@ -151,7 +162,7 @@ class GBMProblem(Problem):
     def __init__(self, tissue: ImageSampler, kappa: float, rho_bar: float, ic_width: float,
                  ic_amplitude: float, brain_points: np.ndarray, pixel_size: float,
                  seed: int = 0, bayesian: bool = False,
-                 followup_days: float | None = None):
+                 followup_days: float | None = None, infer_origin: bool = False):
         self.tissue = tissue
         self.kappa, self.rho_bar = float(kappa), float(rho_bar)
         self.ic_width, self.ic_amplitude = float(ic_width), float(ic_amplitude)
@@ -160,9 +171,10 @@ class GBMProblem(Problem):
                                              < NEAR_RADIUS]
         self.pixel_size = float(pixel_size)  # dimensionless
         self.seed = seed
-        self._declare(bayesian, followup_days)
+        self._declare(bayesian, followup_days, infer_origin)
 
-    def _declare(self, bayesian: bool, followup_days: float | None) -> None:
+    def _declare(self, bayesian: bool, followup_days: float | None,
+                 infer_origin: bool = False) -> None:
         if bayesian:  # the sampler's model: Bernoulli masks and priors (BAYES_PARAMETERS)
             self.likelihood, self.parameters = BAYES_LIKELIHOOD, BAYES_PARAMETERS
         # observations at s = 1 and s = 2 (time_map) with a follow-up scan
@@ -170,14 +182,17 @@ class GBMProblem(Problem):
         if followup_days is not None:
             self.parameters = (*self.parameters, tau_parameter(followup_days, bayesian))
             self.last_scan = 2.0
+        self.infer_origin = infer_origin
+        if infer_origin:  # the seed's centre (x0, y0), a PDE parameter through u's transform
+            self.parameters = (*self.parameters, *origin_parameters(bayesian))
 
     @classmethod
-    def declaration(cls, bayesian: bool = False, followup_days: float | None = None
-                    ) -> GBMProblem:
+    def declaration(cls, bayesian: bool = False, followup_days: float | None = None,
+                    infer_origin: bool = False) -> GBMProblem:
         """The declaration without a patient (parameters, presets, likelihood): what options
         are checked against before a patient is prepared."""
         problem = cls.__new__(cls)
-        problem._declare(bayesian, followup_days)
+        problem._declare(bayesian, followup_days, infer_origin)
         return problem
 
     def initial(self, x, y):
@@ -186,7 +201,10 @@ class GBMProblem(Problem):
         return self.ic_amplitude * (-(x * x + y * y) / (2 * self.ic_width**2)).exp()
 
     def output(self, net, coords, theta, functions):
-        return self.initial(coords["x"], coords["y"]) + net * coords["t"]
+        x, y = coords["x"], coords["y"]
+        if self.infer_origin:
+            x, y = x - theta["x0"], y - theta["y0"]
+        return self.initial(x, y) + net * coords["t"]
 
     def residual(self, u, coords, theta, functions):
         x, y = coords["x"].value, coords["y"].value
