@@ -104,9 +104,15 @@ def cmd_dataset(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from solvers.exchange import describe, read_solution
+    from solvers.datasets import KIND, describe_dataset, read_dataset
+    from solvers.exchange import describe, open_h5, read_solution
 
-    print(describe(read_solution(args.file), args.file))
+    with open_h5(args.file) as h5:
+        kind = h5.attrs.get("kind", "")
+    if (kind.decode() if isinstance(kind, bytes) else kind) == KIND:
+        print(describe_dataset(read_dataset(args.file), args.file))
+    else:
+        print(describe(read_solution(args.file), args.file))
     return 0
 
 

@@ -209,6 +209,12 @@ class DeepONetOptions(Options):
     checkpoint_every: int = 1000
     record_every: int = 10
 
+    def check(self, problem: Problem) -> None:
+        super().check(problem)
+        if not self.dataset:
+            raise InputError("--dataset: the deeponet method needs a dataset made by "
+                             f"`bilo dataset {problem.name} ... --out DS.h5`")
+
 
 def require_network(problem: Problem) -> None:
     """The network methods need the problem's residual."""

@@ -137,3 +137,25 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
     return Dataset(problem=problem, names=names, theta=theta, axes=axes, grid=grid, u=u,
                    constants=constants, function_x=function_x, functions=functions,
                    provenance=provenance)
+
+
+def describe_dataset(data: Dataset, path: str | os.PathLike = "") -> str:
+    """A human-readable summary of a dataset file, for `bilo info`."""
+    lines = [f"file       {path}", f"problem    {data.problem} (dataset of {data.n_samples} "
+                                                f"solves)"]
+    for j, name in enumerate(data.names):
+        values = np.unique(data.theta[:, j])
+        lines.append(f"parameter  {name}: {len(values)} values in [{values[0]:g}, "
+                     f"{values[-1]:g}]")
+    for name, values in data.functions.items():
+        lines.append(f"function   {name}: {values.shape[0]} draws on {values.shape[1]} points, "
+                     f"range [{values.min():.4g}, {values.max():.4g}]")
+    for axis in data.axes:
+        g = data.grid[axis]
+        lines.append(f"grid {axis:<5} {len(g)} nodes in [{g[0]:g}, {g[-1]:g}]")
+    lines.append(f"solution   u{list(data.u.shape)} over (sample, {', '.join(data.axes)}), "
+                 f"range [{data.u.min():.4g}, {data.u.max():.4g}]")
+    if data.provenance:
+        lines.append("provenance " + ", ".join(f"{k}={v}" for k, v in data.provenance.items()
+                                               if v != ""))
+    return "\n".join(lines)

@@ -235,3 +235,38 @@ def _resume_check(tmp_path, monkeypatch):
     assert resumed.extra["surrogate_heldout"] == whole.extra["surrogate_heldout"]
     for key in ("step", "theta", "op", "dat"):
         assert np.array_equal(resumed.history[key], whole.history[key], equal_nan=True), key
+
+
+def test_deeponet_in_compare_and_option_errors(tmp_path, capsys):
+    """`bilo.compare` with the deeponet method on u = a·tanh(x) + b·tanh(2x) (5 x 5 grid of
+    (a, b), truth (0.5, 1.5); 1 x 8 nets, 300 + 300 steps): its row carries the θ errors, the
+    u error against the closed form at the inferred θ and the held-out error (finite numbers);
+    `bilo info` describes the dataset; --method deeponet without --dataset, and --dataset with
+    --method bilo, are one line each."""
+    from bilo.compare import compare
+    from bilo.dataset import assemble, make_plan, solve_samples
+    from bilo.synthetic import run_reference
+    from solvers.datasets import write_dataset
+    from solvers.exchange import write_solution
+
+    problem = TanhPair()
+    plan = make_plan(problem, ["a=0:0.5:2", "b=0:0.5:2"], nx=21)
+    write_dataset(tmp_path / "ds.h5", assemble(plan, *solve_samples(plan, range(25))))
+    write_solution(tmp_path / "gt.h5", run_reference(problem))
+    (row,) = compare(problem, str(tmp_path / "gt.h5"), ["deeponet"], tmp_path / "cmp",
+                     overrides={"width": 8, "depth": 1, "pretrain_steps": 300,
+                                "finetune_steps": 300},
+                     method_options={"dataset": str(tmp_path / "ds.h5")})
+    for key in ("rel_err_a", "rel_err_b", "u_rel_l2_vs_reference", "surrogate_heldout_rel_l2"):
+        assert math.isfinite(row[key]), key
+    assert row["steps"] == 600
+    assert main(["info", str(tmp_path / "ds.h5")]) == 0
+    assert "dataset of 25 solves" in capsys.readouterr().out
+    gt = str(tmp_path / "fkpp.h5")
+    assert main(["solve", "fkpp", "--nx", "21", "--nt", "11", "--n-obs", "5", "--out", gt]) == 0
+    assert main(["train", "fkpp", "--data", gt, "--method", "deeponet", "--out",
+                 str(tmp_path / "r1")]) == 2
+    _one_line(capsys, "--dataset", "bilo dataset fkpp")
+    assert main(["train", "fkpp", "--data", gt, "--method", "bilo", "--dataset", gt,
+                 "--out", str(tmp_path / "r2")]) == 2
+    _one_line(capsys, "has no option dataset")
