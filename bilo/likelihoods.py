@@ -147,6 +147,73 @@ class SegmentationMasks(Likelihood):
         return f"SegmentationMasks(noise={self.noise}, slope={self.slope:g})"
 
 
+@dataclass(frozen=True)
+class ScaledDensity(Likelihood):
+    """A map proportional to u with an unknown scale c (parameter `scale_param`) and noise
+    relative to it: d_i = c·(u_i + σ·ε_i), ε_i ~ N(0, 1) — a PET-like uptake map of the tumour
+    cells. −log L = Σ_i [(d_i/c − u_i)²/(2σ²) + log c] (the log c: the density of d, not of
+    d/c); the misfit is its mean over the rows."""
+
+    scale_param: str = "pet_scale"
+    sigma: float = 0.05
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return (self.scale_param,)
+
+    def negative_log(self, u, observed, theta=None):
+        c = theta[self.scale_param]
+        xp = array_namespace(u)
+        log_c = float(np.log(c)) if xp is np else xp.log(c)
+        return (((observed / c - u) ** 2).sum() / (2.0 * self.sigma**2)
+                + len(observed) * log_c)
+
+    def scale(self, n: int) -> float:
+        return float(n)
+
+    def value(self, u, observed, theta=None):
+        return self.negative_log(u, observed, theta) / self.scale(len(observed))
+
+    def describe(self) -> str:
+        return f"ScaledDensity({self.scale_param}, sigma={self.sigma:g})"
+
+
+@dataclass(frozen=True)
+class Stacked(Likelihood):
+    """Observations of several kinds, stacked row-wise: `parts` is ((likelihood, rows), ...) in
+    the order of the rows. Independent given u, so −log L is the sum of the parts' and the
+    misfit is that sum (scale 1): the parts weigh as their likelihoods say."""
+
+    parts: tuple = ()
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        names = []
+        for likelihood, _ in self.parts:
+            names += [n for n in likelihood.parameters if n not in names]
+        return tuple(names)
+
+    def negative_log(self, u, observed, theta=None):
+        total, start = 0.0, 0
+        for likelihood, rows in self.parts:
+            total = total + likelihood.negative_log(u[start:start + rows],
+                                                    observed[start:start + rows], theta)
+            start += rows
+        if start != len(observed):
+            raise ValueError(f"Stacked likelihood: parts cover {start} rows, the data have "
+                             f"{len(observed)}")
+        return total
+
+    def scale(self, n: int) -> float:
+        return 1.0
+
+    def value(self, u, observed, theta=None):
+        return self.negative_log(u, observed, theta)
+
+    def describe(self) -> str:
+        return "Stacked(" + ", ".join(f"{lk.describe()} × {rows}" for lk, rows in self.parts) + ")"
+
+
 def _like(values: np.ndarray, u):
     """`values` (numpy) in the array type, dtype and device of u."""
     if array_namespace(u) is np:

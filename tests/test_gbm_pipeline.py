@@ -221,3 +221,25 @@ def test_inferred_origin_moves_the_seed_and_joins_the_network_inputs():
     centre = np.asarray(scales.centroid_mm) + np.array([0.2, -0.1]) * scales.L_mm
     reference = gaussian_initial_condition(mm, centre, scales.ic_width_mm, scales.ic_amplitude)
     np.testing.assert_allclose(u0.numpy(), reference, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_pipeline_with_follow_up_and_pet(tmp_path):
+    """data/patient_cortex (a follow-up after 145 days and a PET map), 2 mm mesh, 20 + 20 BiLO
+    steps: τ and the PET scale join θ; DICE for both scans; D and ρ per day with their truth
+    (D_mm2_per_day = D·D̄/T and T = interval/τ, to 1e-9); the plans' coverage of the follow-up
+    in [0, 1] and said to be in-sample."""
+    summary = run_pipeline("data/patient_cortex", tmp_path, coarsen=2,
+                           overrides={"pretrain_steps": 20, "finetune_steps": 20})
+    params, physical = summary["params"], summary["physical"]
+    assert {"tau", "pet_scale"} <= set(params)
+    assert {"WT_FEM_followup", "TC_NN_followup"} <= set(summary["dice"])
+    age = 145.22493897469067 / params["tau"]
+    assert physical["T_days"] == pytest.approx(age, rel=1e-9)
+    assert physical["D_mm2_per_day"] == pytest.approx(
+        params["D"] * summary["scales"]["D_bar_mm2"] / age, rel=1e-9)
+    assert {"D_mm2_per_day", "rho_per_day", "T_days"} <= set(summary["physical_true"])
+    coverage = summary["plans"]["coverage"]
+    assert all(0.0 <= v <= 1.0 for v in coverage.values())
+    assert summary["plans"]["coverage_is"].startswith("in-sample")
+    assert 0.0 < summary["pet"]["rel_l2_vs_fem"] and summary["params_true"]["pet_scale"] > 0

@@ -31,7 +31,7 @@ import numpy as np
 
 from apps.gbm import calibration
 from apps.gbm.patient import ImageField, Patient, brain_mask, load_patient, tissue_P
-from apps.gbm.problem import GBMProblem, ImageSampler, time_map
+from apps.gbm.problem import GBMProblem, ImageSampler, ModelChoices, time_map
 from apps.gbm.scales import Scales, patient_scales
 from solvers.common import InputError, atomic_path, write_json_atomic
 from solvers.exchange import (
@@ -150,16 +150,41 @@ def scans(patient: Patient, fit_followup: bool) -> list[tuple[str, float, np.nda
 
 
 def observations(patient: Patient, brain: np.ndarray, scales: Scales,
-                 fit_followup: bool = True) -> Observations:
-    """Every pixel of `brain` at each scan's time, coded 0 (outside WT), 1 (WT, not TC),
-    2 (TC); the first scan's rows first."""
+                 model: ModelChoices | None = None) -> tuple[Observations, tuple[int, int]]:
+    """Every pixel of `brain` at each fitted scan's time, coded 0 (outside WT), 1 (WT, not
+    TC), 2 (TC), the first scan's rows first; then, with a PET map in the model, its values at
+    the first scan's whole-tumour pixels of `brain`. Also the (segmentation, PET) row counts."""
+    model = model or ModelChoices()
     points = _dimensionless(patient.pixel_centres_mm(brain), scales)
     rows, values = [], []
-    for _, s, wt, tc in scans(patient, fit_followup):
+    for _, s, wt, tc in scans(patient, model.followup_days is not None):
         rows.append(np.column_stack([points, np.full(len(points), s)]))
         values.append((wt.astype(int) + tc.astype(int))[brain].astype(np.float64))
-    return Observations(points=np.concatenate(rows), values=np.concatenate(values),
-                        columns=("x", "y", "t"), layout="segmentation")
+    n_seg = sum(len(v) for v in values)
+    if model.pet_scale0 is not None:
+        uptake = patient.wt & brain
+        pet_points = _dimensionless(patient.pixel_centres_mm(uptake), scales)
+        rows.append(np.column_stack([pet_points, np.ones(len(pet_points))]))
+        values.append(patient.pet[uptake].astype(np.float64))
+    return (Observations(points=np.concatenate(rows), values=np.concatenate(values),
+                         columns=("x", "y", "t"), layout="segmentation"),
+            (n_seg, sum(len(v) for v in values) - n_seg))
+
+
+def model_choices(patient: Patient, method: str, *, fit_followup: bool = True,
+                  infer_origin: bool = False, use_pet: bool = True,
+                  pet_noise: float = 0.05) -> ModelChoices:
+    """The patient's model: the sampler's with `--method hmc`, τ with a fitted follow-up, the
+    seed's centre, and the PET map's scale when the patient has one (and `use_pet`)."""
+    pet_scale0 = None
+    if use_pet and patient.pet is not None:
+        core = patient.tc if patient.tc.any() else patient.wt
+        pet_scale0 = float(np.percentile(patient.pet[core], 95))
+        if not pet_scale0 > 0:
+            raise InputError("pet: no uptake inside the tumour core; run with --no-pet")
+    return ModelChoices(bayesian=method == "hmc",
+                        followup_days=patient.interval_days if fit_followup else None,
+                        infer_origin=infer_origin, pet_scale0=pet_scale0, pet_noise=pet_noise)
 
 
 @dataclass
@@ -178,22 +203,23 @@ class Case:
 
 
 def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: int = 0,
-            slice: str | int = "auto", coarsen: int = 1, bayesian: bool = False,
-            fit_followup: bool = True, infer_origin: bool = False,
+            slice: str | int = "auto", coarsen: int = 1, model: ModelChoices | None = None,
             patient: Patient | None = None, log=print) -> Case:
     """Load the patient (unless given), mesh the brain, estimate the scales, solve at the
-    initial guess. A follow-up scan is fitted too unless `fit_followup` is False."""
+    initial guess; the problem is the patient's with the `model`'s choices."""
     from meshes import mesh_from_mask, write_mesh
 
+    model = model or ModelChoices()
     with stage("load patient"):
         patient = patient or load_patient(patient_dir, slice=slice)
         log(f"   slice {patient.slice_index}, {patient.convention} labels, WT "
             f"{patient.wt_area_px} px, TC {patient.tc_area_px} px" + (
                 f"; follow-up after {patient.interval_days:g} days, WT "
                 f"{int(patient.followup_wt.sum())} px"
-                + ("" if fit_followup else " (not fitted)")
-                if patient.followup_wt is not None else ""))
-    followup_days = patient.interval_days if fit_followup else None
+                + ("" if model.followup_days is not None else " (not fitted)")
+                if patient.followup_wt is not None else "")
+            + ("; PET fitted" if model.pet_scale0 is not None else ""))
+    followup_days = model.followup_days
     with stage("mesh"):
         whole_brain = brain_mask(patient)
         tissue = tissue_P(patient)
@@ -204,7 +230,7 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
     with stage("characteristic scales"):
         scales = patient_scales(patient)
         distance = np.linalg.norm(_dimensionless(patient.pixel_centres_mm(), scales), axis=-1)
-        fitted = scans(patient, fit_followup)
+        fitted = scans(patient, followup_days is not None)
         # the region reaches 1 L beyond the farthest fitted whole-tumour pixel
         radius = max(REGION_RADIUS, *(distance[wt].max() + 1.0 for _, _, wt, _ in fitted
                                       if wt.any()))
@@ -216,6 +242,7 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         ic = {"width_mm": scales.ic_width_mm, "amplitude": scales.ic_amplitude}
         log(f"   L = {scales.L_mm:.2f} mm, D̄ = {scales.D_bar_mm2:.4g} mm²/time, "
             f"ρ̄ = {scales.rho_bar:.4g} /time, centroid {np.round(scales.centroid_mm, 1)} mm")
+    observed, rows = observations(patient, brain, scales, model)
     problem = GBMProblem(
         ImageSampler(ImageField(tissue, patient.affine2d, sigma_mm=TISSUE_SMOOTHING_MM),
                      scales.centroid_mm, scales.L_mm),
@@ -223,7 +250,7 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         ic_width=ic["width_mm"] / scales.L_mm, ic_amplitude=ic["amplitude"],
         brain_points=_dimensionless(patient.pixel_centres_mm(brain), scales),
         pixel_size=float(np.sqrt(patient.pixel_area_mm2)) / scales.L_mm, seed=seed,
-        bayesian=bayesian, followup_days=followup_days, infer_origin=infer_origin)
+        model=model, rows=rows)
     with stage("FEM solve at the initial guess"):
         initial = _fem_solve(out / "mesh.xdmf", out / "fem_initial.h5", scales,
                              problem.initial_guess, n_ranks, ic)
@@ -237,7 +264,7 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         problem="gbm", params={}, axes=initial.axes, grid=grid, u=u,
         mesh=Mesh(_dimensionless(initial.mesh.vertices, scales), initial.mesh.cells,
                   units="dimensionless: (x - centroid) / L"),
-        observations=observations(patient, brain, scales, fit_followup),
+        observations=observed,
         provenance={"patient": str(patient_dir), "u": "FEM solution at the initial guess",
                     "t": "the network's time s: first scan s = 1, follow-up s = 2"
                     if followup_days is not None else "tumour ages: the scan at t = 1"})
@@ -267,6 +294,11 @@ def add_run_arguments(parser):
     parser.add_argument("--infer-origin", action="store_true",
                         help="infer the seed's centre (x0, y0) instead of placing it at the "
                              "tumour core's centroid")
+    parser.add_argument("--no-pet", action="store_true",
+                        help="ignore the patient's PET map (by default it is fitted as c·u "
+                             "inside the whole tumour, c unknown)")
+    parser.add_argument("--pet-noise", type=float, default=0.05,
+                        help="noise of the PET map relative to its scale (default 0.05)")
     parser.add_argument("--u-tolerance", type=float, default=U_TOLERANCE,
                         help="largest relative L2 distance of u_NN from the FEM solution at the "
                              f"answer before the run fails its check (default {U_TOLERANCE})")
@@ -301,7 +333,8 @@ def run_from_arguments(args) -> int:
         device=args.device, w_dat=args.w_dat, seed=args.seed,
         slice=args.slice if args.slice == "auto" else int(args.slice), overrides=overrides,
         sampler=sampler, u_tolerance=args.u_tolerance, detection_level=args.detection_level,
-        fit_followup=not args.first_scan_only, infer_origin=args.infer_origin)
+        fit_followup=not args.first_scan_only, infer_origin=args.infer_origin,
+        use_pet=not args.no_pet, pet_noise=args.pet_noise)
     return 0 if summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
@@ -310,7 +343,8 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                  slice: str | int = "auto", coarsen: int = 1, overrides: dict | None = None,
                  sampler: dict | None = None, u_tolerance: float = U_TOLERANCE,
                  detection_level: float = calibration.DETECTION_LEVEL, fit_followup: bool = True,
-                 infer_origin: bool = False, log=print) -> dict:
+                 infer_origin: bool = False, use_pet: bool = True, pet_noise: float = 0.05,
+                 log=print) -> dict:
     """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
     ...) of the training, `sampler` the sampler's options (method hmc: SAMPLER_DEFAULTS and
     `bilo.strategies.BayesBiLOOptions`)."""
@@ -318,13 +352,15 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
 
     # every option is checked before the first expensive stage (mesh, FEM); the patient is read
     # first (it says whether τ is a parameter)
+    if not pet_noise > 0:
+        raise InputError(f"--pet-noise must be > 0, got {pet_noise}")
     patient = load_patient(patient_dir, slice=slice)
-    followup_days = patient.interval_days if fit_followup else None
-    bayesian = method == "hmc"
+    model = model_choices(patient, method, fit_followup=fit_followup,
+                          infer_origin=infer_origin, use_pet=use_pet, pet_noise=pet_noise)
+    bayesian = model.bayesian
     sampler = ({**SAMPLER_DEFAULTS, **(sampler or {})} if bayesian else dict(sampler or {}))
-    options = make_options(GBMProblem.declaration(bayesian, followup_days, infer_origin),
-                           method, preset, overrides, seed=seed, device=device, w_dat=w_dat,
-                           **sampler)
+    options = make_options(GBMProblem.declaration(model), method, preset, overrides,
+                           seed=seed, device=device, w_dat=w_dat, **sampler)
     if int(n_ranks) != n_ranks or n_ranks < 1:
         raise InputError(f"--np must be an integer >= 1, got {n_ranks}")
     if not u_tolerance > 0:
@@ -335,8 +371,7 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     out.mkdir(parents=True, exist_ok=True)
     stage = Stages(log)
     case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
-                   coarsen=coarsen, bayesian=bayesian, fit_followup=fit_followup,
-                   infer_origin=infer_origin, patient=patient, log=log)
+                   coarsen=coarsen, model=model, patient=patient, log=log)
     with stage(f"{method} pre-training and fine-tuning"):
         options = replace(options, u0=_interpolator(case.initial, case.scales,
                                                     case.problem.initial_guess.get("tau")))
@@ -432,6 +467,13 @@ def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
                     masks[f"{source}_{region}{suffix}"], observed)
     check, warnings = network_check(np.concatenate(u_nn), np.concatenate(u_fem), scores,
                                     u_tolerance)
+    pet = None
+    if "pet_scale" in params:  # the map over its scale against u_FEM, inside the whole tumour
+        uptake = patient.wt & brain
+        scaled = patient.pet[uptake] / params["pet_scale"]
+        pet = {"scale": params["pet_scale"],
+               "rel_l2_vs_fem": float(np.linalg.norm(scaled - images["fem"][uptake])
+                                      / np.linalg.norm(scaled))}
     u_error = check["u_rel_l2_vs_fem"]
     volumes = dict(images)
     if posterior is not None:
@@ -461,7 +503,7 @@ def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
                  draws=np.asarray(trained.history["theta"]) if posterior else None,
                  names=list(case.problem.params))
     return {"dice": scores, "u_rel_l2_vs_reference": u_error, "check": check,
-            "warnings": warnings, "plans": plan_summary, "posterior": posterior}
+            "warnings": warnings, "plans": plan_summary, "posterior": posterior, "pet": pet}
 
 
 # NIfTI file of each image on the patient grid
@@ -594,6 +636,8 @@ def _summary(patient_dir, patient, scales, method, preset, trained, result, stag
         params_true["tau"] = truth["interval_days"] / truth["T_days"]
         physical_true = {k: truth[k] for k in ("D_mm2_per_day", "rho_per_day", "T_days")
                          if k in truth}
+    if "pet_scale" in params and truth.get("pet_scale"):
+        params_true["pet_scale"] = truth["pet_scale"]
     if "x0" in params and "centre_mm" in truth:  # the seed's centre in L from the centroid
         offset = (np.asarray(truth["centre_mm"]) - scales.centroid_mm) / scales.L_mm
         params_true.update(x0=float(offset[0]), y0=float(offset[1]))
@@ -622,6 +666,7 @@ def _summary(patient_dir, patient, scales, method, preset, trained, result, stag
         "rel_err": rel_err, "dice": result["dice"],
         "u_rel_l2_vs_reference": result["u_rel_l2_vs_reference"], "check": result["check"],
         "warnings": result["warnings"], "plans": result["plans"],
+        **({"pet": result["pet"]} if result["pet"] is not None else {}),
         **({"posterior": {k: v for k, v in result["posterior"].items() if k != "maps"}}
            if result["posterior"] is not None else {}),
         "scales": {"L_mm": scales.L_mm, "D_bar_mm2": scales.D_bar_mm2,

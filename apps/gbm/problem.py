@@ -19,12 +19,14 @@ uses the Bernoulli likelihood of the masks and the priors of BAYES_PARAMETERS.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from apps.gbm.patient import ImageField
 from apps.gbm.scales import THRESHOLD_RANGES
-from bilo.likelihoods import SegmentationMasks
+from bilo.likelihoods import ScaledDensity, SegmentationMasks, Stacked
 from bilo.model import Parameter, Problem, Settings
 from bilo.priors import LogNormal, TruncatedNormal
 
@@ -76,6 +78,27 @@ def origin_parameters(bayesian: bool) -> tuple[Parameter, ...]:
     return tuple(Parameter(name, 0.0, bounds=(-ORIGIN_BOUND, ORIGIN_BOUND), prior=(
         TruncatedNormal(0.0, ORIGIN_BOUND / 2, -ORIGIN_BOUND, ORIGIN_BOUND) if bayesian
         else None)) for name in ("x0", "y0"))
+
+
+# With a PET-like map: its unknown scale c (uptake at u = 1), its initial guess the map's 95th
+# percentile over the core (where u is near 1), bounds and prior a factor 100 / e around it.
+def pet_parameter(scale0: float, bayesian: bool) -> Parameter:
+    return Parameter("pet_scale", scale0, bounds=(scale0 / 100.0, scale0 * 100.0),
+                     prior=LogNormal(float(np.log(scale0)), 1.0) if bayesian else None)
+
+
+@dataclass(frozen=True)
+class ModelChoices:
+    """What the patient's model includes beyond D, ρ and the thresholds: the sampler's
+    likelihood and priors (`bayesian`), a follow-up scan after `followup_days` (τ), the seed's
+    centre (`infer_origin`: x0, y0) and a PET-like map (`pet_scale0`: its scale c, with relative
+    noise `pet_noise`)."""
+
+    bayesian: bool = False
+    followup_days: float | None = None
+    infer_origin: bool = False
+    pet_scale0: float | None = None
+    pet_noise: float = 0.05
 
 
 def time_map(s, tau: float):
@@ -161,8 +184,10 @@ class GBMProblem(Problem):
 
     def __init__(self, tissue: ImageSampler, kappa: float, rho_bar: float, ic_width: float,
                  ic_amplitude: float, brain_points: np.ndarray, pixel_size: float,
-                 seed: int = 0, bayesian: bool = False,
-                 followup_days: float | None = None, infer_origin: bool = False):
+                 seed: int = 0, model: ModelChoices = ModelChoices(),
+                 rows: tuple[int, int] | None = None):
+        """`rows`: with a PET map, the observations' (segmentation rows, PET rows), in that
+        order."""
         self.tissue = tissue
         self.kappa, self.rho_bar = float(kappa), float(rho_bar)
         self.ic_width, self.ic_amplitude = float(ic_width), float(ic_amplitude)
@@ -171,10 +196,10 @@ class GBMProblem(Problem):
                                              < NEAR_RADIUS]
         self.pixel_size = float(pixel_size)  # dimensionless
         self.seed = seed
-        self._declare(bayesian, followup_days, infer_origin)
+        self._declare(model, rows)
 
-    def _declare(self, bayesian: bool, followup_days: float | None,
-                 infer_origin: bool = False) -> None:
+    def _declare(self, model: ModelChoices, rows: tuple[int, int] | None = None) -> None:
+        bayesian, followup_days = model.bayesian, model.followup_days
         if bayesian:  # the sampler's model: Bernoulli masks and priors (BAYES_PARAMETERS)
             self.likelihood, self.parameters = BAYES_LIKELIHOOD, BAYES_PARAMETERS
         # observations at s = 1 and s = 2 (time_map) with a follow-up scan
@@ -182,17 +207,21 @@ class GBMProblem(Problem):
         if followup_days is not None:
             self.parameters = (*self.parameters, tau_parameter(followup_days, bayesian))
             self.last_scan = 2.0
-        self.infer_origin = infer_origin
-        if infer_origin:  # the seed's centre (x0, y0), a PDE parameter through u's transform
+        self.infer_origin = model.infer_origin
+        if model.infer_origin:  # the seed's centre, a PDE parameter through u's transform
             self.parameters = (*self.parameters, *origin_parameters(bayesian))
+        if model.pet_scale0 is not None:  # an observation parameter: no network input
+            self.parameters = (*self.parameters, pet_parameter(model.pet_scale0, bayesian))
+            seg_rows, pet_rows = rows or (0, 0)  # (0, 0): a declaration without data
+            self.likelihood = Stacked(((self.likelihood, seg_rows), (
+                ScaledDensity("pet_scale", model.pet_noise), pet_rows)))
 
     @classmethod
-    def declaration(cls, bayesian: bool = False, followup_days: float | None = None,
-                    infer_origin: bool = False) -> GBMProblem:
+    def declaration(cls, model: ModelChoices = ModelChoices()) -> GBMProblem:
         """The declaration without a patient (parameters, presets, likelihood): what options
         are checked against before a patient is prepared."""
         problem = cls.__new__(cls)
-        problem._declare(bayesian, followup_days, infer_origin)
+        problem._declare(model)
         return problem
 
     def initial(self, x, y):
