@@ -102,11 +102,11 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
         problem = _text(h5.attrs.get("problem", ""))
         theta_ds = need("parameters/theta")
         names = tuple(n for n in _text(theta_ds.attrs.get("names", "")).split(",") if n)
-        theta = theta_ds[()].astype(np.float64)
+        theta = np.asarray(theta_ds[()], dtype=np.float64)
         u_ds = need("u")
         axes = tuple(a for a in _text(u_ds.attrs.get("axes", "")).split(",") if a)
         grid = {a: need(f"grid/{a}")[()].astype(np.float64) for a in axes}
-        u = u_ds[()].astype(np.float64)
+        u = np.asarray(u_ds[()], dtype=np.float64)
         constants = ({k: float(v) for k, v in h5["constants"].attrs.items()}
                      if "constants" in h5 else {})
         function_x, functions = None, {}
