@@ -201,7 +201,7 @@ def test_inferred_origin_moves_the_seed_and_joins_the_network_inputs():
     c + (x0, y0)·L in mm (to 1e-5 relative, float32), whatever the network's raw output."""
     import torch
 
-    from apps.gbm.problem import ORIGIN_BOUND, GBMProblem
+    from apps.gbm.problem import ORIGIN_BOUND, GBMProblem, ModelChoices
     from apps.gbm.scales import scales_from_length
     from solvers.fem.reaction_diffusion import gaussian_initial_condition
 
@@ -209,7 +209,7 @@ def test_inferred_origin_moves_the_seed_and_joins_the_network_inputs():
     problem = GBMProblem(tissue=None, kappa=scales.diffusion_hat, rho_bar=scales.rho_bar,
                          ic_width=scales.ic_width_mm / scales.L_mm,
                          ic_amplitude=scales.ic_amplitude, brain_points=np.zeros((1, 2)),
-                         pixel_size=0.1, infer_origin=True)
+                         pixel_size=0.1, model=ModelChoices(infer_origin=True))
     assert problem.params[-2:] == ("x0", "y0") and {"x0", "y0"} <= set(problem.pde_params)
     assert problem.bounds["x0"] == (-ORIGIN_BOUND, ORIGIN_BOUND)
     mm, hat = _scaled_points(np.random.default_rng(3), 200, scales.centroid_mm, scales.L_mm,
