@@ -243,3 +243,31 @@ def test_pipeline_with_follow_up_and_pet(tmp_path):
     assert all(0.0 <= v <= 1.0 for v in coverage.values())
     assert summary["plans"]["coverage_is"].startswith("in-sample")
     assert 0.0 < summary["pet"]["rel_l2_vs_fem"] and summary["params_true"]["pet_scale"] > 0
+
+
+def test_observations_of_two_scans_and_pet():
+    """data/patient_cortex: the observations are the brain's pixels at s = 1 (first scan's
+    codes 0/1/2), the same pixels at s = 2 (the follow-up's codes), then the PET map at the
+    first scan's whole-tumour pixels (s = 1): row counts (n, n, |WT ∩ region|), the codes
+    summing to |WT| + |TC| per scan inside the region, and PET values equal to the map's. The
+    model's PET scale guess is the map's 95th percentile over the core; --no-pet drops it."""
+    from apps.gbm.patient import brain_mask, load_patient
+    from apps.gbm.pipeline import model_choices, observations
+    from apps.gbm.scales import patient_scales
+
+    patient = load_patient("data/patient_cortex")
+    scales = patient_scales(patient)
+    region = brain_mask(patient)
+    model = model_choices(patient, "bilo")
+    assert model.followup_days == pytest.approx(145.22493897469067)
+    assert model.pet_scale0 == pytest.approx(np.percentile(patient.pet[patient.tc], 95))
+    obs, (n_seg, n_pet) = observations(patient, region, scales, model)
+    n = int(region.sum())
+    assert n_seg == 2 * n and n_pet == int((patient.wt & region).sum())
+    t = obs.points[:, 2]
+    assert (t[:n] == 1.0).all() and (t[n:2 * n] == 2.0).all() and (t[2 * n:] == 1.0).all()
+    for first, (wt, tc) in ((0, (patient.wt, patient.tc)),
+                            (n, (patient.followup_wt, patient.followup_tc))):
+        assert obs.values[first:first + n].sum() == (wt & region).sum() + (tc & region).sum()
+    np.testing.assert_array_equal(obs.values[2 * n:], patient.pet[patient.wt & region])
+    assert model_choices(patient, "bilo", use_pet=False).pet_scale0 is None
