@@ -484,16 +484,16 @@ def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
             image[brain] = values
             volumes[name] = image
         warnings += posterior["notes"]
-    # the plan's density: the posterior mean of u, else the FEM's u at the answer
-    plan_density = volumes["mean"] if posterior is not None else images["fem"]
+    # the plan ranks pixels by u_FEM at the answer (the posterior mean with hmc): a 15 mm
+    # margin's area reaches where u is ~1e-3, and there u_NN's noise, not the model, would rank
     whole_brain = brain_mask(patient)
     plans = {"standard": calibration.standard_plan(patient.tc, whole_brain, patient.affine2d)}
-    plans["model"] = calibration.model_plan(plan_density, whole_brain,
+    plans["model"] = calibration.model_plan(images["fem"], whole_brain,
                                             int(plans["standard"].sum()))
     plan_summary = {"margin_mm": calibration.MARGIN_MM,
                     "area_mm2": float(plans["standard"].sum() * patient.pixel_area_mm2),
-                    "density": "posterior mean of u_NN at the first scan"
-                    if posterior is not None else "u_FEM at the first scan, inferred parameters"}
+                    "density": "u_FEM at the first scan at the answer"
+                               + (" (the posterior mean)" if posterior is not None else "")}
     if patient.followup_wt is not None:
         plan_summary["coverage"] = {name: calibration.coverage(plan, patient.followup_wt)
                                     for name, plan in plans.items()}
