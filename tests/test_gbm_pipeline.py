@@ -225,11 +225,11 @@ def test_inferred_origin_moves_the_seed_and_joins_the_network_inputs():
 
 @pytest.mark.slow
 def test_pipeline_with_follow_up_and_pet(tmp_path):
-    """data/patient_cortex (a follow-up after 145 days and a PET map), 2 mm mesh, 20 + 20 BiLO
-    steps: τ and the PET scale join θ; DICE for both scans; D and ρ per day with their truth
-    (D_mm2_per_day = D·D̄/T and T = interval/τ, to 1e-9); the plans' coverage of the follow-up
-    in [0, 1] and said to be in-sample."""
-    summary = run_pipeline("data/patient_cortex", tmp_path, coarsen=2,
+    """data/patient_cortex (a follow-up after 145 days and a PET map, fitted), 2 mm mesh,
+    20 + 20 BiLO steps: τ and the PET scale join θ; DICE for both scans; D and ρ per day with
+    their truth (D_mm2_per_day = D·D̄/T and T = interval/τ, to 1e-9); the plans' coverage of
+    the follow-up in [0, 1] and said to be in-sample."""
+    summary = run_pipeline("data/patient_cortex", tmp_path, coarsen=2, use_pet=True,
                            overrides={"pretrain_steps": 20, "finetune_steps": 20})
     params, physical = summary["params"], summary["physical"]
     assert {"tau", "pet_scale"} <= set(params)
@@ -250,7 +250,8 @@ def test_observations_of_two_scans_and_pet():
     codes 0/1/2), the same pixels at s = 2 (the follow-up's codes), then the PET map at the
     first scan's whole-tumour pixels (s = 1): row counts (n, n, |WT ∩ region|), the codes
     summing to |WT| + |TC| per scan inside the region, and PET values equal to the map's. The
-    model's PET scale guess is the map's 95th percentile over the core; --no-pet drops it."""
+    model's PET scale guess is the map's 95th percentile over the core; without --fit-pet the
+    map is not in the model."""
     from apps.gbm.patient import brain_mask, load_patient
     from apps.gbm.pipeline import model_choices, observations
     from apps.gbm.scales import patient_scales
@@ -258,7 +259,7 @@ def test_observations_of_two_scans_and_pet():
     patient = load_patient("data/patient_cortex")
     scales = patient_scales(patient)
     region = brain_mask(patient)
-    model = model_choices(patient, "bilo")
+    model = model_choices(patient, "bilo", use_pet=True)
     assert model.followup_days == pytest.approx(145.22493897469067)
     assert model.pet_scale0 == pytest.approx(np.percentile(patient.pet[patient.tc], 95))
     obs, (n_seg, n_pet) = observations(patient, region, scales, model)
@@ -270,4 +271,4 @@ def test_observations_of_two_scans_and_pet():
                             (n, (patient.followup_wt, patient.followup_tc))):
         assert obs.values[first:first + n].sum() == (wt & region).sum() + (tc & region).sum()
     np.testing.assert_array_equal(obs.values[2 * n:], patient.pet[patient.wt & region])
-    assert model_choices(patient, "bilo", use_pet=False).pet_scale0 is None
+    assert model_choices(patient, "bilo").pet_scale0 is None  # PET only when asked

@@ -172,16 +172,16 @@ def observations(patient: Patient, brain: np.ndarray, scales: Scales,
 
 
 def model_choices(patient: Patient, method: str, *, fit_followup: bool = True,
-                  infer_origin: bool = False, use_pet: bool = True,
+                  infer_origin: bool = False, use_pet: bool = False,
                   pet_noise: float = 0.05) -> ModelChoices:
     """The patient's model: the sampler's with `--method hmc`, τ with a fitted follow-up, the
-    seed's centre, and the PET map's scale when the patient has one (and `use_pet`)."""
+    seed's centre, and with `use_pet` the PET map's scale when the patient has one."""
     pet_scale0 = None
     if use_pet and patient.pet is not None:
         core = patient.tc if patient.tc.any() else patient.wt
         pet_scale0 = float(np.percentile(patient.pet[core], 95))
         if not pet_scale0 > 0:
-            raise InputError("pet: no uptake inside the tumour core; run with --no-pet")
+            raise InputError("pet: no uptake inside the tumour core; run without --fit-pet")
     return ModelChoices(bayesian=method == "hmc",
                         followup_days=patient.interval_days if fit_followup else None,
                         infer_origin=infer_origin, pet_scale0=pet_scale0, pet_noise=pet_noise)
@@ -296,9 +296,9 @@ def add_run_arguments(parser):
     parser.add_argument("--infer-origin", action="store_true",
                         help="infer the seed's centre (x0, y0) instead of placing it at the "
                              "tumour core's centroid")
-    parser.add_argument("--no-pet", action="store_true",
-                        help="ignore the patient's PET map (by default it is fitted as c·u "
-                             "inside the whole tumour, c unknown)")
+    parser.add_argument("--fit-pet", action="store_true",
+                        help="fit the patient's PET map too, as c·u inside the whole tumour "
+                             "(c unknown; off by default: docs/gbm.md)")
     parser.add_argument("--pet-noise", type=float, default=0.05,
                         help="noise of the PET map relative to its scale (default 0.05)")
     parser.add_argument("--u-tolerance", type=float, default=U_TOLERANCE,
@@ -336,7 +336,7 @@ def run_from_arguments(args) -> int:
         slice=args.slice if args.slice == "auto" else int(args.slice), overrides=overrides,
         sampler=sampler, u_tolerance=args.u_tolerance, detection_level=args.detection_level,
         fit_followup=not args.first_scan_only, infer_origin=args.infer_origin,
-        use_pet=not args.no_pet, pet_noise=args.pet_noise)
+        use_pet=args.fit_pet, pet_noise=args.pet_noise)
     return 0 if summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
@@ -345,7 +345,7 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                  slice: str | int = "auto", coarsen: int = 1, overrides: dict | None = None,
                  sampler: dict | None = None, u_tolerance: float = U_TOLERANCE,
                  detection_level: float = calibration.DETECTION_LEVEL, fit_followup: bool = True,
-                 infer_origin: bool = False, use_pet: bool = True, pet_noise: float = 0.05,
+                 infer_origin: bool = False, use_pet: bool = False, pet_noise: float = 0.05,
                  log=print) -> dict:
     """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
     ...) of the training, `sampler` the sampler's options (method hmc: SAMPLER_DEFAULTS and
