@@ -31,7 +31,7 @@ import numpy as np
 
 from apps.gbm import calibration
 from apps.gbm.patient import ImageField, Patient, brain_mask, load_patient, tissue_P
-from apps.gbm.problem import NEAR_RADIUS, GBMProblem, ImageSampler, ModelChoices, time_map
+from apps.gbm.problem import GBMProblem, ImageSampler, ModelChoices, time_map
 from apps.gbm.scales import Scales, patient_scales
 from solvers.common import InputError, atomic_path, write_json_atomic
 from solvers.exchange import (
@@ -232,10 +232,8 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         distance = np.linalg.norm(_dimensionless(patient.pixel_centres_mm(), scales), axis=-1)
         fitted = scans(patient, followup_days is not None)
         # the region reaches 1 L beyond the farthest fitted whole-tumour pixel
-        reach = max(distance[wt].max() for _, _, wt, _ in fitted if wt.any())
-        radius = max(REGION_RADIUS, reach + 1.0)
-        # half the residual points near the front: with a follow-up, out to its farthest pixel
-        near = max(NEAR_RADIUS, reach + 0.5) if len(fitted) > 1 else NEAR_RADIUS
+        radius = max(REGION_RADIUS, *(distance[wt].max() + 1.0 for _, _, wt, _ in fitted
+                                      if wt.any()))
         brain = whole_brain & (distance < radius)
         for suffix, _, wt, _ in fitted:
             if (wt & ~brain).any():
@@ -252,7 +250,7 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         ic_width=ic["width_mm"] / scales.L_mm, ic_amplitude=ic["amplitude"],
         brain_points=_dimensionless(patient.pixel_centres_mm(brain), scales),
         pixel_size=float(np.sqrt(patient.pixel_area_mm2)) / scales.L_mm, seed=seed,
-        model=model, rows=rows, near_radius=near)
+        model=model, rows=rows)
     with stage("FEM solve at the initial guess"):
         initial = _fem_solve(out / "mesh.xdmf", out / "fem_initial.h5", scales,
                              problem.initial_guess, n_ranks, ic)

@@ -185,16 +185,15 @@ class GBMProblem(Problem):
     def __init__(self, tissue: ImageSampler, kappa: float, rho_bar: float, ic_width: float,
                  ic_amplitude: float, brain_points: np.ndarray, pixel_size: float,
                  seed: int = 0, model: ModelChoices = ModelChoices(),
-                 rows: tuple[int, int] | None = None, near_radius: float = NEAR_RADIUS):
+                 rows: tuple[int, int] | None = None):
         """`rows`: with a PET map, the observations' (segmentation rows, PET rows), in that
-        order. `near_radius`: where half of the residual points go (a follow-up's front lies
-        farther out than NEAR_RADIUS)."""
+        order."""
         self.tissue = tissue
         self.kappa, self.rho_bar = float(kappa), float(rho_bar)
         self.ic_width, self.ic_amplitude = float(ic_width), float(ic_amplitude)
         self.brain_points = np.asarray(brain_points, dtype=np.float64)  # dimensionless (M, 2)
         self.near_points = self.brain_points[np.linalg.norm(self.brain_points, axis=1)
-                                             < near_radius]
+                                             < NEAR_RADIUS]
         self.pixel_size = float(pixel_size)  # dimensionless
         self.seed = seed
         self._declare(model, rows)
