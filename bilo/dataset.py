@@ -312,18 +312,13 @@ def _arguments(problem: str, grids, out, samples, functions, seed, nx, nt) -> li
 
 
 def _relaunch(plan, grids, out, samples, functions, seed, nx, nt, n_ranks, oversubscribe):
-    from solvers.fem.cli import mpi_command
+    from solvers.fem.cli import check_relaunch, mpi_command
 
     command, env = mpi_command(n_ranks, _arguments(plan.problem.name, grids, out, samples,
                                                    functions, seed, nx, nt),
                                module="bilo.dataset", oversubscribe=oversubscribe)
     result = subprocess.run(command, env=env, stdout=None, stderr=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-        if errors:
-            raise InputError(errors[0][len("error: "):])
-        raise RuntimeError(f"mpirun -n {n_ranks} failed (exit {result.returncode}):\n"
-                           + "\n".join(result.stderr.splitlines()[-20:]))
+    check_relaunch(result, n_ranks)
 
 
 def _main_rank(argv: list[str]) -> int:

@@ -36,7 +36,7 @@ from bilo.functions import FunctionNet
 from bilo.jet import Jet
 from bilo.model import Problem
 from bilo.results import FUNCTION_POINTS, Result, reference_points
-from bilo.train import _signals_caught, pick_device
+from bilo.train import _signals_caught, pick_device, read_checkpoint
 from solvers.common import Diverged, InputError, Interrupted, atomic_path
 from solvers.datasets import Dataset, read_dataset
 from solvers.exchange import SolutionFile
@@ -205,10 +205,7 @@ class DeepONetRun:
         where = f"--pretrained {source}"
         if not path.exists():
             raise InputError(f"{where}: no checkpoint.pt there")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise InputError(f"{where}: unreadable checkpoint ({type(exc).__name__})") from None
+        state = read_checkpoint(path, where)
         identity = state.get("identity", {})
         if identity.get("dataset") != self.dataset_path or identity.get(
                 "problem") != self.problem.name:
@@ -367,10 +364,7 @@ class DeepONetRun:
         path = self.checkpoint_path
         if not path.exists():
             raise InputError(f"{path}: no checkpoint to resume from")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise InputError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+        state = read_checkpoint(path)
         if state.get("identity") != self.identity():
             raise InputError(f"{path}: checkpoint is for {state.get('identity')}, not this run")
         self.operator.net.load_state_dict(state["net"])

@@ -144,6 +144,16 @@ def _format_losses(losses: dict[str, float], theta: list[float], names) -> str:
     return " ".join(parts)
 
 
+def read_checkpoint(path: Path, where: str | None = None) -> dict:
+    """A checkpoint's saved state; a torn or foreign file is one InputError line naming
+    `where` (default: the path)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputError(f"{where or path}: unreadable checkpoint ({type(exc).__name__})"
+                         ) from None
+
+
 class Run:
     """One training run of a network method in a directory."""
 
@@ -253,10 +263,7 @@ class Run:
         path = self.checkpoint_path
         if not path.exists():
             raise InputError(f"{path}: no checkpoint to resume from")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a torn or foreign file: say so in one line
-            raise InputError(f"{path}: unreadable checkpoint ({type(exc).__name__})") from None
+        state = read_checkpoint(path)
         saved = state.get("identity", {})
         if saved != self.identity():
             raise InputError(f"{path}: checkpoint is for {saved.get('method')} on "

@@ -314,12 +314,17 @@ def _check_same_grid(path: Path, data: np.ndarray, affine: np.ndarray, seg_path:
                          f"difference {difference:.4g}); resample onto the segmentation grid")
 
 
-def _check_probability(path: Path, data: np.ndarray) -> np.ndarray:
+def _check_finite(path: Path, data: np.ndarray, kind: str) -> None:
+    """InputError naming the file and counting its NaN (or else infinite) values."""
     finite = np.isfinite(data)
     if not finite.all():
         n_nan = int(np.isnan(data).sum())
         what = f"{n_nan} NaN value(s)" if n_nan else f"{int((~finite).sum())} infinite value(s)"
-        raise InputError(f"{path}: probability map has {what}")
+        raise InputError(f"{path}: {kind} has {what}")
+
+
+def _check_probability(path: Path, data: np.ndarray) -> np.ndarray:
+    _check_finite(path, data, "probability map")
     low, high = float(data.min()), float(data.max())
     if low < -PROBABILITY_TOLERANCE or high > 1.0 + PROBABILITY_TOLERANCE:
         hint = " (a 0-255 map must be divided by 255)" if high > 1.5 else ""
@@ -450,11 +455,7 @@ def load_patient(folder, slice: str | int = "auto") -> Patient:
 
 def _check_pet(path: Path, data: np.ndarray) -> np.ndarray:
     """A PET-like map: finite and >= 0; InputError naming the file otherwise."""
-    finite = np.isfinite(data)
-    if not finite.all():
-        n_nan = int(np.isnan(data).sum())
-        what = f"{n_nan} NaN value(s)" if n_nan else f"{int((~finite).sum())} infinite value(s)"
-        raise InputError(f"{path}: PET map has {what}")
+    _check_finite(path, data, "PET map")
     if data.min() < 0:
         raise InputError(f"{path}: PET map has negative values (min {data.min():.4g}, "
                          f"{int((data < 0).sum())} voxel(s)); expected uptake >= 0")

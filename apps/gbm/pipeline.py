@@ -194,6 +194,7 @@ class Case:
 
     patient: Patient
     brain: np.ndarray  # the training region: brain pixels within REGION_RADIUS L of the core
+    whole_brain: np.ndarray  # the meshed brain mask of the slice
     scales: Scales
     problem: GBMProblem
     data: SolutionFile
@@ -269,7 +270,8 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
                     "t": "the network's time s: first scan s = 1, follow-up s = 2"
                     if followup_days is not None else "tumour ages: the scan at t = 1"})
     write_solution(out / "observations.h5", data)
-    return Case(patient, brain, scales, problem, data, initial, ic, out / "mesh.xdmf")
+    return Case(patient, brain, whole_brain, scales, problem, data, initial, ic,
+                out / "mesh.xdmf")
 
 
 def add_run_arguments(parser):
@@ -484,7 +486,7 @@ def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
         warnings += posterior["notes"]
     # the plan ranks pixels by u_FEM at the answer (the posterior mean with hmc): a 15 mm
     # margin's area reaches where u is ~1e-3, and there u_NN's noise, not the model, would rank
-    whole_brain = brain_mask(patient)
+    whole_brain = case.whole_brain
     plans = {"standard": calibration.standard_plan(patient.tc, whole_brain, patient.affine2d)}
     plans["model"] = calibration.model_plan(images["fem"], whole_brain,
                                             int(plans["standard"].sum()))

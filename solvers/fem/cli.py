@@ -95,6 +95,18 @@ def mpi_command(n_ranks: int, args: list[str], module: str = "solvers.fem.cli",
     return command, env
 
 
+def check_relaunch(result: subprocess.CompletedProcess, n_ranks: int) -> None:
+    """After an mpirun relaunch: a rank's "error: ..." line (bad input) as one InputError, any
+    other failure as a RuntimeError with the last lines of stderr."""
+    if result.returncode == 0:
+        return
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    if errors:
+        raise InputError(errors[0][len("error: "):])
+    raise RuntimeError(f"mpirun -n {n_ranks} failed (exit {result.returncode}):\n"
+                       + "\n".join(result.stderr.splitlines()[-20:]))
+
+
 def _relaunch(problem, params, mesh_path, out, n_ranks, oversubscribe=False,
               **options) -> dict:
     args = [problem, "--out", str(out)]
@@ -109,12 +121,7 @@ def _relaunch(problem, params, mesh_path, out, n_ranks, oversubscribe=False,
         args += [flag] if value is True else [flag, str(value)]
     command, env = mpi_command(n_ranks, args, oversubscribe=oversubscribe)
     result = subprocess.run(command, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-        if errors:
-            raise InputError(errors[0][len("error: "):])
-        raise RuntimeError(f"mpirun -n {n_ranks} failed (exit {result.returncode}):\n"
-                           + "\n".join(result.stderr.splitlines()[-20:]))
+    check_relaunch(result, n_ranks)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     return {"line": lines[-1] if lines else "", "out": str(out), "mpi_ranks": n_ranks}
 
