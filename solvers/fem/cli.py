@@ -26,7 +26,12 @@ Problems and their parameters:
 
 * ``darcy``: −∇·(A∇u) = f, u = 0 on the boundary. A = `high` where the seeded GRF
   ``darcy_grf(seed)`` is > 0 and `low` elsewhere (the BiLO paper: 12 and 3), or the mesh's cell
-  field named by `field` (default ``A`` if the mesh has it); f constant.
+  field named by `field` (default ``A`` if the mesh has it); f constant. The solve takes A per
+  cell (the GRF at the centroids); the file's ``inputs/A``, the truth of the unknown function,
+  is per vertex: the GRF thresholded at each vertex (a mesh field: its area-weighted vertex
+  mean). Observations of u (``obs``): at every mesh vertex (``vertices``, the default) or on an
+  n_obs × n_obs grid over the mesh's bounding box (``grid``; u_h interpolated in P1), with
+  Gaussian noise of standard deviation `noise` drawn from ``default_rng(seed)``.
 * ``fkpp2d``: u_t = ∇·(D·P∇u) + ρu(1−u), no flux, t in [0, T], nt output times; P is the
   mesh field named by `field` (default ``P`` if present, else 1); u0 = amp·exp(−|x−x0|²/(2σ²))
   centred at (x0, y0) (default: the vertex nearest the mesh's centroid), σ default 5% of the
@@ -53,6 +58,7 @@ PARAMS = {
     "fkpp2d": {"D": 1.0, "rho": 1.0, "T": 1.0, "amp": 0.5},  # + optional x0, y0, sigma
 }
 OPTIONAL = {"darcy": (), "fkpp2d": ("x0", "y0", "sigma")}
+OBSERVATION_LAYOUTS = ("vertices", "grid")
 _MPI_ENV_PREFIXES = ("OMPI_", "PMIX_", "OPAL_", "PMI_", "HYDRA_")
 
 
@@ -168,7 +174,9 @@ def _gaussian_seed(mesh_data, params: dict[str, float]):
 def run_fem_solve(problem: str, params: dict[str, float], mesh_path=None, out="solution.h5", *,
                   n_ranks: int = 1, n: int | None = None, nt: int | None = None,
                   n_steps: int | None = None, field: str | None = None, solver: str = "lu",
-                  xdmf: bool = True, comm=None, oversubscribe: bool = False) -> dict | None:
+                  xdmf: bool = True, comm=None, oversubscribe: bool = False,
+                  obs: str | None = None, n_obs: int | None = None, noise: float = 0.0,
+                  seed: int | None = None) -> dict | None:
     """Solve `problem` ("darcy" or "fkpp2d") and write its outputs (see the module docstring).
 
     Args:
@@ -185,6 +193,8 @@ def run_fem_solve(problem: str, params: dict[str, float], mesh_path=None, out="s
         xdmf: also write ``<stem>_paraview.xdmf`` for ParaView.
         comm: MPI communicator for an in-process solve (default COMM_WORLD).
         oversubscribe: allow more ranks than cores (passed to mpirun).
+        obs, n_obs, noise, seed: darcy's observations (module docstring): layout "vertices"
+            (default) or "grid" with n_obs per side (default 51), noise σ, noise seed.
 
     Returns:
         On rank 0 (and in the relaunching process) a summary dict with ``line`` (a one-line
@@ -202,17 +212,56 @@ def run_fem_solve(problem: str, params: dict[str, float], mesh_path=None, out="s
             raise InputError(f"{flag} {value}: must be at least {least}")
     if mesh_path is not None and not Path(mesh_path).exists():
         raise InputError(f"{mesh_path}: mesh file does not exist")
+    observing = obs is not None or n_obs is not None or noise or seed is not None
+    if problem != "darcy" and observing:
+        raise InputError(f"{problem}: --obs, --n-obs, --noise and --seed apply to darcy only")
+    if obs is not None and obs not in OBSERVATION_LAYOUTS:
+        raise InputError(f"--obs {obs}: choose from {', '.join(OBSERVATION_LAYOUTS)}")
+    if n_obs is not None and (obs != "grid" or n_obs < 2):
+        raise InputError(f"--n-obs {n_obs}: needs --obs grid and at least 2 points per side")
+    if not (np.isfinite(noise) and noise >= 0):
+        raise InputError(f"--noise {noise}: must be a finite number >= 0")
     options = {"n": n, "nt": nt, "n_steps": n_steps, "field": field, "solver": solver,
-               "no_xdmf": not xdmf}
+               "no_xdmf": not xdmf, "obs": obs, "n_obs": n_obs, "noise": noise, "seed": seed}
     if n_ranks > 1 and not _under_mpirun():
         return _relaunch(problem, params, mesh_path, out, int(n_ranks),
                          oversubscribe=oversubscribe, **options)
     return _solve_here(problem, params, mesh_path, out, n=64 if n is None else n,
                        nt=11 if nt is None else nt,
-                       n_steps=n_steps, field=field, solver=solver, xdmf=xdmf, comm=comm)
+                       n_steps=n_steps, field=field, solver=solver, xdmf=xdmf, comm=comm,
+                       observe={"layout": obs or "vertices", "n_obs": n_obs or 51,
+                                "noise": float(noise), "seed": seed})
 
 
-def _solve_here(problem, params, mesh_path, out, *, n, nt, n_steps, field, solver, xdmf, comm):
+def _observe(data, *, layout: str, n_obs: int, noise: float, seed: int | None):
+    """Darcy's observations of the solution in `data` (module docstring)."""
+    from meshes.interpolation import P1Interpolator
+    from solvers.exchange import Observations
+
+    vertices = data.mesh.vertices[:, :2]
+    if layout == "vertices":
+        points, clean = vertices.copy(), data.u.copy()
+    else:
+        axes = [np.linspace(lo, hi, n_obs) for lo, hi in zip(vertices.min(axis=0),
+                                                             vertices.max(axis=0), strict=True)]
+        xx, yy = np.meshgrid(*axes, indexing="ij")
+        points = np.column_stack([xx.ravel(), yy.ravel()])
+        interpolate = P1Interpolator(vertices, data.mesh.cells)
+        inside, _, _ = interpolate.locate(points)
+        if not inside.all():
+            raise InputError(f"--obs grid: {int((~inside).sum())} of its points lie outside the "
+                             f"mesh, e.g. {points[~inside][0].tolist()}; use --obs vertices")
+        clean = interpolate(data.u, points)
+    rng = np.random.default_rng(seed)
+    values = clean + noise * rng.standard_normal(clean.shape) if noise > 0 else clean.copy()
+    return Observations(points=points, values=values, columns=("x", "y"), sigma=noise,
+                        seed=seed, clean=clean, layout=layout)
+
+
+def _solve_here(problem, params, mesh_path, out, *, n, nt, n_steps, field, solver, xdmf, comm,
+                observe):
+    from meshes.io import write_solution_xdmf
+    from solvers.exchange import write_solution
     from solvers.fem.darcy import darcy_grf, darcy_paper_coefficient, solve_darcy
     from solvers.fem.reaction_diffusion import solve_fkpp2d
 
@@ -226,6 +275,8 @@ def _solve_here(problem, params, mesh_path, out, *, n, nt, n_steps, field, solve
         A = (found[0] if found is not None else darcy_paper_coefficient(
             lambda p: darcy_grf(p, seed), high=params["high"], low=params["low"]))
         solution = solve_darcy(A, params["f"], mesh=mesh_data, comm=comm, solver=solver)
+        truth = (None if found is not None else darcy_paper_coefficient(
+            darcy_grf(mesh_data.mesh.vertices[:, :2], seed), params["high"], params["low"]))
     else:
         found = _field(mesh_data, field, "P")
         P, P_at = (1.0, "auto") if found is None else found
@@ -236,7 +287,17 @@ def _solve_here(problem, params, mesh_path, out, *, n, nt, n_steps, field, solve
     if solution is None:
         return None
     provenance = {"mesh": str(mesh_path) if mesh_path else f"unit square {n}x{n}"}
-    paths = solution.write(out, problem, params, provenance, xdmf=xdmf)
+    data = solution.to_solution_file(problem, params, provenance)
+    if problem == "darcy":
+        if truth is not None:
+            data.inputs["A"] = truth
+        data.observations = _observe(data, **observe)
+    paths = [write_solution(out, data)]
+    if xdmf:
+        paths.append(write_solution_xdmf(
+            Path(out).with_name(Path(out).stem + "_paraview.xdmf"), solution.mesh, solution.u,
+            solution.times, cell_fields=solution.cell_inputs,
+            vertex_fields=solution.vertex_inputs))
     wall = time.perf_counter() - started
     line = (f"{problem}: solved with {solution.info['solver']} on {solution.info['mpi_ranks']} "
             f"rank(s) ({solution.info['resolution']}) in {wall:.2f} s -> "
@@ -269,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-xdmf", action="store_true", help="skip the ParaView XDMF output")
     parser.add_argument("--np", type=int, default=1, dest="n_ranks", metavar="N",
                         help="MPI ranks (relaunches under mpirun)")
+    parser.add_argument("--obs", default=None, choices=OBSERVATION_LAYOUTS,
+                        help="darcy: observe u at the mesh vertices (default) or on a grid")
+    parser.add_argument("--n-obs", type=int, default=None, help="darcy: grid points per side")
+    parser.add_argument("--noise", type=float, default=0.0, help="darcy: noise sigma")
+    parser.add_argument("--seed", type=int, default=None, help="darcy: noise seed")
     parser.add_argument("--out", required=True, metavar="FILE.h5")
     return parser
 
@@ -280,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_fem_solve(args.problem, dict(args.param), args.mesh, args.out,
                                 n_ranks=args.n_ranks, n=args.n, nt=args.nt,
                                 n_steps=args.n_steps, field=args.field, solver=args.solver,
-                                xdmf=not args.no_xdmf)
+                                xdmf=not args.no_xdmf, obs=args.obs, n_obs=args.n_obs,
+                                noise=args.noise, seed=args.seed)
     except InputError as exc:
         if os.environ.get("BILO_DEBUG"):
             raise

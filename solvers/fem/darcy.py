@@ -1,9 +1,11 @@
 """Darcy flow −∇·(A(x)∇u) = f with u = 0 on the boundary, P1 finite elements (dolfinx).
 
 The BiLO paper's Darcy problem takes A = 12 where a Gaussian random field is positive and 3
-elsewhere, f = 1, on the unit square. :func:`darcy_grf` is a seeded, grid-independent GRF and
-:func:`darcy_paper_coefficient` thresholds it. These two are numpy only; :func:`solve_darcy`
-imports dolfinx (through ``solvers.fem.dolfinx_adapter``) when called.
+elsewhere, f = 1, on the unit square, and the initial guess A0 = 9·sigmoid(φ0) + 3 from another
+GRF sample φ0. :func:`darcy_grf` is a seeded, grid-independent GRF, :func:`darcy_paper_coefficient`
+thresholds it, :func:`darcy_initial_coefficient` makes A0, and :func:`p1_regulariser` is the
+regulariser of a P1 coefficient (∫|∇A|² or the smoothed total variation). These are numpy only;
+:func:`solve_darcy` imports dolfinx (through ``solvers.fem.dolfinx_adapter``) when called.
 """
 
 from __future__ import annotations
@@ -38,6 +40,31 @@ def darcy_grf(points, seed: int = 0, *, tau: float = 3.0, alpha: float = 2.0,
     cos_x = np.cos(np.pi * np.outer(points[:, 0], k))
     cos_y = np.cos(np.pi * np.outer(points[:, 1], k))
     return np.einsum("pi,ij,pj->p", cos_x, xi, cos_y)
+
+
+def grf_mean_std(*, tau: float = 3.0, alpha: float = 2.0, n_modes: int = 32) -> float:
+    """The marginal standard deviation of :func:`darcy_grf`, averaged over the square: the
+    root of Σ_k scale_k² ∫cos²(πk₁x)∫cos²(πk₂y) (each integral 1 for k = 0, else ½)."""
+    k = np.arange(n_modes)
+    k1, k2 = np.meshgrid(k, k, indexing="ij")
+    scale = (np.pi**2 * (k1**2 + k2**2) + tau**2) ** (-alpha / 2.0) * tau ** (alpha - 1.0)
+    scale[0, 0] = 0.0
+    weight = np.where(k1 == 0, 1.0, 0.5) * np.where(k2 == 0, 1.0, 0.5)
+    return float(np.sqrt(np.sum(scale**2 * weight)))
+
+
+# the paper's marginal standard deviation of φ0 (its A0 = 9·sigmoid(φ0) + 3)
+INITIAL_STD = float(np.sqrt(10.0))
+
+
+def darcy_initial_coefficient(points, seed: int, high: float = 12.0,
+                              low: float = 3.0) -> np.ndarray:
+    """A0 = low + (high − low)·sigmoid(φ0) at `points` (k, 2): φ0 is :func:`darcy_grf` with
+    `seed`, rescaled to the paper's marginal standard deviation √10. The paper's squared-
+    exponential covariance with length 0.01 would vary below a 51×51 grid's spacing; this GRF's
+    features (about 0.2 across) are resolved by it (docs/darcy.md)."""
+    phi = darcy_grf(points, seed=seed) * (INITIAL_STD / grf_mean_std())
+    return low + (high - low) / (1.0 + np.exp(-phi))
 
 
 def darcy_paper_coefficient(grf_sample, high: float = 12.0, low: float = 3.0):
@@ -80,6 +107,40 @@ def sample_field(values, vertices, cells, name: str, where: str) -> np.ndarray:
     if not np.all(np.isfinite(sampled)):
         raise InputError(f"{name}: not finite at every {where}")
     return sampled
+
+
+def p1_gradients(vertices, cells) -> tuple[np.ndarray, np.ndarray]:
+    """(areas (m,), gradients (m, 3, 2) of the three P1 hat functions in each triangle)."""
+    p = np.asarray(vertices, dtype=np.float64)[:, :2][cells]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    det = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
+    g1 = np.column_stack([e2[:, 1], -e2[:, 0]]) / det[:, None]
+    g2 = np.column_stack([-e1[:, 1], e1[:, 0]]) / det[:, None]
+    return 0.5 * np.abs(det), np.stack([-g1 - g2, g1, g2], axis=1)
+
+
+REGULARISERS = ("tv", "h1")
+
+
+def p1_regulariser(vertices, cells, values, kind: str = "tv",
+                   eps: float = 1.0) -> tuple[float, np.ndarray]:
+    """R(A) of the P1 function with `values` at the vertices, and dR/dA per vertex:
+    "h1": ∫|∇A|² dx; "tv": the smoothed total variation ∫sqrt(|∇A|² + ε²) dx. ∇A is constant
+    on each triangle, so both integrals are exact sums over the cells."""
+    if kind not in REGULARISERS:
+        raise InputError(f"regulariser '{kind}': choose from {', '.join(REGULARISERS)}")
+    cells = np.asarray(cells, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    area, hats = p1_gradients(vertices, cells)
+    grad = np.einsum("ck,ckd->cd", values[cells], hats)
+    if kind == "h1":
+        density, slope = np.sum(grad**2, axis=1), 2.0 * grad
+    else:
+        density = np.sqrt(np.sum(grad**2, axis=1) + eps**2)
+        slope = grad / density[:, None]
+    gradient = np.zeros(len(values))
+    np.add.at(gradient, cells, area[:, None] * np.einsum("cd,ckd->ck", slope, hats))
+    return float(area @ density), gradient
 
 
 def solve_darcy(A, f=1.0, *, n: int = 64, mesh=None, comm=None,
