@@ -1,11 +1,12 @@
 """Discrete adjoints of the P1 finite-element solvers (``solvers.fem``), on one rank or under MPI.
 
-* :class:`DarcyAdjointProblem`: −∇·(A(x)∇u) = f, u = 0 on ∂Ω; the unknown is A, a P1 field.
+* :class:`DarcyAdjointProblem`: −∇·(A(x)∇u) = f, u = 0 on ∂Ω; the unknown is A, a P1 field,
+  regularised by ∫|∇A|² or the smoothed total variation ∫sqrt(|∇A|² + ε²).
 * :class:`ReactionDiffusion2DAdjointProblem`: u_t = ∇·(D·P∇u) + ρu(1−u), no flux; the unknowns
   are (D, ρ), through the exact Crank–Nicolson/Newton sub-steps of ``solve_fkpp2d``.
 
 The objective follows the project's convention (``bilo.model``): J = misfit.value(u(x_i), d)
-+ w_reg·∫|∇A|² dx, no ½ on either term; the data term is the `misfit` object (the problem's
++ w_reg·R(A), no ½ on either term; the data term is the `misfit` object (the problem's
 likelihood, e.g. ``bilo.likelihoods.Gaussian()``: mean((u − d)²)), as in the FDM adjoints.
 
 Parallel layout: m is the whole parameter vector (A at every mesh vertex in the mesh's input
@@ -37,7 +38,7 @@ from adjoint.fisher_kpp import POSITIVE
 from adjoint.optimize import AdjointProblem
 from adjoint.taylor import taylor_test
 from solvers.common import write_json_atomic
-from solvers.fem.darcy import darcy_grf, mesh_arrays, sample_field
+from solvers.fem.darcy import REGULARISERS, darcy_grf, mesh_arrays, p1_regulariser, sample_field
 from solvers.fem.reaction_diffusion import (
     SCHEMES,
     coefficient_location,
@@ -88,11 +89,14 @@ class DarcyAdjointProblem(AdjointProblem):
 
     A is the P1 function with the values m at the mesh's vertices (input order), and
 
-        J(m) = misfit.value(u(x_i), d) + w_reg ∫|∇A|² dx,
+        J(m) = misfit.value(u(x_i), d) + w_reg R(A),
 
-    u the P1 solution of the Darcy solver's system K(A) u = b (Dirichlet rows by the identity).
-    Gradient: Kᵀλ = −∂J/∂u, then dJ/dA_k = λᵀ ∂(K u)/∂A_k + 2 w_reg ∫∇A·∇φ_k dx
-    = ∫ φ_k ∇u·∇λ dx + 2 w_reg ∫∇A·∇φ_k dx: one factorisation serves both solves.
+    R(A) = ∫|∇A|² dx ("h1") or ∫sqrt(|∇A|² + ε²) dx ("tv"), u the P1 solution of the Darcy
+    solver's system K(A) u = b (Dirichlet rows by the identity).
+    Gradient: Kᵀλ = −∂J/∂u, then dJ/dA_k = λᵀ ∂(K u)/∂A_k + w_reg ∂R/∂A_k
+    = ∫ φ_k ∇u·∇λ dx + w_reg ∂R/∂A_k: one factorisation serves both solves. The TV term is
+    summed in numpy over the whole mesh on every rank (∇A is constant per triangle,
+    ``solvers.fem.darcy.p1_regulariser``), the same on every rank like m itself.
 
     Args:
         points: (n, 2) observation points inside the mesh.
@@ -104,34 +108,49 @@ class DarcyAdjointProblem(AdjointProblem):
         n: the unit square cut into n×n squares, unless `mesh` is given.
         mesh: ``solvers.exchange.Mesh`` or ``meshes.MeshData`` (every rank passes the same).
         comm: MPI communicator (default COMM_WORLD).
-        w_reg: weight of the H1-seminorm regulariser of A.
-        A0: the initial guess, a constant.
+        w_reg: weight of the regulariser of A.
+        A0: the initial guess: a constant, a callable of points or one value per vertex.
         solver: "lu" (MUMPS) or "cg" (CG + BoomerAMG), as in solve_darcy.
+        regulariser: "h1" (∫|∇A|²) or "tv" (∫sqrt(|∇A|² + tv_eps²)).
+        lower: the L-BFGS-B lower bound of A at every vertex.
     """
 
     function = "A"
+    # L-BFGS-B's tolerance on the largest projected gradient entry: with u ~ 1e-2 (f = 1,
+    # A ~ 10) J is ~1e-8 and its gradient per vertex ~1e-10, where minimize's default stops
+    gtol = 1e-16
 
     def __init__(self, points, values, f=1.0, *, misfit, n: int = 16, mesh=None, comm=None,
-                 w_reg: float = 1e-4, A0: float = 1.0, solver: str = "lu"):
+                 w_reg: float = 1e-4, A0=1.0, solver: str = "lu", regulariser: str = "h1",
+                 tv_eps: float = 1.0, lower: float = POSITIVE):
         from solvers.fem import dolfinx_adapter as dx
 
         super().__init__()
+        if regulariser not in REGULARISERS:
+            raise ValueError(f"regulariser must be one of {REGULARISERS}, got {regulariser!r}")
         self._adapter = dx
-        self.x, cells, _ = _mesh_or_unit_square(mesh, n)
+        self.x, self.cells, _ = _mesh_or_unit_square(mesh, n)
         self.values = _checked_values(points, values)
-        self.w_reg, self.A0 = float(w_reg), float(A0)
-        self.dm = dx.DistributedMesh(self.x, cells, comm)
-        self.source = self.dm.vertex_function(sample_field(f, self.x, cells, "f", "vertex"))
-        self.coefficient = self.dm.vertex_function(np.full(len(self.x), self.A0), "A")
+        self.w_reg, self.regulariser, self.tv_eps = float(w_reg), regulariser, float(tv_eps)
+        self.lower = float(lower)
+        self.A0 = sample_field(A0, self.x, self.cells, "A0", "vertex")
+        self.dm = dx.DistributedMesh(self.x, self.cells, comm)
+        self.source = self.dm.vertex_function(sample_field(f, self.x, self.cells, "f",
+                                                           "vertex"))
+        self.coefficient = self.dm.vertex_function(self.A0, "A")
         self.operator = dx.DiffusionOperator(self.dm, self.coefficient, solver)
         self.observation = dx.PointObservation(self.dm, points)
         self.misfit = _PointMisfit(self.observation, self.values, misfit)
 
     def initial_guess(self) -> np.ndarray:
-        return np.full(len(self.x), self.A0)
+        return self.A0.copy()
 
     def bounds(self):
-        return [(POSITIVE, None)] * len(self.x)
+        return [(self.lower, None)] * len(self.x)
+
+    def full_function(self, m) -> np.ndarray:
+        """A at every vertex (m holds them all: no boundary values are fixed)."""
+        return np.array(m, dtype=np.float64)
 
     def _solve(self, m):
         self.dm.assign_vertex_values(self.coefficient, m)
@@ -139,19 +158,33 @@ class DarcyAdjointProblem(AdjointProblem):
         u = self.operator.solve(self.source)
         return u, self.misfit.predicted(u)
 
+    def regularisation(self, m) -> tuple[float, np.ndarray]:
+        """R(A) and its gradient per vertex (on every rank); A's P1 function must hold m."""
+        if self.regulariser == "h1":
+            return self._adapter.gradient_energy(self.dm, self.coefficient)
+        return p1_regulariser(self.x, self.cells, m, "tv", self.tv_eps)
+
     def _objective(self, m, state) -> float:
-        energy, _ = self._adapter.gradient_energy(self.dm, self.coefficient)
-        return self.misfit.value(state[1]) + self.w_reg * energy
+        return self.misfit.value(state[1]) + self.w_reg * self.regularisation(m)[0]
 
     def _gradient(self, m, state) -> np.ndarray:
         u, predicted = state
         lam = self.operator.solve_adjoint(self.misfit.source(predicted))
-        _, energy_gradient = self._adapter.gradient_energy(self.dm, self.coefficient)
-        return self.operator.coefficient_sensitivity(u, lam) + self.w_reg * energy_gradient
+        return (self.operator.coefficient_sensitivity(u, lam)
+                + self.w_reg * self.regularisation(m)[1])
 
-    def predict(self, m) -> np.ndarray:
-        """u at the observation points for A given by m (on every rank)."""
-        return self._state(m)[1][1].copy()
+    def solution(self, m) -> np.ndarray:
+        """u at every vertex, in input order, for A given by m (on every rank)."""
+        return self.dm.vertex_values_on_all_ranks(self._state(m)[1][0])
+
+    def predict(self, m, points=None) -> np.ndarray:
+        """u for A given by m at the observation points, or at `points` (k, 2) inside the mesh
+        by P1 interpolation (on every rank)."""
+        if points is None:
+            return self._state(m)[1][1].copy()
+        from meshes.interpolation import P1Interpolator
+
+        return P1Interpolator(self.x, self.cells)(self.solution(m), points, outside=np.nan)
 
     def close(self) -> None:
         """Free the PETSc objects (collective: call on every rank)."""

@@ -69,12 +69,13 @@ def cmd_solve(args) -> int:
     if problem.reference.on_mesh:  # the FEM solver writes its file (and runs under MPI)
         from solvers.fem.cli import run_fem_solve
 
-        if args.function or args.noise or args.obs or args.n_obs or args.snapshots:
-            raise InputError(f"{args.problem}: --function and the observation options apply to "
-                             "the 1-D problems only")
+        if args.function or args.snapshots:
+            raise InputError(f"{args.problem}: --function and --snapshots apply to the 1-D "
+                             "problems only")
         summary = run_fem_solve(problem.reference.solver, _params(args.param), args.mesh,
                                 args.out, n_ranks=args.np, n=args.nx, nt=args.nt,
-                                oversubscribe=args.oversubscribe)
+                                oversubscribe=args.oversubscribe, obs=args.obs,
+                                n_obs=args.n_obs, noise=args.noise, seed=args.seed)
         print(summary["line"])
         return 0
     if args.mesh or args.np != 1 or args.oversubscribe:
@@ -128,6 +129,7 @@ def _method_options(args, problem, method: str):
     values = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
               "device": args.device, "w_rgrad": args.w_rgrad, "w_dat": args.w_dat,
               "w_reg": args.w_reg, "checkpoint_every": args.checkpoint_every, "nx": args.nx,
+              "regulariser": args.regulariser, "tv_eps": args.tv_eps, "maxiter": args.maxiter,
               "polish": args.polish, "stop_theta_tol": args.stop_theta_tol,
               "stop_lower_tol": args.stop_lower_tol, "stop_window": args.stop_window,
               "dataset": args.dataset, "pretrained": args.pretrained,
@@ -292,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     solve.add_argument("--obs", default=None, metavar="LAYOUT",
                        help="observation layout: grid (n x n space-time grid) or final "
                             "(n points at the final time) for time-dependent problems, "
-                            "points for steady ones")
+                            "points for steady ones; darcy: vertices (default) or grid "
+                            "(n x n over the mesh)")
     solve.add_argument("--n-obs", type=int, default=None, metavar="N",
                        help="observation points per axis")
     solve.add_argument("--nx", type=int, default=None,
@@ -371,6 +374,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--w-reg", type=float, default=None,
                        help="weight of the unknown function's regulariser w_reg·∫f'^2 "
                             "(default: the problem's, e.g. poisson 1e-3, heat 1e-4)")
+    train.add_argument("--regulariser", default=None, metavar="NAME",
+                       help="adjoint on darcy: tv (smoothed total variation "
+                            "∫sqrt(|∇A|²+ε²), the default) or h1 (∫|∇A|²)")
+    train.add_argument("--tv-eps", type=float, default=None, metavar="EPS",
+                       help="adjoint on darcy: ε of the smoothed TV (default 1)")
+    train.add_argument("--maxiter", type=int, default=None,
+                       help="adjoint: most L-BFGS-B iterations (default 5000)")
     train.add_argument("--stop-theta-tol", type=float, default=None, metavar="TOL",
                        help="bilo/pinn: stop fine-tuning once θ changes by less than TOL "
                             "(relative) over --stop-window steps")

@@ -11,7 +11,8 @@
                                     where a term is not used (dat in pre-training, u0 after)
   /grid/<axis>, /u_nn               the method's u on the data's reference grid, axes in @axes
   /mesh/vertices, /mesh/cells       instead of a grid axis when the data live on a mesh
-  /functions/x (1001,)              points where the inferred functions are stored
+  /functions/x (1001,)              points where the inferred functions are stored (data on a
+                                    mesh: the vertices (n, 2), a function per vertex)
   /functions/<name>, <name>_true    inferred unknown function and its truth (when known)
   /wall_s                           attributes: seconds per phase
 """
@@ -96,12 +97,27 @@ def write_result(out: str | os.PathLike, result: Result) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     problem, data = result.problem, result.data
     truth = {k: float(data.params[k]) for k in problem.params if k in data.params}
-    truth_functions = {name: np.interp(FUNCTION_POINTS, data.grid["x"], data.inputs[name])
-                       for name in result.functions if name in data.inputs}
-    initial_functions = {name: spec.initial(FUNCTION_POINTS)
-                         for name, spec in problem.functions.items()}
-    inferred = {name: np.interp(FUNCTION_POINTS, result.function_x, values)
-                for name, values in result.functions.items()}
+    on_mesh = data.mesh is not None  # functions per vertex, compared there
+    if on_mesh:
+        truth_functions = {name: data.inputs[name] for name in result.functions
+                           if name in data.inputs}
+        initial_functions = {name: spec.initial(data.mesh.vertices[:, :2])
+                             for name, spec in problem.functions.items()}
+        inferred = dict(result.functions)
+    else:
+        truth_functions = {name: np.interp(FUNCTION_POINTS, data.grid["x"], data.inputs[name])
+                           for name in result.functions if name in data.inputs}
+        initial_functions = {name: spec.initial(FUNCTION_POINTS)
+                             for name, spec in problem.functions.items()}
+        inferred = {name: np.interp(FUNCTION_POINTS, result.function_x, values)
+                    for name, values in result.functions.items()}
+    # problem-specific scores of a function against its truth (darcy: classification)
+    metrics = getattr(problem, "function_metrics", None)
+    scores = {} if metrics is None else {
+        when: {k: v for name, values in truth_functions.items()
+               for k, v in metrics(name, functions[name], values, data.params).items()}
+        for when, functions in (("function_metrics", inferred),
+                                ("function_metrics_initial", initial_functions))}
     history = result.history
     with atomic_h5(out / "result.h5", kind="result") as h5:
         h5.attrs["problem"] = problem.name
@@ -127,7 +143,7 @@ def write_result(out: str | os.PathLike, result: Result) -> dict:
             for name, values in result.functions.items():
                 h5.create_dataset(f"functions/{name}", data=values)
             for name, values in truth_functions.items():
-                h5.create_dataset(f"functions/{name}_true", data=np.interp(
+                h5.create_dataset(f"functions/{name}_true", data=values if on_mesh else np.interp(
                     result.function_x, FUNCTION_POINTS, values))
 
     final = {k: float(v[~np.isnan(v)][-1]) for k, v in history.items()
@@ -142,12 +158,14 @@ def write_result(out: str | os.PathLike, result: Result) -> dict:
                            for k, v in problem.initial_guess.items()},
         "params_fixed": result.constants,
         # per parameter, and for each unknown function its relative L2 error on 1001 points
+        # (on a mesh: over the vertex values)
         "rel_err": relative_errors(result.params, truth) | {
             name: relative_l2(inferred[name], values)
             for name, values in truth_functions.items()},
         **({"rel_err_initial": {name: relative_l2(initial_functions[name], values)
                                 for name, values in truth_functions.items()}}
            if truth_functions else {}),
+        **scores,
         "u_rel_l2_vs_reference": None,
         "u_rel_l2_vs_truth": relative_l2(result.u, data.u),
         **({"w_reg": result.w_reg} if result.functions else {}),
@@ -170,7 +188,10 @@ def write_result(out: str | os.PathLike, result: Result) -> dict:
     }
     write_json_atomic(out / "summary.json", summary)
     plot_training(out / "training.png", history, problem.params, truth, result.method)
-    if result.functions:
+    if result.functions and on_mesh:
+        plot_mesh_functions(out / "functions.png", data.mesh, inferred, truth_functions,
+                            initial_functions, summary)
+    elif result.functions:
         plot_functions(out / "functions.png", inferred, truth_functions,
                        initial_functions, summary)
     result.summary = summary
@@ -206,6 +227,43 @@ def plot_functions(path: Path, inferred, truth, initial, summary) -> None:
         ax.set(xlabel="x", ylabel=name, title=f"{name}(x)" + (
             f": rel. L2 error {error:.2e}" if error is not None else ""))
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_mesh_functions(path: Path, mesh, inferred, truth, initial, summary) -> None:
+    """Per function: truth, initial guess, inferred and (with a threshold among the scores)
+    the inferred function thresholded, on the mesh."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for name, values in inferred.items():
+        error = summary["rel_err"].get(name)
+        panels = [(f"{name} truth", truth.get(name)), (f"{name}0 (initial guess)", initial[name]),
+                  (f"{name} {summary['method']}" + (f", rel. L2 {error:.3f}"
+                                                     if error is not None else ""), values)]
+        threshold = summary.get("function_metrics", {}).get(f"{name}_threshold")
+        if threshold is not None:
+            accuracy = summary["function_metrics"][f"{name}_accuracy"]
+            panels.append((f"{name} > {threshold:g}: accuracy {accuracy:.1%}",
+                           np.where(values > threshold, 1.0, 0.0)))
+        rows.append([(title, v) for title, v in panels if v is not None])
+    columns = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(3.6 * columns, 3.3 * len(rows)),
+                             squeeze=False)
+    x, y = mesh.vertices[:, 0], mesh.vertices[:, 1]
+    for ax_row, row in zip(axes, rows, strict=True):
+        for ax, (title, values) in zip(ax_row, row, strict=False):
+            image = ax.tripcolor(x, y, mesh.cells, values, shading="gouraud", cmap="viridis")
+            fig.colorbar(image, ax=ax, shrink=0.8)
+            ax.set(title=title, aspect="equal")
+            ax.title.set_fontsize(9)
+        for ax in ax_row[len(row):]:
+            ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -85,7 +85,7 @@ _LIMITS = {"w_reg": (0.0, _INF), "w_rgrad": (0.0, _INF), "w_dat": (1e-300, _INF)
            "stop_theta_tol": (1e-300, _INF), "stop_lower_tol": (1e-300, _INF),
            "stop_window": (1, 1 << 40), "predictive_every": (1, 1 << 30),
            "latent": (1, 1 << 16), "batch": (1, 1 << 24), "sensors": (2, 1 << 20),
-           "hold_upper": (1.0, _INF)}
+           "hold_upper": (1.0, _INF), "tv_eps": (1e-300, _INF)}
 
 
 # settings whose command-line flag is not their name
@@ -182,6 +182,9 @@ class BPINNOptions(SamplerOptions, PINNOptions):
 class AdjointOptions(Options):
     nx: int | None = None  # solver nodes (default: the data's reference grid)
     maxiter: int = 5000
+    # problems that offer several regularisers (darcy: tv, h1) and the TV's ε; None: theirs
+    regulariser: str | None = None
+    tv_eps: float | None = None
 
 
 @dataclass
@@ -286,19 +289,31 @@ class AdjointStrategy(Strategy):
 
         w_reg = {name: spec.w_reg if options.w_reg is None else options.w_reg
                  for name, spec in problem.functions.items()}
-        model = problem.adjoint(data, w_reg=w_reg, nx=options.nx)
+        choices = getattr(problem, "regularisers", ())
+        if options.regulariser is not None and options.regulariser not in choices:
+            raise InputError(f"--regulariser {options.regulariser}: problem '{problem.name}' "
+                             f"offers {', '.join(choices) or 'no choice'}")
+        if options.tv_eps is not None and "tv" not in choices:
+            raise InputError(f"--tv-eps: problem '{problem.name}' has no TV regulariser")
+        if hasattr(problem, "check_data"):
+            problem.check_data(data, data_path or "the data")
+        extra = {k: v for k, v in (("regulariser", options.regulariser),
+                                   ("tv_eps", options.tv_eps)) if v is not None}
+        model = problem.adjoint(data, w_reg=w_reg, nx=options.nx, **extra)
         if model is None:
             raise InputError(f"no adjoint for problem '{problem.name}'; problems with one: "
                              f"{', '.join(problems_with_adjoint())}")
         functions = list(problem.functions)
+        on_mesh = data.mesh is not None  # a function per mesh vertex, else of x
         if functions:
             (name,) = functions
             m0 = model.initial_guess()
-            truth = (np.interp(FUNCTION_POINTS, data.grid["x"], data.inputs[name])
-                     if name in data.inputs else None)
+            truth = (None if name not in data.inputs else data.inputs[name] if on_mesh
+                     else np.interp(FUNCTION_POINTS, data.grid["x"], data.inputs[name]))
 
             def on_points(m):
-                return np.interp(FUNCTION_POINTS, model.x, model.full_function(m))
+                return (model.full_function(m) if on_mesh
+                        else np.interp(FUNCTION_POINTS, model.x, model.full_function(m)))
 
             def record(m):
                 return {} if truth is None else {f"{name}_rel_err":
@@ -306,14 +321,16 @@ class AdjointStrategy(Strategy):
         else:
             m0 = np.array([options.theta0[k] for k in problem.params], dtype=np.float64)
             record = None
-        found = minimize(model, m0, maxiter=options.maxiter, log=log, record=record)
+        tolerance = {"gtol": model.gtol} if hasattr(model, "gtol") else {}  # scaled to its J
+        found = minimize(model, m0, maxiter=options.maxiter, log=log, record=record, **tolerance)
         rows = found.trajectory
         history = {"step": np.array([r["iteration"] for r in rows], dtype=np.float64),
                    "wall": np.array([r["wall_s"] for r in rows]),
                    "theta": np.array([[r[k] for k in problem.params] for r in rows],
                                      dtype=np.float64).reshape(len(rows), -1),
                    "J": np.array([r["J"] for r in rows])}
-        u = model.predict(found.m, reference_points(problem, data)).reshape(data.u.shape)
+        u = (model.solution(found.m) if on_mesh else model.predict(
+            found.m, reference_points(problem, data))).reshape(data.u.shape)
         obs = data.observations
         # the adjoint's own discretisation against the data (validation re-solves with the
         # reference solver, whose time steps may differ: Burgers); none for events
@@ -333,6 +350,8 @@ class AdjointStrategy(Strategy):
             extra={"model_rel_l2_vs_data": misfit_vs_data,
                    "objective": found.objective, "gradient_norm": found.gradient_norm,
                    "converged": found.converged, "message": found.message,
+                   **({"regulariser": model.regulariser, "tv_eps": model.tv_eps}
+                      if on_mesh else {}),
                    "n_forward_solves": found.n_forward_solves,
                    "n_adjoint_solves": found.n_adjoint_solves,
                    "optimizer": "scipy L-BFGS-B", "trajectory": rows})

@@ -12,7 +12,9 @@ measure the answer against it, for every method.
 
 The solve is at the data's resolution and goes through the exchange format
 (RUN_DIR/reference_at_inferred.h5), as it would if it ran on another machine. Needs
-numpy/scipy/h5py only, not torch.
+numpy/scipy/h5py only, not torch. A problem on a mesh with an unknown function (darcy) is
+re-solved by its FEM on the data file's mesh (`reference_solution`, dolfinx), and its J takes
+the problem's own regulariser on the mesh.
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ def validate(run_dir: str | Path, problem: Problem | None = None, log=print) -> 
     summary = json.loads(summary_path.read_text())
     problem = problem or get_problem(result["problem"])
     reference_path = run_dir / "reference_at_inferred.h5"
+    if problem.reference.on_mesh:
+        return _validate_on_mesh(run_dir, problem, result, summary, reference_path, log)
     functions = {name: _sampled(result["function_x"], values)
                  for name, values in result["functions"].items()}
     # parameters the run kept fixed (e.g. the heat equation's D) and the inferred ones
@@ -169,6 +173,75 @@ def validate(run_dir: str | Path, problem: Problem | None = None, log=print) -> 
            f"expected, {summary['data_events_per_snapshot']:.4g} seen"
            if "data_events_per_snapshot" in summary else ""))
     return summary
+
+
+def _validate_on_mesh(run_dir: Path, problem: Problem, result: dict, summary: dict,
+                      reference_path: Path, log) -> dict:
+    """`validate` for a function on a mesh: the FEM at the inferred function on the data's
+    mesh, u against it at the vertices, its misfit and J against the data's observations."""
+    from meshes.interpolation import P1Interpolator
+
+    data_path = Path(summary.get("data") or "")
+    if not data_path.is_file() or not hasattr(problem, "reference_solution"):
+        raise InputError(f"{run_dir}: problem '{problem.name}' is re-solved on the data file's "
+                         f"mesh, and the data file {data_path} is not there")
+    data = read_solution(data_path)
+    solution = problem.reference_solution(data, result["functions"])
+    write_solution(reference_path, solution.to_solution_file(
+        problem.name, data.params, {"inferred_from": str(run_dir)}))
+    reference = read_solution(reference_path)
+    error = float(np.linalg.norm(result["u_nn"] - reference.u) / np.linalg.norm(reference.u))
+    obs = data.observations
+    predicted = P1Interpolator(reference.mesh.vertices, reference.mesh.cells)(
+        reference.u, obs.points_in(("x", "y")), outside=np.nan)
+    w_reg = summary.get("w_reg", {})
+    regularisation = sum(w_reg[name] * problem.regularisation(
+        reference.mesh, values, summary.get("regulariser"), summary.get("tv_eps"))
+        for name, values in result["functions"].items())
+    summary.update({
+        "u_rel_l2_vs_reference": error,
+        "reference_rel_l2_vs_data": float(np.linalg.norm(predicted - obs.values)
+                                          / np.linalg.norm(obs.values)),
+        "reference_objective": float(problem.likelihood.value(predicted, obs.values, {}))
+        + float(regularisation),
+        "reference_rel_l2_vs_truth": float(np.linalg.norm(reference.u - data.u)
+                                           / np.linalg.norm(data.u)),
+        "reference": {"file": reference_path.name, **reference.provenance}})
+    write_json_atomic(run_dir / "summary.json", summary)
+    plot_mesh_solution(run_dir / "solution.png", reference, result["u_nn"], data.u, summary)
+    log(f"{result['method']} on {result['problem']}: |u - u_ref| / |u_ref| = {error:.3e} "
+        f"against {reference_path.name} ({reference.provenance['solver']}, "
+        f"{reference.provenance['resolution']}); the reference misses the data by "
+        f"{summary['reference_rel_l2_vs_data']:.3e} (rel. L2), J = "
+        f"{summary['reference_objective']:.6e}")
+    return summary
+
+
+def plot_mesh_solution(path: Path, reference, u_method: np.ndarray, u_true: np.ndarray,
+                       summary: dict) -> None:
+    """The FEM solution at the inferred function, the method's u against it, and the FEM's
+    error against the solution that made the data, on the mesh."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mesh = reference.mesh
+    panels = [("u_FEM at the inferred function", reference.u),
+              (f"u_{summary['method']} - u_FEM (rel. L2 "
+               f"{summary['u_rel_l2_vs_reference']:.1e})", u_method - reference.u),
+              (f"u_FEM - u_true (rel. L2 {summary['reference_rel_l2_vs_truth']:.1e})",
+               reference.u - u_true)]
+    fig, axes = plt.subplots(1, 3, figsize=(11.5, 3.5))
+    for ax, (title, values) in zip(axes, panels, strict=True):
+        image = ax.tripcolor(mesh.vertices[:, 0], mesh.vertices[:, 1], mesh.cells, values,
+                             shading="gouraud", cmap="viridis" if ax is axes[0] else "RdBu_r")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+        ax.set(title=title, aspect="equal")
+        ax.title.set_fontsize(9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_solution(path: Path, result: dict, u_ref: np.ndarray, summary: dict) -> None:

@@ -1,11 +1,37 @@
-"""Darcy flow −∇·(A∇u) = f on a mesh (default: the unit square), u = 0 on the boundary; A is
-`high` where the seeded Gaussian random field is positive and `low` elsewhere (the BiLO paper:
-12 and 3), or a cell field of the mesh. The FEM reference solver only, so far (the 2-D unknown
-function A(x) for BiLO and PINN is a later step); its adjoint is `adjoint.fem.DarcyAdjointProblem`.
+"""Darcy flow −∇·(A∇u) = f on a mesh (default: the unit square), u = 0 on the boundary; infer
+the conductivity A(x) from u (paper Section 3.6, Appendix B.6).
+
+The truth: A = `high` where the seeded Gaussian random field is positive and `low` elsewhere
+(the paper: 12 and 3), or a cell field of the mesh; the data file holds it per vertex
+(`inputs/A`, `solvers.fem.cli`). The initial guess A0 = 3 + 9·sigmoid(φ0), φ0 the same GRF
+with seed `INITIAL_SEED`, rescaled to the paper's marginal standard deviation √10
+(`solvers.fem.darcy.darcy_initial_coefficient`; docs/darcy.md says why not the paper's
+length 0.01). The adjoint (`adjoint.fem.DarcyAdjointProblem`) infers A at every mesh vertex,
+regularised by the smoothed total variation ∫sqrt(|∇A|² + ε²) (default, the paper's TV) or
+∫|∇A|²; A ≥ `LOWER` through L-BFGS-B's bounds. No network residual yet: BiLO and PINN need a
+2-D unknown function in the core (`bilo.model.FunctionSpec` is a function of x).
+
+Beyond `bilo.model.Problem`, this class declares what the mesh-valued function needs and the
+core does not yet provide: `regularisers`, `check_data`, `regularisation` (R on the mesh),
+`function_metrics` (the classification accuracy) and `reference_solution` (the FEM at an
+inferred A, for `bilo validate`).
 """
 
-from bilo.model import MeshReferenceSpec, Problem
+import numpy as np
+
+from bilo.model import FunctionSpec, MeshReferenceSpec, Problem
+from solvers.common import InputError
 from solvers.fem.cli import PARAMS
+from solvers.fem.darcy import REGULARISERS, darcy_initial_coefficient, p1_regulariser
+
+INITIAL_SEED = 1  # φ0's seed; the truth's is the data's `seed` parameter (default 0)
+LOWER = 0.1  # A ≥ LOWER at every vertex
+TV_EPS = 1.0  # ε of the smoothed TV: |∇A| across a 12/3 interface of a 50×50 mesh is ~450
+
+
+def initial_coefficient(points: np.ndarray) -> np.ndarray:
+    return darcy_initial_coefficient(points[:, :2], seed=INITIAL_SEED,
+                                     high=PARAMS["darcy"]["high"], low=PARAMS["darcy"]["low"])
 
 
 class Darcy(Problem):
@@ -13,3 +39,52 @@ class Darcy(Problem):
     coords = ("x", "y")
     reference = MeshReferenceSpec("darcy", "Darcy -div(A grad u) = f, u = 0 on the boundary "
                                   "(dolfinx P1; --mesh, --np)", defaults=PARAMS["darcy"])
+    # `initial` takes points (k, 2); w_reg is for the TV regulariser on data of
+    # `bilo solve darcy` (u ~ 1e-2, docs/darcy.md)
+    functions = {"A": FunctionSpec(transform=lambda net, x: 3.0 + 9.0 * net.sigmoid(),
+                                   initial=initial_coefficient, w_reg=1e-9)}
+    regularisers = REGULARISERS
+    default_regulariser = "tv"
+
+    def check_data(self, data, where: str) -> None:
+        """The data must be on a mesh and hold the source f per vertex."""
+        if data.mesh is None:
+            raise InputError(f"{where}: field 'mesh': missing; darcy data come from `bilo solve "
+                             "darcy`")
+        if "f" not in data.inputs:
+            raise InputError(f"{where}: field 'inputs/f': missing (the source per vertex)")
+
+    def adjoint(self, data, *, w_reg, nx=None, regulariser=None, tv_eps=None):
+        from adjoint.fem import DarcyAdjointProblem
+
+        if nx is not None:
+            raise InputError(f"--nx {nx}: darcy solves on the data's mesh")
+        return DarcyAdjointProblem(
+            data.observations.points_in(self.coords), data.observations.values,
+            data.inputs["f"], misfit=self.likelihood, mesh=data.mesh, w_reg=w_reg["A"],
+            A0=initial_coefficient, regulariser=regulariser or self.default_regulariser,
+            tv_eps=TV_EPS if tv_eps is None else tv_eps, lower=LOWER)
+
+    def regularisation(self, mesh, values, regulariser=None, tv_eps=None) -> float:
+        """R(A) of the P1 function with `values` at the mesh's vertices."""
+        return p1_regulariser(mesh.vertices, mesh.cells, values,
+                              regulariser or self.default_regulariser,
+                              TV_EPS if tv_eps is None else tv_eps)[0]
+
+    def function_metrics(self, name: str, values: np.ndarray, truth: np.ndarray,
+                         params: dict) -> dict:
+        """The share of vertices where A thresholded halfway between low and high is on the
+        truth's side (the paper's classification accuracy)."""
+        threshold = 0.5 * (params.get("high", 12.0) + params.get("low", 3.0))
+        return {f"{name}_threshold": threshold,
+                f"{name}_accuracy": float(np.mean((values > threshold) == (truth > threshold)))}
+
+    def reference_solution(self, data, functions: dict[str, np.ndarray]):
+        """The FEM solution (`solvers.fem.FemSolution`) at A given per vertex: A per cell the
+        mean of its three vertices, which for P1 u gives the same stiffness matrix as the P1 A
+        of the adjoint (∇u·∇v is constant on a triangle and the mean of a P1 function over it
+        is its vertex mean)."""
+        from solvers.fem.darcy import solve_darcy
+
+        cells = data.mesh.cells
+        return solve_darcy(functions["A"][cells].mean(axis=1), data.inputs["f"], mesh=data.mesh)
