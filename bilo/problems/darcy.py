@@ -39,10 +39,11 @@ class Darcy(Problem):
     coords = ("x", "y")
     reference = MeshReferenceSpec("darcy", "Darcy -div(A grad u) = f, u = 0 on the boundary "
                                   "(dolfinx P1; --mesh, --np)", defaults=PARAMS["darcy"])
-    # `initial` takes points (k, 2); w_reg is for the TV regulariser on data of
-    # `bilo solve darcy` (u ~ 1e-2, docs/darcy.md)
+    # `initial` takes points (k, 2). w_reg: the TV weight with the smallest A error on the
+    # noise-free 51×51 data of docs/darcy.md (u ~ 1e-2 makes J ~ 1e-8; the paper's 1e-9 is
+    # for its network's losses)
     functions = {"A": FunctionSpec(transform=lambda net, x: 3.0 + 9.0 * net.sigmoid(),
-                                   initial=initial_coefficient, w_reg=1e-9)}
+                                   initial=initial_coefficient, w_reg=1e-10)}
     regularisers = REGULARISERS
     default_regulariser = "tv"
 
