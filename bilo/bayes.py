@@ -38,6 +38,7 @@ from bilo.posterior import (
     posterior_mean,
     posterior_predictive,
     predictive_every,
+    predictive_points,
     predictive_summary,
     reference_grid,
     write_posterior,
@@ -163,7 +164,7 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
     brings θ near the posterior's mode), then `options.n_chains` HMC chains over θ, each from
     a copy of the trained network, with the lower level fine-tuned at every leapfrog position
     (`NetworkTarget`), in `options.processes` processes (torch's threads shared among them).
-    u_NN is recorded at every `predictive_every`-th draw, at the observations (the
+    u_NN is recorded at every `predictive_every`-th draw, at the `predictive_points` (the
     posterior-predictive band) and on the reference grid, where it is compared with the solver
     at the draw's θ."""
     import bilo.methods
@@ -183,7 +184,7 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
         lower_tol=lower_tol, lower_cap=options.lower_cap,
         lr=options.lower_lr or lower_lr(options.settings.lr_net, options.lora_rank),
         lora_rank=options.lora_rank,
-        observe_points=np.concatenate([data.observations.points_in(problem.coords)] + (
+        observe_points=np.concatenate([predictive_points(problem, data)] + (
             [reference_points(problem, data)] if problem.predictive_on_grid else [])))
     probe = chain_target(run.method, run.batch, scale, **target_options, seed=options.seed)
     probe.at_position(start)

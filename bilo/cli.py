@@ -125,9 +125,9 @@ def _method_options(args, problem, method: str):
                  "pretrain_steps": args.pretrain_steps, "finetune_steps": args.steps,
                  "lr_net": args.lr, "lr_theta": args.lr_theta,
                  "n_res": tuple(args.n_res) if args.n_res else None, "n_reg": args.n_reg,
-                 "stratified_reg": False if args.fixed_reg else None}
+                 "stratified_reg": False if args.fixed_reg else None, "w_rgrad": args.w_rgrad}
     values = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
-              "device": args.device, "w_rgrad": args.w_rgrad, "w_dat": args.w_dat,
+              "device": args.device, "w_dat": args.w_dat,
               "w_reg": args.w_reg, "checkpoint_every": args.checkpoint_every, "nx": args.nx,
               "regulariser": args.regulariser, "tv_eps": args.tv_eps, "maxiter": args.maxiter,
               "polish": args.polish, "stop_theta_tol": args.stop_theta_tol,
@@ -369,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="numerical solution at the initial guess to fit in pre-training "
                             "(auto: solve it now)")
     train.add_argument("--w-rgrad", type=float, default=None,
-                       help="BiLO residual-gradient weight (default 0.1)")
+                       help="BiLO residual-gradient weight (default: the preset's; 0.1 "
+                            "for most problems)")
     train.add_argument("--w-dat", type=float, default=None, help="PINN data weight (default 1)")
     train.add_argument("--w-reg", type=float, default=None,
                        help="weight of the unknown function's regulariser w_reg·∫f'^2 "

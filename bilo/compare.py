@@ -101,13 +101,29 @@ def compare(problem: str | Problem, data: str, methods: list[str], out: str | Pa
                          **_posterior_columns(summary),
                          **({"surrogate_heldout_rel_l2": summary["surrogate_heldout"]["rel_l2"]}
                             if summary.get("surrogate_heldout") else {}),
+                         **summary.get("solution_checks", {}).get("method", {}),
                          "wall_s": summary["wall_s"], "steps": summary["steps"]})
             runs.append((variant.label, seed, run_dir, summary))
+    _add_distance_to_adjoint(rows, runs)
     _write_csv(out / "comparison.csv", rows)
     (out / "comparison.md").write_text(_markdown(problem.name, data, rows))
     _plot(out / "comparison.png", runs)
     print((out / "comparison.md").read_text())
     return rows
+
+
+def _add_distance_to_adjoint(rows: list[dict], runs: list) -> None:
+    """With the adjoint among the methods, each row's relative distance of every parameter
+    from the adjoint's answer: the minimiser of the same J, the target for finite or noisy
+    data (where the truth is not the answer)."""
+    adjoint = next((summary.get("params") for label, _, _, summary in runs
+                    if label == "adjoint"), None)
+    if not adjoint:
+        return
+    for row, (_, _, _, summary) in zip(rows, runs, strict=True):
+        for name, value in summary.get("params", {}).items():
+            if adjoint.get(name):
+                row[f"vs_adjoint_{name}"] = abs(value / adjoint[name] - 1.0)
 
 
 def _posterior_columns(summary: dict) -> dict[str, float]:
@@ -138,7 +154,8 @@ def _markdown(problem: str, data: str, rows: list[dict]) -> str:
              "adjoint, whose u is that solution). reference_rel_l2_vs_data: that FDM solution "
              "against the observations. reference_objective (unknown functions): the "
              "objective J = misfit + w_reg·∫f′² (bilo.model.objective) that all methods minimise, "
-             "with u from that FDM solution.", "",
+             "with u from that FDM solution. vs_adjoint_θ: the relative distance of θ from the "
+             "adjoint's answer, the minimiser of the same J.", "",
              "| method | runs | " + " | ".join(columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for method in dict.fromkeys(r["method"] for r in rows):

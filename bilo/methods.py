@@ -58,6 +58,9 @@ class Method:
         limits = [problem.bounds.get(p, (-inf, inf)) for p in problem.params]
         self.theta_lo = torch.tensor([lo for lo, _ in limits], dtype=theta0.dtype)
         self.theta_hi = torch.tensor([hi for _, hi in limits], dtype=theta0.dtype)
+        scales = [p.scale for p in problem.parameters]
+        self.theta_scale = (torch.tensor(scales, dtype=theta0.dtype)
+                            if any(s != 1.0 for s in scales) else None)
 
     @property
     def theta(self) -> torch.nn.Parameter:
@@ -66,12 +69,19 @@ class Method:
     def to(self, device: torch.device) -> Method:
         self.surrogate.to(device)
         self.theta_lo, self.theta_hi = self.theta_lo.to(device), self.theta_hi.to(device)
+        if self.theta_scale is not None:
+            self.theta_scale = self.theta_scale.to(device)
         return self
 
     def _step_upper(self) -> None:
-        """One step of the upper-level optimiser, then θ projected onto the problem's bounds."""
+        """One step of the upper-level optimiser, then θ projected onto the problem's bounds.
+        Adam's step does not depend on the gradient's scale, so stretching θ's step by the
+        parameters' `scale` is Adam on θ/scale (`bilo.model.Parameter`)."""
+        before = self.theta.detach().clone() if self.theta_scale is not None else None
         self.opt_upper.step()
         with torch.no_grad():
+            if before is not None:
+                self.theta.copy_(before + (self.theta - before) * self.theta_scale)
             self.theta.clamp_(self.theta_lo, self.theta_hi)
 
     def data_loss(self, batch: Batch) -> torch.Tensor:
@@ -106,8 +116,10 @@ class Method:
         losses = {"res": sum(r.value.square().mean() for r in residuals.values())}
         total = losses["res"]
         if self.takes_parameters:
-            losses["rgrad"] = sum(r[(slot,)].square().mean()
-                                  for r in residuals.values() for slot in surrogate.slots)
+            # derivatives per typical change of each parameter (`Parameter.scale`)
+            losses["rgrad"] = sum((r[(slot,)] * scale).square().mean()
+                                  for r in residuals.values()
+                                  for slot, scale in surrogate.slot_scales.items())
             total = total + self.w_rgrad * losses["rgrad"]
         return losses, total, u
 

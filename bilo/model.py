@@ -46,12 +46,17 @@ _INF = float("inf")
 class Parameter:
     """A scalar parameter to infer. `bounds` keep every upper-level step inside a box
     (projection); `prior` is used by samplers and the negative log-posterior (None: flat on the
-    bounds)."""
+    bounds). `scale` is its typical size, for a parameter far from order one (a rate λ ~ 500):
+    the networks see θ/scale, BiLO's residual-gradient loss takes derivatives per unit of
+    θ/scale, and the upper level's Adam steps (about lr_theta each) are taken in units of
+    scale: as if θ/scale were the variable. θ, its bounds and every reported number stay in
+    the declared units."""
 
     name: str
     initial: float
     bounds: tuple[float, float] = (-_INF, _INF)
     prior: Prior | None = None
+    scale: float = 1.0
 
 
 class DirichletEnergy:
@@ -105,11 +110,16 @@ class Settings:
     finetune_steps: int = 50_000
     lr_net: float = 1e-3
     lr_theta: float = 1e-3
+    # the network's learning rate at the last fine-tuning step, reached by a geometric decay
+    # from lr_net (so that Adam's noise does not set the final residual); None: constant
+    lr_net_final: float | None = None
     # unknown functions: points in x for the regulariser and the f0 fit (the paper's T_reg has
     # 101). `stratified_reg` redraws them each step, one per cell of that grid: with fixed
     # points f grows wiggles between them (docs/functions.md)
     n_reg: int = 101
     stratified_reg: bool = True
+    # BiLO's weight of the residual-gradient loss ‖∂θ r‖² in the lower level
+    w_rgrad: float = 0.1
     # BiLO: θ waits (no upper step) while the residual loss is above hold_upper × its value at
     # the first fine-tuning step, so that u_NN catches up with θ before θ moves on; None: the
     # paper's simultaneous steps throughout
@@ -183,6 +193,10 @@ class Problem:
     # factor on the initial first-layer weights of each coordinate (default 1): larger for a
     # coordinate along which u has features much finer than the coordinate's range
     coord_init_scale: dict[str, float] = {}
+    # network inputs computed from the coordinates, after them (`network_features` gives
+    # them): e.g. the distance |x − z| to a point source, so that u(x) = ũ(x, |x − z|) is
+    # continuous with a kink at z however the network is trained
+    features: tuple[str, ...] = ()
 
     # -- derived views of the declaration -------------------------------------------------
     @property
@@ -220,6 +234,17 @@ class Problem:
 
     def residual(self, u: Jet, coords: dict[str, Jet], theta: dict, functions: dict) -> Jet:
         raise NotImplementedError
+
+    def solution_checks(self, grid: dict[str, np.ndarray], u: np.ndarray,
+                        theta: dict[str, float]) -> dict[str, float]:
+        """Numbers `bilo validate` reports for a solution on the reference grid, the method's
+        and the solver's (e.g. a jump condition the residual does not see); none by default."""
+        return {}
+
+    def network_features(self, coords: dict[str, Jet], theta: dict) -> dict[str, Jet]:
+        """The `features` at the points of `coords`, as jets of the coordinates (theta holds
+        the constants, e.g. a source position)."""
+        return {}
 
     def constraints(self, evaluate, coords: dict, theta: dict, functions: dict) -> dict:
         """Extra conditions c = 0 not enforced by `output` (e.g. a boundary or jump condition),

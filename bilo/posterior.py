@@ -87,6 +87,14 @@ def _prior_term(prior, value: float) -> tuple[float, float]:
     return lp, (lp - down) / h if math.isfinite(down) else 0.0
 
 
+def predictive_points(problem: Problem, data) -> np.ndarray:
+    """Where the posterior predictive records u: the observation points or, for events (whose
+    values are no values of u), 101 even points of x, the intensity's credible band."""
+    if problem.likelihood.data == "events":
+        return np.linspace(0.0, 1.0, 101)[:, None]
+    return data.observations.points_in(problem.coords)
+
+
 def noise_sigma(data, sigma: float | None = None) -> float:
     """σ of the Gaussian noise: `sigma` if given, else the data file's observations/@sigma; a
     posterior needs it (InputError when it is 0: noise-free synthetic data has no posterior
@@ -101,8 +109,10 @@ def noise_sigma(data, sigma: float | None = None) -> float:
 
 def likelihood_scale(problem: Problem, data, sigma: float | None = None) -> tuple[float, float]:
     """(scale, σ) with −log L = scale·J + const: n/(2σ²) for the Gaussian likelihood (σ from
-    `noise_sigma`), the likelihood's own `scale(n)` otherwise (σ NaN)."""
-    n = len(data.observations.values)
+    `noise_sigma`), the likelihood's own `scale(n)` otherwise (σ NaN), n the number of
+    observations or, for events, of snapshots."""
+    n = (data.events.n_snapshots if problem.likelihood.data == "events"
+         else len(data.observations.values))
     likelihood = problem.likelihood
     if isinstance(likelihood, Gaussian):
         used = noise_sigma(data, sigma)
@@ -121,8 +131,9 @@ class SolverTarget:
 
     def __init__(self, problem: Problem, data, *, sigma: float | None = None,
                  nx: int | None = None, observe_points=None):
-        if data.observations is None:
-            raise InputError("field 'observations': missing; a posterior needs data")
+        needed = problem.likelihood.data
+        if getattr(data, needed) is None:
+            raise InputError(f"field '{needed}': missing; a posterior needs data")
         model = problem.adjoint(data, w_reg={}, nx=nx)
         if model is None:
             raise InputError(f"problem '{problem.name}' declares no adjoint: the solver "
@@ -411,11 +422,10 @@ def fit_hmc_solver(problem: Problem, data, options, out: Path | None, *,
                              f"[{lo}, {hi}] (bounds and prior)")
     n_chains, seed = int(get("n_chains", 4)), int(get("seed", 0))
     started = time.perf_counter()
-    obs = data.observations
     chains = hmc.run_chains(
         SolverTarget, n_chains, [seed + c for c in range(n_chains)], theta0=theta0,
         args=(problem, data), kwargs={"sigma": get("sigma"), "nx": get("nx"),
-                                      "observe_points": obs.points_in(problem.coords)},
+                                      "observe_points": predictive_points(problem, data)},
         processes=int(get("processes", 1)), log=log,
         n_samples=int(get("n_samples", 1000)), n_warmup=int(get("n_warmup", 1000)),
         n_leapfrog=int(get("n_leapfrog", 10)), jitter=float(get("jitter", 0.2)),
@@ -428,7 +438,9 @@ def fit_hmc_solver(problem: Problem, data, options, out: Path | None, *,
                         predictive, (problem, data))
     mean = posterior_mean(chains, problem)
     m = target.to_m(mean)
-    at_obs = target.model.predict(m, obs.points_in(problem.coords))
+    obs = data.observations
+    misfit = (None if obs is None else
+              relative_l2(target.model.predict(m, obs.points_in(problem.coords)), obs.values))
     return chains_result(
         problem, data, chains, options, method=method, data_path=data_path,
         scale=target.scale, elapsed=elapsed,
@@ -439,7 +451,7 @@ def fit_hmc_solver(problem: Problem, data, options, out: Path | None, *,
                "sigma_used": target.sigma,
                "bounds": {k: list(b) for k, b in zip(problem.params, target.bounds,
                                                      strict=True)},
-               "model_rel_l2_vs_data": relative_l2(at_obs, obs.values),
+               "model_rel_l2_vs_data": misfit,
                "predictive": predictive_summary(data, predictive),
                "sampler": "bilo.hmc: leapfrog with reflection at the bounds, dual averaging "
                           "and a diagonal mass matrix in warm-up"})
@@ -500,14 +512,14 @@ def predictive_every(options) -> int:
 def posterior_predictive(problem: Problem, data, chains: list[hmc.Chain], sigma: float, *,
                          seed: int = 0) -> dict[str, np.ndarray]:
     """The posterior-predictive draws recorded by the chains (`Chain.observed`, u at the
-    observation points first, then for a network target u at the reference grid's points):
+    `predictive_points` first, then for a network target u at the reference grid's points):
     θ and u at the observations per recorded draw, the 2.5/50/97.5 % quantiles of u there
     (its credible band) and, for Gaussian data (σ finite), the 2.5/97.5 % quantiles of new data
     u + σ·ε (the predictive band, one noise draw per recorded u, seeded)."""
     recorded = [c for c in chains if c.observed is not None and len(c.observed)]
     if not recorded:
         return {}
-    n_obs = len(data.observations.values)
+    n_obs = len(predictive_points(problem, data))
     theta = np.concatenate([c.samples[c.observed_index] for c in recorded])
     u = np.concatenate([c.observed for c in recorded])
     u_obs = u[:, :n_obs]

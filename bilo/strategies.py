@@ -73,7 +73,8 @@ _INF = float("inf")
 _LIMITS = {"w_reg": (0.0, _INF), "w_rgrad": (0.0, _INF), "w_dat": (1e-300, _INF),
            "width": (1, 1 << 16), "depth": (1, 64), "n_res": (2, 1 << 24),
            "pretrain_steps": (0, 1 << 40), "finetune_steps": (0, 1 << 40),
-           "lr_net": (1e-300, _INF), "lr_theta": (1e-300, _INF), "n_reg": (2, 1 << 24),
+           "lr_net": (1e-300, _INF), "lr_theta": (1e-300, _INF),
+           "lr_net_final": (1e-300, _INF), "n_reg": (2, 1 << 24),
            "seed": (0, 2**63 - 1), "checkpoint_every": (1, 1 << 40),
            "record_every": (1, 1 << 40), "polish": (0, 1 << 20), "nx": (3, 1 << 26),
            "maxiter": (1, 1 << 30), "n_samples": (1, 1 << 30), "n_warmup": (0, 1 << 30),
@@ -116,10 +117,8 @@ class NetworkOptions(Options):
 
 @dataclass
 class BiLOOptions(NetworkOptions):
-    w_rgrad: float = 0.1
-
     def step_options(self) -> dict:
-        return {"w_rgrad": self.w_rgrad, "hold_upper": self.settings.hold_upper}
+        return {"w_rgrad": self.settings.w_rgrad, "hold_upper": self.settings.hold_upper}
 
 
 @dataclass

@@ -31,14 +31,18 @@ class Surrogate:
         pde = problem.pde_params
         self.pde_index = [problem.params.index(p) for p in pde]
         n_inputs = len(pde) + len(problem.functions) if takes_parameters else 0
-        self.network = MLP(len(problem.coords), n_inputs, width, depth, coord_init_scale=[
-            problem.coord_init_scale.get(c, 1.0) for c in problem.coords])
+        columns = (*problem.coords, *problem.features)
+        self.network = MLP(len(columns), n_inputs, width, depth, coord_init_scale=[
+            problem.coord_init_scale.get(c, 1.0) for c in columns])
+        scale = {p.name: p.scale for p in problem.parameters}
+        self.input_scale = [1.0 / scale[p] for p in pde]
         self.theta = torch.nn.Parameter(theta0.clone())
         self.function_nets = torch.nn.ModuleDict(
             {name: FunctionNet(spec) for name, spec in problem.functions.items()})
         residual = [as_key(k) for k in problem.residual_keys]
         # the jet variables BiLO differentiates the residual in: θ and one ζ per function
         self.slots = (*pde, *(aux_name(f) for f in problem.functions))
+        self.slot_scales = {slot: scale.get(slot, 1.0) for slot in self.slots}
         self.keys: list[Key] = residual + (
             [as_key((*k, s)) for k in residual for s in self.slots] if takes_parameters else [])
 
@@ -80,14 +84,18 @@ class Surrogate:
         theta = self.theta_values(jets=self.takes_parameters)
         functions = (self._function_jets(_spatial(points, problem), self.takes_parameters)
                      if problem.functions else {})
-        if not self.takes_parameters:
-            net = self.network.jet(points, None, self.keys, problem.coords)
-        elif not functions:
-            net = self.network.jet(points, self.theta_pde, self.keys, problem.coords,
-                                   problem.pde_params)
-        else:  # z = f(x) varies along x: the first layer needs the full jet product
-            inputs = [*coords.values(), *(theta[p] for p in problem.pde_params),
-                      *functions.values()]
+        features = problem.network_features(coords, theta)
+        scaled = any(s != 1.0 for s in self.input_scale)
+        if not (functions or features or (scaled and self.takes_parameters)):
+            net = (self.network.jet(points, self.theta_pde, self.keys, problem.coords,
+                                    problem.pde_params) if self.takes_parameters else
+                   self.network.jet(points, None, self.keys, problem.coords))
+        else:  # inputs that vary with x other than the coordinates: a full jet product
+            inputs = [*coords.values(), *(features[f] for f in problem.features)]
+            if self.takes_parameters:
+                inputs += [theta[p] * s for p, s in zip(problem.pde_params, self.input_scale,
+                                                        strict=True)]
+                inputs += list(functions.values())
             net = mlp_jet_of_inputs(self.network, inputs)
         return problem.output(net, coords, theta, functions), coords, theta, functions
 
@@ -100,9 +108,15 @@ class Surrogate:
                      for name, net in self.function_nets.items()}
         inputs = None
         if self.takes_parameters:
-            columns = ([self.theta_pde.expand(len(points), -1)] if problem.pde_params else [])
+            scale = torch.tensor(self.input_scale, dtype=points.dtype, device=points.device)
+            columns = ([(self.theta_pde * scale).expand(len(points), -1)]
+                       if problem.pde_params else [])
             columns += [f[:, None] for f in functions.values()]
             inputs = torch.cat(columns, dim=1)
+        if problem.features:
+            values = problem.network_features(coords, theta | self.constants)
+            points = torch.cat([points, *(values[f].value[:, None] for f in problem.features)],
+                               dim=1)
         net = Jet.constant(self.network(points, inputs))
         functions = {name: Jet.constant(f) for name, f in functions.items()}
         return problem.output(net, coords, theta | self.constants, functions).value

@@ -154,6 +154,18 @@ def read_checkpoint(path: Path, where: str | None = None) -> dict:
                          ) from None
 
 
+def observed_data(problem: Problem, data: SolutionFile, data_path: str | None = None):
+    """(points where the likelihood needs u, what it compares u with): the observation points
+    and values, or, for events, the likelihood's points (quadrature nodes and the events) and
+    the events themselves."""
+    where = data_path or "the data"
+    if problem.likelihood.data == "events":
+        events = data.events
+        return problem.likelihood.points(events.positions_in(problem.coords, where)), events
+    obs = data.observations
+    return obs.points_in(problem.coords, where), obs.values
+
+
 class Run:
     """One training run of a network method in a directory."""
 
@@ -192,12 +204,12 @@ class Run:
 
     # -- data ---------------------------------------------------------------------------------
     def _make_batch(self) -> Batch:
-        obs = self.data.observations
-        points = obs.points_in(self.problem.coords, self.data_path or "the data")
+        points, observed = observed_data(self.problem, self.data, self.data_path)
         collocation, u0 = self._collocation(step=0)
         reg_x, f0 = self.regulariser_points(step=0)
         return Batch(collocation=collocation, obs_points=self._tensor(points),
-                     obs_values=self._tensor(obs.values), u0=u0, reg_x=reg_x, f0=f0)
+                     obs_values=observed if self.data.observations is None
+                     else self._tensor(observed), u0=u0, reg_x=reg_x, f0=f0)
 
     def _tensor(self, values) -> torch.Tensor:
         return torch.as_tensor(values, dtype=torch.float32, device=self.device)
@@ -321,6 +333,10 @@ class Run:
             self.batch.collocation, self.batch.u0 = self._collocation(self.step)
         if self.problem.functions and s.stratified_reg and self.step > 0:
             self.batch.reg_x, self.batch.f0 = self.regulariser_points(self.step)
+        if s.lr_net_final is not None and phase.name == "finetune":
+            done = (self.step - phase.start) / max(phase.end - phase.start - 1, 1)
+            for group in self.method.opt_net.param_groups:
+                group["lr"] = s.lr_net * (s.lr_net_final / s.lr_net) ** done
         losses = phase.step_fn(self.batch)
         self._check_finite(losses)
         if (self.step - phase.start) % options.record_every == 0 or self.step == phase.end - 1:

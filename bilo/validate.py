@@ -137,6 +137,10 @@ def validate(run_dir: str | Path, problem: Problem | None = None, log=print) -> 
                    result["axes"]).reshape(result["u_nn"].shape)
     error = float(np.linalg.norm(result["u_nn"] - u_ref) / np.linalg.norm(u_ref))
     summary["u_rel_l2_vs_reference"] = error
+    checks = {who: problem.solution_checks(result["grid"], u, params)
+              for who, u in (("method", result["u_nn"]), ("reference", u_ref))}
+    if checks["method"]:
+        summary["solution_checks"] = checks
     data_path = Path(summary.get("data") or "")
     if data_path.is_file() and problem.likelihood.data == "events":
         data = read_solution(data_path)
@@ -171,7 +175,9 @@ def validate(run_dir: str | Path, problem: Problem | None = None, log=print) -> 
            if misfit is not None else "")
         + (f"; ∫u = {summary['reference_events_per_snapshot']:.4g} events per snapshot "
            f"expected, {summary['data_events_per_snapshot']:.4g} seen"
-           if "data_events_per_snapshot" in summary else ""))
+           if "data_events_per_snapshot" in summary else "")
+        + "".join(f"; {name} {value:.5g} (reference {checks['reference'][name]:.5g})"
+                  for name, value in checks["method"].items()))
     return summary
 
 

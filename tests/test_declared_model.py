@@ -152,13 +152,13 @@ def test_polish_finishes_a_network_answer_at_the_solvers_minimiser(logistic_data
 
 
 def test_network_methods_refuse_problems_without_a_residual(tmp_path, capsys):
-    """`bilo train singular --method bilo` (a problem with a reference solver but no network
-    formulation yet): exit code 2 and one line saying so."""
+    """`bilo train fkpp2d --method bilo` (a problem with a reference solver but no network
+    formulation yet): exit code 2 and one line saying so, before the data are read."""
     from bilo.cli import main
 
     data = tmp_path / "s.h5"
     write_solution(data, run_reference("singular", nx=201))
-    assert main(["train", "singular", "--data", str(data), "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "fkpp2d", "--data", str(data), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert "declares no residual" in err and len(err.splitlines()) == 1
 
