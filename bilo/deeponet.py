@@ -308,8 +308,8 @@ class DeepONetRun:
                                                        self._theta_dict(self.theta))}
         objective = losses["dat"]
         if self.function_nets:
-            terms = {k: self.problem.functions[k].regulariser.of_slopes(net.slope(self.reg_x))
-                     for k, net in self.function_nets.items()}
+            terms = {k: self.problem.functions[k].regulariser.of_slopes(
+                net.gradient(self.reg_x)) for k, net in self.function_nets.items()}
             losses["reg"] = sum(terms.values())
             objective = objective + sum(self.w_reg[k] * v for k, v in terms.items())
         self.opt_upper.zero_grad(set_to_none=True)

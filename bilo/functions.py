@@ -60,21 +60,27 @@ def mlp_jet_of_inputs(net: MLP, inputs: Sequence[Jet]) -> Jet:
 
 
 class FunctionNet(torch.nn.Module):
-    """f(x; V) = transform(N(x; V), x) for one unknown function of x."""
+    """f(x; V) = transform(N(x; V), x) for one unknown function of the coordinates
+    `spec.coords`. Points are rows (N, d) of those coordinates, or (N,) for a function of one."""
 
     def __init__(self, spec: FunctionSpec):
         super().__init__()
         self.spec = spec
-        self.network = MLP(1, 0, spec.width, spec.depth)
+        self.network = MLP(len(spec.coords), 0, spec.width, spec.depth)
 
-    def jet(self, x: torch.Tensor, keys) -> Jet:
-        """f's jet in x at points x (N,), tracking `keys` (multi-indices over "x")."""
-        net = self.network.jet(x[:, None], None, keys or [()], ("x",))
-        return self.spec.transform(net, Jet.variable("x", x, keys or [()]))
+    def jet(self, points: torch.Tensor, keys) -> Jet:
+        """f's jet at `points`, tracking `keys` (multi-indices over the coordinates)."""
+        points = points.reshape(len(points), -1)
+        keys = keys or [()]
+        net = self.network.jet(points, None, keys, self.spec.coords)
+        return self.spec.transform(net, *(Jet.variable(name, points[:, i], keys)
+                                          for i, name in enumerate(self.spec.coords)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.jet(x, None).value
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.jet(points, None).value
 
-    def slope(self, x: torch.Tensor) -> torch.Tensor:
-        """f′ at points x (N,), what the regulariser reads."""
-        return self.jet(x, [("x",)])[("x",)]
+    def gradient(self, points: torch.Tensor) -> torch.Tensor:
+        """∇f at `points`, (N, d): what the regulariser reads."""
+        keys = [(name,) for name in self.spec.coords]
+        jet = self.jet(points, keys)
+        return torch.stack([jet[key] for key in keys], dim=1)

@@ -30,7 +30,7 @@ class Batch:
     obs_points: torch.Tensor  # (M, n_coords)
     obs_values: torch.Tensor  # (M,)
     u0: torch.Tensor | None = None  # numerical solution at the initial guess, on collocation
-    reg_x: torch.Tensor | None = None  # points in x for the function regulariser and f0 fit
+    reg_x: torch.Tensor | None = None  # points (x, or rows of coordinates) for R(f) and f0 fit
     f0: dict[str, torch.Tensor] | None = None  # initial guesses of the functions at reg_x
 
 
@@ -84,6 +84,10 @@ class Method:
                 self.theta.copy_(before + (self.theta - before) * self.theta_scale)
             self.theta.clamp_(self.theta_lo, self.theta_hi)
 
+    def reset_upper(self) -> None:
+        """A fresh upper-level Adam, at the same learning rate (`Settings.fresh_upper`)."""
+        self.opt_upper = torch.optim.Adam(self.upper_params, lr=self.opt_upper.defaults["lr"])
+
     def data_loss(self, batch: Batch) -> torch.Tensor:
         """The likelihood's misfit of the surrogate at the observation points."""
         surrogate = self.surrogate
@@ -101,7 +105,7 @@ class Method:
         nets = self.surrogate.function_nets
         if nets:
             terms = {name: self.problem.functions[name].regulariser.of_slopes(
-                net.slope(batch.reg_x)) for name, net in nets.items()}
+                net.gradient(batch.reg_x)) for name, net in nets.items()}
             losses["reg"] = sum(terms.values())
             objective = objective + sum(self.w_reg[name] * term for name, term in terms.items())
         return objective

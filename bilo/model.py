@@ -6,7 +6,8 @@ A problem (a subclass of `Problem`, one file in `bilo/problems/`) declares
 * its coordinates and their domain;
 * the parameters to infer (`Parameter`: initial guess, bounds, prior) and the constants fixed by
   the data (e.g. the heat equation's D);
-* unknown functions of x (`FunctionSpec`: transform, initial guess, regulariser);
+* unknown functions of x, or of several coordinates (`FunctionSpec`: transform, initial guess,
+  regulariser);
 * the residual and the output transform, in jet arithmetic (`bilo/jet.py`): written once, they
   give BiLO the residual with its θ-derivatives and PINN the plain residual;
 * the observation model (a `bilo.likelihoods.Likelihood`);
@@ -14,12 +15,13 @@ A problem (a subclass of `Problem`, one file in `bilo/problems/`) declares
 * where one exists, its adjoint (`adjoint(...)`, an `adjoint.optimize.AdjointProblem`).
 
 The objective is written once, in `objective`: J(θ, f) = likelihood misfit + Σ_f w_reg·R(f),
-R(f) = ∫₀¹ f′(x)² dx (the Dirichlet energy; `TotalVariation` uses ∫|f′|). The networks estimate
-R by the mean of f′² over points drawn one per cell of [0, 1]; the solvers and the adjoint take
-the exact integral of the piecewise-linear interpolant. For a Gaussian likelihood with σ the
-negative log-posterior is scale·J − log p(θ) with scale = n/(2σ²) (`log_prior` here; the
-samplers' targets in `bilo.posterior` and `bilo.bayes` evaluate it): the regulariser then acts
-as a Gaussian prior on f.
+R(f) = ∫₀¹ f′(x)² dx (the Dirichlet energy; `TotalVariation` uses ∫|f′|, `SmoothedTotalVariation`
+∫sqrt(|∇f|² + ε²)). The networks estimate R by the mean over points drawn one per cell of [0, 1]
+(of [0, 1]² for a function of two coordinates); the solvers and the adjoint take the exact
+integral of the piecewise-linear interpolant (on a mesh: `Problem.regularisation`). For a
+Gaussian likelihood with σ the negative log-posterior is scale·J − log p(θ) with
+scale = n/(2σ²) (`log_prior` here; the samplers' targets in `bilo.posterior` and `bilo.bayes`
+evaluate it): the regulariser then acts as a Gaussian prior on f.
 
 This module does not import torch: `bilo solve` and `bilo validate` run without it.
 """
@@ -60,32 +62,49 @@ class Parameter:
 
 
 class DirichletEnergy:
-    """R(f) = ∫₀¹ f′² dx."""
+    """R(f) = ∫|∇f|² over the unit interval or square."""
 
     def of_slopes(self, slopes):
-        """Monte Carlo estimate from f′ at points spread over [0, 1] (torch or numpy)."""
-        return (slopes * slopes).mean()
+        """Monte Carlo estimate from ∇f at points spread over the unit box (torch or numpy):
+        f′ (k,) for a function of one coordinate, or gradients (k, d)."""
+        return self.density(slopes if slopes.ndim == 2 else slopes[:, None]).mean()
+
+    def density(self, gradients):
+        """The integrand at gradients (k, d)."""
+        return (gradients * gradients).sum(-1)
 
     def of_samples(self, x: np.ndarray, values: np.ndarray) -> float:
-        """Exact for the piecewise-linear interpolant of (x, values), on 1001 even points."""
+        """Exact for the piecewise-linear interpolant of (x, values) in one coordinate, on 1001
+        even points."""
         grid = np.linspace(0.0, 1.0, 1001)
         # equal intervals: the integral is the mean over them
         return float(self.of_slopes(np.diff(np.interp(grid, x, values)) / np.diff(grid)))
 
 
 class TotalVariation(DirichletEnergy):
-    """R(f) = ∫₀¹ |f′| dx."""
+    """R(f) = ∫₀¹ |f′| dx (in several coordinates the anisotropic ∫Σ_i |∂_i f|)."""
 
-    def of_slopes(self, slopes):
-        return abs(slopes).mean()
+    def density(self, gradients):
+        return abs(gradients).sum(-1)
+
+
+@dataclass(frozen=True)
+class SmoothedTotalVariation(DirichletEnergy):
+    """R(f) = ∫sqrt(|∇f|² + ε²): the total variation, differentiable where ∇f = 0."""
+
+    eps: float = 1.0
+
+    def density(self, gradients):
+        return ((gradients * gradients).sum(-1) + self.eps**2) ** 0.5
 
 
 @dataclass(frozen=True)
 class FunctionSpec:
-    """An unknown function of the spatial coordinate x.
+    """An unknown function of the spatial coordinates `coords` (default x alone).
 
-    transform: (network jet, x jet) -> f jet, fixing boundary values or sign.
-    initial: the initial guess f0, a numpy function of x (pre-training fits f to it).
+    transform: (network jet, one jet per coordinate) -> f jet, fixing boundary values or sign.
+    initial: the initial guess f0, a numpy function of x (pre-training fits f to it); of rows
+        of the coordinates (k, d) for a function of several.
     w_reg: default weight of the regulariser.
     truth: the expression `bilo solve` uses for f when none is given.
     """
@@ -97,6 +116,11 @@ class FunctionSpec:
     truth: str = ""
     width: int = 64
     depth: int = 2
+    coords: tuple[str, ...] = ("x",)
+    # its typical size, for a function far from order one (darcy's A in [3, 12]): BiLO's network
+    # takes z = f/scale and the residual-gradient loss takes ∂ per unit of f/scale, as for
+    # `Parameter.scale` (a network input of 12 would saturate the first layer)
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,10 +138,15 @@ class Settings:
     # from lr_net (so that Adam's noise does not set the final residual); None: constant
     lr_net_final: float | None = None
     # unknown functions: points in x for the regulariser and the f0 fit (the paper's T_reg has
-    # 101). `stratified_reg` redraws them each step, one per cell of that grid: with fixed
-    # points f grows wiggles between them (docs/functions.md)
+    # 101; n_reg × n_reg for a function of two coordinates). `stratified_reg` redraws them each
+    # step, one per cell of that grid: with fixed points f grows wiggles between them
+    # (docs/functions.md)
     n_reg: int = 101
     stratified_reg: bool = True
+    # unknown functions: a fresh upper-level Adam at fine-tuning's start. Pre-training's f0 fit
+    # leaves Adam second moments at its gradients' scale, and a misfit whose gradients are
+    # orders smaller (darcy: J ~ 1e-6) then moves the functions by ~1e-7 of lr per step
+    fresh_upper: bool = False
     # BiLO's weight of the residual-gradient loss ‖∂θ r‖² in the lower level
     w_rgrad: float = 0.1
     # BiLO: θ waits (no upper step) while the residual loss is above hold_upper × its value at
@@ -197,6 +226,9 @@ class Problem:
     # them): e.g. the distance |x − z| to a point source, so that u(x) = ũ(x, |x − z|) is
     # continuous with a kink at z however the network is trained
     features: tuple[str, ...] = ()
+    # regularisers the adjoint offers by name (`--regulariser`, darcy: tv, h1) and its default
+    regularisers: tuple[str, ...] = ()
+    default_regulariser: str | None = None
 
     # -- derived views of the declaration -------------------------------------------------
     @property
@@ -224,6 +256,37 @@ class Problem:
     @property
     def has_network(self) -> bool:
         return type(self).residual is not Problem.residual
+
+    @property
+    def function_coords(self) -> tuple[str, ...]:
+        """The coordinates of the unknown functions, one set for all of them (they share the
+        regulariser points)."""
+        found = {spec.coords for spec in self.functions.values()} or {("x",)}
+        if len(found) > 1:
+            raise ValueError(f"problem '{self.name}': functions of different coordinates {found}")
+        return found.pop()
+
+    # -- data on a mesh and functions per vertex (darcy); defaults for the other problems --
+    def check_data(self, data, where: str) -> None:
+        """Checks of a data file beyond those of `bilo.strategies.load_data`; none by default."""
+
+    def regularisation(self, mesh, values: np.ndarray, regulariser: str | None = None,
+                       tv_eps: float | None = None) -> float:
+        """R of the P1 function with `values` at the mesh's vertices, exact: what every method's
+        J takes on a mesh (`bilo validate`). Problems with functions on a mesh declare it."""
+        raise NotImplementedError(f"problem '{self.name}' has no regulariser on a mesh")
+
+    def function_metrics(self, name: str, values: np.ndarray, truth: np.ndarray,
+                         params: dict) -> dict:
+        """Problem-specific scores of an inferred function against its truth; none by
+        default."""
+        return {}
+
+    def reference_solution(self, data, functions: dict[str, np.ndarray]):
+        """The reference on the data's mesh at functions given per vertex
+        (`solvers.fem.FemSolution`), for `bilo validate` and pre-training's u0; None where the
+        reference is not on a mesh."""
+        return None
 
     # -- the network formulation (jet arithmetic) ------------------------------------------
     # `theta` maps each parameter name to a jet (BiLO) or a tensor (PINN), and holds the

@@ -65,6 +65,14 @@ class Result:
     function_x: np.ndarray = field(default_factory=lambda: FUNCTION_POINTS)
 
 
+def function_points(problem: Problem, data: SolutionFile) -> np.ndarray:
+    """Where a run reports its unknown functions: at the mesh's vertices (k, 2) for data on a
+    mesh, else at FUNCTION_POINTS in x."""
+    if data.mesh is not None:
+        return data.mesh.vertices[:, :len(problem.function_coords)]
+    return FUNCTION_POINTS
+
+
 def reference_points(problem: Problem, data: SolutionFile) -> np.ndarray:
     """All nodes of the data file's grid (or mesh vertices × times), as rows of coordinates in
     the problem's order, in the order of `data.u`'s entries."""
@@ -101,7 +109,7 @@ def write_result(out: str | os.PathLike, result: Result) -> dict:
     if on_mesh:
         truth_functions = {name: data.inputs[name] for name in result.functions
                            if name in data.inputs}
-        initial_functions = {name: spec.initial(data.mesh.vertices[:, :2])
+        initial_functions = {name: spec.initial(function_points(problem, data))
                              for name, spec in problem.functions.items()}
         inferred = dict(result.functions)
     else:
@@ -112,12 +120,12 @@ def write_result(out: str | os.PathLike, result: Result) -> dict:
         inferred = {name: np.interp(FUNCTION_POINTS, result.function_x, values)
                     for name, values in result.functions.items()}
     # problem-specific scores of a function against its truth (darcy: classification)
-    metrics = getattr(problem, "function_metrics", None)
-    scores = {} if metrics is None else {
-        when: {k: v for name, values in truth_functions.items()
-               for k, v in metrics(name, functions[name], values, data.params).items()}
-        for when, functions in (("function_metrics", inferred),
-                                ("function_metrics_initial", initial_functions))}
+    scores = {when: {k: v for name, values in truth_functions.items()
+                     for k, v in problem.function_metrics(name, functions[name], values,
+                                                          data.params).items()}
+              for when, functions in (("function_metrics", inferred),
+                                      ("function_metrics_initial", initial_functions))}
+    scores = {when: values for when, values in scores.items() if values}
     history = result.history
     with atomic_h5(out / "result.h5", kind="result") as h5:
         h5.attrs["problem"] = problem.name

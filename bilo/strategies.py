@@ -244,6 +244,7 @@ class NetworkStrategy(Strategy):
         from bilo.train import Run
 
         require_network(problem)
+        problem.check_data(data, data_path or "the data")
         return Run(problem, data, self.name, getattr(bilo.methods, self.steps), options, out,
                    data_path)
 
@@ -288,14 +289,13 @@ class AdjointStrategy(Strategy):
 
         w_reg = {name: spec.w_reg if options.w_reg is None else options.w_reg
                  for name, spec in problem.functions.items()}
-        choices = getattr(problem, "regularisers", ())
+        choices = problem.regularisers
         if options.regulariser is not None and options.regulariser not in choices:
             raise InputError(f"--regulariser {options.regulariser}: problem '{problem.name}' "
                              f"offers {', '.join(choices) or 'no choice'}")
         if options.tv_eps is not None and "tv" not in choices:
             raise InputError(f"--tv-eps: problem '{problem.name}' has no TV regulariser")
-        if hasattr(problem, "check_data"):
-            problem.check_data(data, data_path or "the data")
+        problem.check_data(data, data_path or "the data")
         extra = {k: v for k, v in (("regulariser", options.regulariser),
                                    ("tv_eps", options.tv_eps)) if v is not None}
         model = problem.adjoint(data, w_reg=w_reg, nx=options.nx, **extra)
@@ -523,23 +523,28 @@ def polish(problem: Problem, data: SolutionFile, result: Result, iterations: int
     model = problem.adjoint(data, w_reg=w_reg)
     if model is None:
         raise InputError(f"--polish: problem '{problem.name}' has no adjoint")
+    on_mesh = data.mesh is not None  # a function per vertex, all of them unknowns
     if problem.functions:
         (name,) = problem.functions
-        m0 = np.interp(model.x[1:-1], result.function_x, result.functions[name])
+        m0 = (result.functions[name] if on_mesh
+              else np.interp(model.x[1:-1], result.function_x, result.functions[name]))
     else:
         m0 = np.array([result.params[k] for k in problem.params])
     before = model.objective(m0)
-    found = minimize(model, m0, maxiter=iterations, log=log)
+    tolerance = {"gtol": model.gtol} if hasattr(model, "gtol") else {}  # scaled to its J
+    found = minimize(model, m0, maxiter=iterations, log=log, **tolerance)
     polished = {"objective_before": before, "objective": found.objective,
                 "iterations": found.iterations, "converged": found.converged,
                 "wall_s": round(found.wall_s, 4)}
     truth = {k: float(data.params[k]) for k in problem.params if k in data.params}
-    if problem.functions:
-        values = np.interp(FUNCTION_POINTS, model.x, model.full_function(found.m))
-        if name in data.inputs:
-            polished["rel_err"] = {name: relative_l2(values, np.interp(
-                FUNCTION_POINTS, data.grid["x"], data.inputs[name]))}
-    else:
+    if problem.functions and name in data.inputs:
+        values, truth_values = ((model.full_function(found.m), data.inputs[name]) if on_mesh
+                                else (np.interp(FUNCTION_POINTS, model.x,
+                                                model.full_function(found.m)),
+                                      np.interp(FUNCTION_POINTS, data.grid["x"],
+                                                data.inputs[name])))
+        polished["rel_err"] = {name: relative_l2(values, truth_values)}
+    elif not problem.functions:
         polished["params"] = dict(zip(problem.params, found.m.tolist(), strict=True))
         polished["rel_err"] = relative_errors(polished["params"], truth)
     print(f"polished with {found.iterations} solver iterations: J {before:.6e} -> "

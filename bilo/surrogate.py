@@ -18,8 +18,11 @@ from bilo.model import Problem
 from bilo.network import MLP
 
 
-def _spatial(points: torch.Tensor, problem: Problem) -> torch.Tensor:
-    return points[:, problem.coords.index("x")]
+def _function_points(points: torch.Tensor, problem: Problem) -> torch.Tensor:
+    """The columns of `points` that the unknown functions take: (N,) for x alone, else
+    (N, d)."""
+    columns = [problem.coords.index(c) for c in problem.function_coords]
+    return points[:, columns[0]] if len(columns) == 1 else points[:, columns]
 
 
 class Surrogate:
@@ -42,6 +45,7 @@ class Surrogate:
         residual = [as_key(k) for k in problem.residual_keys]
         # the jet variables BiLO differentiates the residual in: θ and one ζ per function
         self.slots = (*pde, *(aux_name(f) for f in problem.functions))
+        scale |= {aux_name(f): spec.scale for f, spec in problem.functions.items()}
         self.slot_scales = {slot: scale.get(slot, 1.0) for slot in self.slots}
         self.keys: list[Key] = residual + (
             [as_key((*k, s)) for k in residual for s in self.slots] if takes_parameters else [])
@@ -65,13 +69,13 @@ class Surrogate:
                   for j, name in enumerate(self.problem.params)}
         return values | self.constants
 
-    def _function_jets(self, x: torch.Tensor, with_aux: bool) -> dict[str, Jet]:
-        x_keys = [k for k in self.keys if set(k) <= {"x"}]
+    def _function_jets(self, points: torch.Tensor, with_aux: bool) -> dict[str, Jet]:
+        spatial = [k for k in self.keys if set(k) <= set(self.problem.function_coords)]
         jets = {}
         for name, net in self.function_nets.items():
-            jet = net.jet(x, x_keys)
+            jet = net.jet(points, spatial)
             if with_aux:
-                zero = torch.zeros((), dtype=x.dtype, device=x.device)
+                zero = torch.zeros((), dtype=points.dtype, device=points.device)
                 jet = jet + Jet.variable(aux_name(name), zero, self.keys)
             jets[name] = jet
         return jets
@@ -82,7 +86,8 @@ class Surrogate:
         coords = {name: Jet.variable(name, points[:, i], self.keys)
                   for i, name in enumerate(problem.coords)}
         theta = self.theta_values(jets=self.takes_parameters)
-        functions = (self._function_jets(_spatial(points, problem), self.takes_parameters)
+        functions = (self._function_jets(_function_points(points, problem),
+                                          self.takes_parameters)
                      if problem.functions else {})
         features = problem.network_features(coords, theta)
         scaled = any(s != 1.0 for s in self.input_scale)
@@ -95,7 +100,8 @@ class Surrogate:
             if self.takes_parameters:
                 inputs += [theta[p] * s for p, s in zip(problem.pde_params, self.input_scale,
                                                         strict=True)]
-                inputs += list(functions.values())
+                inputs += [jet * (1.0 / problem.functions[name].scale)
+                           for name, jet in functions.items()]
             net = mlp_jet_of_inputs(self.network, inputs)
         return problem.output(net, coords, theta, functions), coords, theta, functions
 
@@ -104,14 +110,15 @@ class Surrogate:
         problem = self.problem
         coords = {name: Jet.constant(points[:, i]) for i, name in enumerate(problem.coords)}
         theta = {name: Jet.constant(self.theta[j]) for j, name in enumerate(problem.params)}
-        functions = {name: net(_spatial(points, problem))
+        functions = {name: net(_function_points(points, problem))
                      for name, net in self.function_nets.items()}
         inputs = None
         if self.takes_parameters:
             scale = torch.tensor(self.input_scale, dtype=points.dtype, device=points.device)
             columns = ([(self.theta_pde * scale).expand(len(points), -1)]
                        if problem.pde_params else [])
-            columns += [f[:, None] for f in functions.values()]
+            columns += [f[:, None] / problem.functions[name].scale
+                        for name, f in functions.items()]
             inputs = torch.cat(columns, dim=1)
         if problem.features:
             values = problem.network_features(coords, theta | self.constants)
@@ -132,9 +139,9 @@ class Surrogate:
     def params(self) -> dict[str, float]:
         return dict(zip(self.problem.params, self.theta.detach().cpu().tolist(), strict=True))
 
-    def functions_on(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """The unknown functions at points x (numpy, float64)."""
-        x_t = torch.as_tensor(x, dtype=self.theta.dtype, device=self.theta.device)
+    def functions_on(self, points: np.ndarray) -> dict[str, np.ndarray]:
+        """The unknown functions at numpy points ((k,) in x, or rows (k, d)), as float64."""
+        x_t = torch.as_tensor(points, dtype=self.theta.dtype, device=self.theta.device)
         with torch.no_grad():
             return {name: net(x_t).cpu().numpy().astype(np.float64)
                     for name, net in self.function_nets.items()}

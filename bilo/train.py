@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from bilo.methods import Batch, Method
 from bilo.model import Problem
-from bilo.results import FUNCTION_POINTS, TRACKS, Result, reference_points
+from bilo.results import TRACKS, Result, function_points, reference_points
 from solvers.common import Diverged, InputError, Interrupted, atomic_path
 from solvers.exchange import SolutionFile, read_solution
 
@@ -186,11 +186,13 @@ class Run:
         self.method: Method = method_class(
             problem, s.width, s.depth, theta0, s.lr_net, s.lr_theta, constants=constants,
             w_reg=options.w_reg, **options.step_options()).to(self.device)
-        # initial guesses sampled once and interpolated at the redrawn points (a GRF draw
-        # costs about a second)
+        # initial guesses of x sampled once and interpolated at the redrawn points (a GRF
+        # draw on a fine grid costs about a second); those of several coordinates are
+        # evaluated at the points themselves (darcy's A0 series: milliseconds)
         fine = np.linspace(0.0, 1.0, 4001)
         self._f0_samples = {name: (fine, spec.initial(fine))
-                            for name, spec in problem.functions.items()}
+                            for name, spec in problem.functions.items()
+                            if len(spec.coords) == 1}
         self._u0 = self._u0_function(options.u0)
         self.batch = self._make_batch()
         self.step = 0  # steps done, pre-training then fine-tuning
@@ -215,15 +217,21 @@ class Run:
         return torch.as_tensor(values, dtype=torch.float32, device=self.device)
 
     def regulariser_points(self, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Points in x for the functions' regulariser and f0 fit, and f0 there: evenly spaced,
-        or (`stratified_reg`, after step 0) one uniform draw in each of n_reg equal cells, so
-        that f cannot grow wiggles unseen between fixed points."""
-        n = self.options.settings.n_reg
-        x = np.linspace(0.0, 1.0, n)
+        """Points for the functions' regulariser and f0 fit, and f0 there: n_reg evenly spaced
+        in x (an n_reg × n_reg grid over the unit square for functions of two coordinates), or
+        (`stratified_reg`, after step 0) one uniform draw in each of the grid's equal cells, so
+        that f cannot grow wiggles unseen between fixed points. Points in x alone are (n_reg,),
+        rows of coordinates otherwise."""
+        n, dim = self.options.settings.n_reg, len(self.problem.function_coords)
+        cells = np.stack(np.meshgrid(*[np.arange(n)] * dim, indexing="ij"), -1).reshape(-1, dim)
+        points = np.linspace(0.0, 1.0, n)[cells]
         if self.options.settings.stratified_reg and step > 0:
-            x = (np.arange(n) + np.random.default_rng(step).random(n)) / n
-        return self._tensor(x), {name: self._tensor(np.interp(x, *samples))
-                                 for name, samples in self._f0_samples.items()}
+            points = (cells + np.random.default_rng(step).random(cells.shape)) / n
+        if dim == 1:
+            points = points[:, 0]
+        f0 = {name: np.interp(points, *self._f0_samples[name]) if name in self._f0_samples
+              else spec.initial(points) for name, spec in self.problem.functions.items()}
+        return self._tensor(points), {name: self._tensor(v) for name, v in f0.items()}
 
     def _collocation(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Residual points (drawn anew each step for problems that resample) and u0 there."""
@@ -233,7 +241,6 @@ class Run:
 
     def _u0_function(self, u0) -> Callable | None:
         """The solution at the initial guess as a function of points, from `options.u0`."""
-        from bilo.synthetic import run_reference
         from solvers.exchange import write_solution
         from solvers.reference import sample
 
@@ -242,17 +249,39 @@ class Run:
         theta0 = self.options.theta0
         path = str(self.out / "u0.h5") if u0 == "auto" else u0
         if u0 == "auto" and not Path(path).exists():
-            initial = {name: spec.initial for name, spec in self.problem.functions.items()}
-            fixed = {k: v for k, v in self.data.params.items() if k not in self.problem.params}
             self.out.mkdir(parents=True, exist_ok=True)
-            write_solution(path, run_reference(self.problem, {**fixed, **theta0}, initial))
+            write_solution(path, self._solve_at_initial_guess())
         solution = read_solution(path)
         mismatch = {k: v for k, v in theta0.items()
                     if not np.isclose(solution.params.get(k, np.nan), v)}
         if mismatch:
             raise InputError(f"{path}: field 'params': solved at {solution.params}, but the "
                              f"initial guess is {theta0}")
+        if solution.mesh is not None:
+            from meshes.interpolation import P1Interpolator
+
+            if self.data.mesh is None or solution.mesh.vertices.shape != \
+                    self.data.mesh.vertices.shape:
+                raise InputError(f"{path}: field 'mesh': not the data file's mesh")
+            interpolate = P1Interpolator(solution.mesh.vertices, solution.mesh.cells)
+            return lambda points: interpolate(solution.u, points, outside=np.nan)
         return lambda points: sample(solution, points, self.problem.coords)
+
+    def _solve_at_initial_guess(self) -> SolutionFile:
+        """The reference at the initial guess θ0, f0: on the data's mesh for a problem solved
+        there (dolfinx, in this process), else at the declaration's resolution."""
+        from bilo.synthetic import run_reference
+
+        problem, fixed = self.problem, {k: v for k, v in self.data.params.items()
+                                        if k not in self.problem.params}
+        if problem.reference.on_mesh:
+            vertices = self.data.mesh.vertices[:, :2]
+            solution = problem.reference_solution(self.data, {
+                name: spec.initial(vertices) for name, spec in problem.functions.items()})
+            return solution.to_solution_file(problem.name, {**fixed, **self.options.theta0},
+                                             {"solved_at": "the initial guess (u0)"})
+        initial = {name: spec.initial for name, spec in problem.functions.items()}
+        return run_reference(problem, {**fixed, **self.options.theta0}, initial)
 
     # -- checkpoints --------------------------------------------------------------------------
     @property
@@ -333,6 +362,8 @@ class Run:
             self.batch.collocation, self.batch.u0 = self._collocation(self.step)
         if self.problem.functions and s.stratified_reg and self.step > 0:
             self.batch.reg_x, self.batch.f0 = self.regulariser_points(self.step)
+        if s.fresh_upper and phase.name == "finetune" and self.step == phase.start:
+            self.method.reset_upper()
         if s.lr_net_final is not None and phase.name == "finetune":
             done = (self.step - phase.start) / max(phase.end - phase.start - 1, 1)
             for group in self.method.opt_net.param_groups:
@@ -410,10 +441,12 @@ class Run:
         history = {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()}
         history["theta"] = history["theta"].reshape(len(history["step"]), -1)
         s = self.options.settings
+        points = function_points(self.problem, self.data)
         return Result(
             method=self.method_name, problem=self.problem, data=self.data,
             data_path=self.data_path, params=surrogate.params(),
-            functions=surrogate.functions_on(FUNCTION_POINTS), u=u.reshape(self.data.u.shape),
+            functions=surrogate.functions_on(points), function_x=points,
+            u=u.reshape(self.data.u.shape),
             history=history, steps={"pretrain": min(self.step, s.pretrain_steps),
                                     "finetune": max(self.step - s.pretrain_steps, 0)},
             wall_s=dict(self.wall), device=str(self.device), w_reg=self.method.w_reg,

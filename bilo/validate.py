@@ -188,7 +188,7 @@ def _validate_on_mesh(run_dir: Path, problem: Problem, result: dict, summary: di
     from meshes.interpolation import P1Interpolator
 
     data_path = Path(summary.get("data") or "")
-    if not data_path.is_file() or not hasattr(problem, "reference_solution"):
+    if not data_path.is_file():
         raise InputError(f"{run_dir}: problem '{problem.name}' is re-solved on the data file's "
                          f"mesh, and the data file {data_path} is not there")
     data = read_solution(data_path)

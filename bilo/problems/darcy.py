@@ -8,18 +8,22 @@ with seed `INITIAL_SEED`, rescaled to the paper's marginal standard deviation �
 (`solvers.fem.darcy.darcy_initial_coefficient`; docs/darcy.md says why not the paper's
 length 0.01). The adjoint (`adjoint.fem.DarcyAdjointProblem`) infers A at every mesh vertex,
 regularised by the smoothed total variation ∫sqrt(|∇A|² + ε²) (default, the paper's TV) or
-∫|∇A|²; A ≥ `LOWER` through L-BFGS-B's bounds. No network residual yet: BiLO and PINN need a
-2-D unknown function in the core (`bilo.model.FunctionSpec` is a function of x).
+∫|∇A|²; A ≥ `LOWER` through L-BFGS-B's bounds.
 
-Beyond `bilo.model.Problem`, this class declares what the mesh-valued function needs and the
-core does not yet provide: `regularisers`, `check_data`, `regularisation` (R on the mesh),
-`function_metrics` (the classification accuracy) and `reference_solution` (the FEM at an
-inferred A, for `bilo validate`).
+The networks (Appendix B.6): A(x, y) = 3 + 9·sigmoid(N_A(x, y)), u = N_u(x, y, z)·x(1−x)·y(1−y)
+with z = A(x, y) BiLO's auxiliary input; the residual −∂x(A∂xu) − ∂y(A∂yu) − f on a grid over
+the unit square; R(A) the smoothed TV on n_reg × n_reg stratified points (the same ε and w_reg
+as the adjoint, so that every method's J, recomputed on the mesh by `bilo validate`, is one
+number). Pre-training fits u to the FEM solution at A0 (`--u0 auto`).
+
+Beyond `bilo.model.Problem`'s defaults it declares what a function on a mesh needs:
+`check_data`, `regularisation` (R on the mesh), `function_metrics` (the classification
+accuracy) and `reference_solution` (the FEM at A per vertex).
 """
 
 import numpy as np
 
-from bilo.model import FunctionSpec, MeshReferenceSpec, Problem
+from bilo.model import FunctionSpec, MeshReferenceSpec, Problem, Settings, SmoothedTotalVariation
 from solvers.common import InputError
 from solvers.fem.cli import PARAMS
 from solvers.fem.darcy import REGULARISERS, darcy_initial_coefficient, p1_regulariser
@@ -39,13 +43,31 @@ class Darcy(Problem):
     coords = ("x", "y")
     reference = MeshReferenceSpec("darcy", "Darcy -div(A grad u) = f, u = 0 on the boundary "
                                   "(dolfinx P1; --mesh, --np)", defaults=PARAMS["darcy"])
-    # `initial` takes points (k, 2). w_reg: the TV weight with the smallest A error on the
-    # noise-free 51×51 data of docs/darcy.md (u ~ 1e-2 makes J ~ 1e-8; the paper's 1e-9 is
-    # for its network's losses)
-    functions = {"A": FunctionSpec(transform=lambda net, x: 3.0 + 9.0 * net.sigmoid(),
-                                   initial=initial_coefficient, w_reg=1e-10)}
+    # w_reg: the TV weight with the smallest A error on the noise-free 51×51 data of
+    # docs/darcy.md (u ~ 1e-2 makes J ~ 1e-8; the paper's 1e-9 is for its network's losses)
+    functions = {"A": FunctionSpec(transform=lambda net, x, y: 3.0 + 9.0 * net.sigmoid(),
+                                   initial=initial_coefficient, w_reg=1e-10,
+                                   regulariser=SmoothedTotalVariation(TV_EPS), coords=("x", "y"),
+                                   scale=10.0)}
     regularisers = REGULARISERS
     default_regulariser = "tv"
+    residual_keys = ((), ("x",), ("y",), ("x", "x"), ("y", "y"))
+    # w_rgrad 0.01: with z = A/10 the residual-gradient loss is 100 times the one per unit of
+    # A, and at 0.1 it outweighed the residual loss (docs/darcy.md)
+    presets = {
+        "paper": Settings(width=128, depth=2, n_res=(51, 51), pretrain_steps=10_000,
+                          finetune_steps=5_000, n_reg=51, fresh_upper=True, w_rgrad=0.01),
+        "quick": Settings(width=128, depth=2, n_res=(26, 26), pretrain_steps=6_000,
+                          finetune_steps=3_000, n_reg=26, fresh_upper=True, w_rgrad=0.01),
+    }
+
+    def output(self, net, coords, theta, functions):
+        x, y = coords["x"], coords["y"]
+        return net * x * (1.0 - x) * y * (1.0 - y)
+
+    def residual(self, u, coords, theta, functions):
+        a = functions["A"]
+        return -(a * u.d("x")).d("x") - (a * u.d("y")).d("y") - theta["f"]
 
     def check_data(self, data, where: str) -> None:
         """The data must be on a mesh and hold the source f per vertex."""
