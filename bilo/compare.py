@@ -98,6 +98,9 @@ def compare(problem: str | Problem, data: str, methods: list[str], out: str | Pa
                          "u_rel_l2_vs_reference": summary.get("u_rel_l2_vs_reference"),
                          "reference_rel_l2_vs_data": summary.get("reference_rel_l2_vs_data"),
                          "reference_objective": summary.get("reference_objective"),
+                         # scores of an inferred function (darcy: the classification accuracy)
+                         **{k: v for k, v in summary.get("function_metrics", {}).items()
+                            if not k.endswith("_threshold")},
                          **_posterior_columns(summary),
                          **({"surrogate_heldout_rel_l2": summary["surrogate_heldout"]["rel_l2"]}
                             if summary.get("surrogate_heldout") else {}),

@@ -166,3 +166,28 @@ def test_bilo_pretraining_matches_the_fem_solution_at_a0(tmp_path, report):
     assert summary["u_rel_l2_vs_reference"] < TOL
     assert 0.0 <= summary["function_metrics"]["A_accuracy"] <= 1.0
     assert (tmp_path / "run" / "functions.png").exists()
+
+
+@pytest.mark.slow
+def test_compare_runs_every_method_on_darcy(tmp_path):
+    """`bilo compare darcy --methods adjoint,bilo,pinn` (Python API, tiny networks and step
+    counts, an 8 x 8 mesh; about 20 s): one row per method with A's error, its classification
+    accuracy and J recomputed by `bilo validate`'s FEM re-solve; the adjoint's u is that
+    solve (to 1e-12) and its J is the smallest of the three (it minimises that J)."""
+    pytest.importorskip("dolfinx")
+    from bilo.cli import main
+    from bilo.compare import compare
+
+    data = tmp_path / "d.h5"
+    assert main(["solve", "darcy", "--nx", "8", "--out", str(data)]) == 0
+    rows = compare("darcy", str(data), ["adjoint", "bilo", "pinn"], tmp_path / "cmp",
+                   w_dats=(1.0,), overrides={"pretrain_steps": 50, "finetune_steps": 20,
+                                             "width": 16, "n_res": (9, 9), "n_reg": 9})
+    by_method = {row["method"]: row for row in rows}
+    assert set(by_method) == {"adjoint", "bilo", "pinn_wdat1"}
+    for row in rows:
+        assert 0.0 <= row["A_accuracy"] <= 1.0 and row["rel_err_A"] > 0.0
+    assert by_method["adjoint"]["u_rel_l2_vs_reference"] < 1e-12
+    objectives = {m: row["reference_objective"] for m, row in by_method.items()}
+    assert objectives["adjoint"] == min(objectives.values())
+    assert (tmp_path / "cmp" / "comparison.md").exists()
