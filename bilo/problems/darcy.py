@@ -53,7 +53,7 @@ class Darcy(Problem):
     default_regulariser = "tv"
     residual_keys = ((), ("x",), ("y",), ("x", "x"), ("y", "y"))
     # w_rgrad 0.01: with z = A/10 the residual-gradient loss is 100 times the one per unit of
-    # A, and at 0.1 it outweighed the residual loss (docs/darcy.md)
+    # A, and at 0.1 its term was as large as the residual loss (docs/darcy.md)
     presets = {
         "paper": Settings(width=128, depth=2, n_res=(51, 51), pretrain_steps=10_000,
                           finetune_steps=5_000, n_reg=51, fresh_upper=True, w_rgrad=0.01),
