@@ -264,7 +264,15 @@ class Run:
                     self.data.mesh.vertices.shape:
                 raise InputError(f"{path}: field 'mesh': not the data file's mesh")
             interpolate = P1Interpolator(solution.mesh.vertices, solution.mesh.cells)
-            return lambda points: interpolate(solution.u, points, outside=np.nan)
+
+            def on_mesh(points: np.ndarray) -> np.ndarray:
+                values = interpolate(solution.u, points, outside=np.nan)
+                if np.isnan(values).any():
+                    raise InputError(f"{path}: field 'mesh': does not cover the residual points "
+                                     "(the networks' domain is the unit box)")
+                return values
+
+            return on_mesh
         return lambda points: sample(solution, points, self.problem.coords)
 
     def _solve_at_initial_guess(self) -> SolutionFile:

@@ -191,3 +191,26 @@ def test_compare_runs_every_method_on_darcy(tmp_path):
     objectives = {m: row["reference_objective"] for m, row in by_method.items()}
     assert objectives["adjoint"] == min(objectives.values())
     assert (tmp_path / "cmp" / "comparison.md").exists()
+
+
+def test_mesh_that_misses_the_residual_points_is_one_line(tmp_path, capsys):
+    """darcy data on [0, 0.5]² (a 4 x 4 mesh scaled by one half): the networks' residual points
+    cover the unit square, so `--u0 auto` (the FEM at A0 on that mesh) cannot give u0 there.
+    `bilo train` exits with status 2 and one line naming u0.h5 and its field 'mesh'."""
+    pytest.importorskip("dolfinx")
+    from bilo.cli import main
+    from meshes import write_mesh
+    from meshes.image_mesh import unit_square_mesh
+
+    mesh = unit_square_mesh(4)
+    mesh.vertices[:] *= 0.5
+    write_mesh(tmp_path / "half.xdmf", mesh)
+    data = tmp_path / "d.h5"
+    assert main(["solve", "darcy", "--mesh", str(tmp_path / "half.xdmf"), "--out",
+                 str(data)]) == 0
+    capsys.readouterr()
+    assert main(["train", "darcy", "--data", str(data), "--method", "pinn", "--u0", "auto",
+                 "--pretrain-steps", "1", "--steps", "1", "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "u0.h5" in lines[0] and "field 'mesh'" in lines[0], lines[0]
