@@ -171,9 +171,10 @@ def test_bilo_pretraining_matches_the_fem_solution_at_a0(tmp_path, report):
 @pytest.mark.slow
 def test_compare_runs_every_method_on_darcy(tmp_path):
     """`bilo compare darcy --methods adjoint,bilo,pinn` (Python API, tiny networks and step
-    counts, an 8 x 8 mesh; about 20 s): one row per method with A's error, its classification
-    accuracy and J recomputed by `bilo validate`'s FEM re-solve; the adjoint's u is that
-    solve (to 1e-12) and its J is the smallest of the three (it minimises that J)."""
+    counts, an 8 x 8 mesh; about 6 s, `slow` to spare `make test`'s budget): one row per
+    method with A's error, its classification accuracy and J recomputed by `bilo validate`'s
+    FEM re-solve; the adjoint's u is that solve (to 1e-12) and its J is the smallest of the
+    three (it minimises that J)."""
     pytest.importorskip("dolfinx")
     from bilo.cli import main
     from bilo.compare import compare
