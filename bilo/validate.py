@@ -164,7 +164,9 @@ def validate(run_dir: str | Path, problem: Problem | None = None, log=print) -> 
     misfit = summary["reference_rel_l2_vs_data"]
     summary["reference"] = {"file": reference_path.name, **reference.provenance}
     write_json_atomic(summary_path, summary)
-    plot_solution(run_dir / "solution.png", result, u_ref, summary)
+    plot_solution(run_dir / "solution.png", result, u_ref, summary,
+                  events=data.events if problem.likelihood.data == "events" and
+                  data_path.is_file() else None)
     shown = ", ".join(f"{k}={v:.5g}" for k, v in result["params"].items())
     errors = ", ".join(f"{k} {v:.2e}" for k, v in summary.get("rel_err", {}).items())
     log(f"{result['method']} on {result['problem']}: {shown}"
@@ -250,7 +252,10 @@ def plot_mesh_solution(path: Path, reference, u_method: np.ndarray, u_true: np.n
     plt.close(fig)
 
 
-def plot_solution(path: Path, result: dict, u_ref: np.ndarray, summary: dict) -> None:
+def plot_solution(path: Path, result: dict, u_ref: np.ndarray, summary: dict,
+                  events=None) -> None:
+    """u against the reference; with events (a point process, whose intensity u is), their
+    histogram per snapshot and unit length beside it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,6 +272,11 @@ def plot_solution(path: Path, result: dict, u_ref: np.ndarray, summary: dict) ->
     else:
         ax.plot(grid[axes[0]], u_ref, lw=2.5, alpha=0.45, label="reference")
         ax.plot(grid[axes[0]], u_nn, "--", lw=1.2, label=result["method"])
+        if events is not None:
+            counts, edges = np.histogram(events.positions[:, 0], bins=50, range=(0.0, 1.0))
+            ax.stairs(counts / (events.n_snapshots * np.diff(edges)), edges, color="0.5",
+                      lw=0.8, label=f"events per snapshot and unit length "
+                                    f"(M = {events.n_snapshots})")
     ax.set(xlabel=axes[-1], ylabel="u",
            title=f"{result['method']} on {result['problem']}: u (dashed)"
            f" vs reference at inferred θ (thick)\nrel. L2 {summary['u_rel_l2_vs_reference']:.2e}")
