@@ -102,6 +102,7 @@ def test_jump_constraint_is_the_one_sided_slope_difference():
     assert abs(float(jump["lam"]) - (d_jump + 1.0) / 100.0) < 1e-4
 
 
+@pytest.mark.slow
 def test_pretrained_network_is_the_fdm_solution_with_its_jump_and_theta_derivatives(
         tmp_path, report):
     """BiLO pre-trained at θ0 = (λ, μ) = (250, 5) (the quick preset: width 64, 100 residual
