@@ -95,7 +95,7 @@ class Surrogate:
             net = (self.network.jet(points, self.theta_pde, self.keys, problem.coords,
                                     problem.pde_params) if self.takes_parameters else
                    self.network.jet(points, None, self.keys, problem.coords))
-        else:  # inputs that vary with x other than the coordinates: a full jet product
+        else:  # features, functions of x or scaled θ: the first layer as a full jet product
             inputs = [*coords.values(), *(features[f] for f in problem.features)]
             if self.takes_parameters:
                 inputs += [theta[p] * s for p, s in zip(problem.pde_params, self.input_scale,

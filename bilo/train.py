@@ -210,7 +210,7 @@ class Run:
         collocation, u0 = self._collocation(step=0)
         reg_x, f0 = self.regulariser_points(step=0)
         return Batch(collocation=collocation, obs_points=self._tensor(points),
-                     obs_values=observed if self.data.observations is None
+                     obs_values=observed if self.problem.likelihood.data == "events"
                      else self._tensor(observed), u0=u0, reg_x=reg_x, f0=f0)
 
     def _tensor(self, values) -> torch.Tensor:
