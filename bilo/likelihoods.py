@@ -147,6 +147,93 @@ class SegmentationMasks(Likelihood):
         return f"SegmentationMasks(noise={self.noise}, slope={self.slope:g})"
 
 
+def grid_neighbours(ij) -> np.ndarray:
+    """(n, 4) rows of each pixel's neighbours along −i, +i, −j, +j among the pixels `ij` (n, 2
+    integer indices on a grid); −1 where that neighbour is not among them."""
+    ij = np.asarray(ij, dtype=np.int64)
+    row = {(int(i), int(j)): k for k, (i, j) in enumerate(ij)}
+    steps = ((-1, 0), (1, 0), (0, -1), (0, 1))
+    return np.array([[row.get((int(i) + di, int(j) + dj), -1) for di, dj in steps]
+                     for i, j in ij], dtype=np.int64).reshape(len(ij), 4)
+
+
+@dataclass(frozen=True)
+class MaskContours(Likelihood):
+    """Nested masks (coded as in :class:`SegmentationMasks`) as level sets of u whose contours
+    are drawn with a position error: a pixel x is labelled inside region s with probability
+    F(d_s(x)/σ), where d_s = (u − u_c^s)/|∇u| is x's signed distance from the contour
+    {u = u_c^s} to first order and F the logistic distribution function of unit sd.
+
+    Unlike a link in u (sigmoid(slope·(u − u_c))), this one does not depend on how steep u is
+    at the contour, so hard, noise-free masks do not favour steep profiles (docs/gbm.md).
+    The pixels are a grid: `neighbours` (rows × 4, :func:`grid_neighbours`, −1 where missing)
+    gives |∇u| by central differences (one-sided at the edge), `spacing` the grid steps along
+    its two axes and `sd` the contour's position error σ, both in the coordinates' units.
+    |∇u| is floored at `floor` per spacing (smoothly), so that where u is flat (far outside,
+    deep inside) d is large and the label certain. −log L sums the binary cross-entropies of
+    every pixel and mask; the misfit is its mean over pixels.
+    """
+
+    thresholds: dict[int, str] = field(default_factory=dict)
+    neighbours: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64),
+                                   compare=False, repr=False)
+    spacing: tuple[float, float] = (1.0, 1.0)
+    sd: float = 1.0
+    floor: float = 0.01
+
+    def __post_init__(self):
+        neighbours = np.asarray(self.neighbours, dtype=np.int64)
+        if neighbours.ndim != 2 or neighbours.shape[1] != 4:
+            raise ValueError(f"MaskContours: neighbours must be (rows, 4), got "
+                             f"{neighbours.shape}")
+        if not (self.sd > 0 and min(self.spacing) > 0):
+            raise ValueError("MaskContours: sd and spacing must be > 0")
+        own = np.arange(len(neighbours))
+        axes = []
+        for axis, h in enumerate(self.spacing):  # (plus, minus, 1/(their distance)) per axis
+            minus, plus = neighbours[:, 2 * axis], neighbours[:, 2 * axis + 1]
+            span = h * ((minus >= 0).astype(np.float64) + (plus >= 0))
+            axes.append((np.where(plus >= 0, plus, own), np.where(minus >= 0, minus, own),
+                         np.divide(1.0, span, out=np.zeros_like(span), where=span > 0)))
+        object.__setattr__(self, "_axes", axes)
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        return tuple(self.thresholds.values())
+
+    def _gradient_norm(self, u):
+        xp = array_namespace(u)
+        total = (self.floor / min(self.spacing)) ** 2
+        for plus, minus, inverse_span in self._axes:
+            if xp is not np:
+                plus, minus = (xp.as_tensor(i, device=u.device) for i in (plus, minus))
+            total = total + ((u[plus] - u[minus]) * _like(inverse_span, u)) ** 2
+        return total ** 0.5
+
+    def negative_log(self, u, observed, theta=None):
+        if len(u) != len(self.neighbours):
+            raise ValueError(f"MaskContours: {len(u)} rows of u, the grid has "
+                             f"{len(self.neighbours)}")
+        grad = self._gradient_norm(u)
+        total = 0.0
+        for label, name in self.thresholds.items():
+            # logistic of scale σ·√3/π has sd σ
+            z = (u - theta[name]) / grad * (np.pi / (np.sqrt(3.0) * self.sd))
+            mask = observed >= label
+            mask = mask.to(u.dtype) if array_namespace(u) is not np else mask.astype(np.float64)
+            total = total + (_softplus(z) - mask * z).sum()
+        return total
+
+    def scale(self, n: int) -> float:
+        return float(n)
+
+    def value(self, u, observed, theta=None):
+        return self.negative_log(u, observed, theta) / self.scale(len(observed))
+
+    def describe(self) -> str:
+        return f"MaskContours(sd={self.sd:g}, floor={self.floor:g})"
+
+
 @dataclass(frozen=True)
 class ScaledDensity(Likelihood):
     """A map proportional to u with an unknown scale c (parameter `scale_param`) and noise
