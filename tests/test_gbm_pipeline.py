@@ -141,10 +141,11 @@ def test_tissue_sampler_is_the_image_field_in_torch():
 @pytest.mark.parametrize("options, fragment", [
     ({"method": "bayes"}, "unknown method"), ({"preset": "fast"}, "presets"),
     ({"overrides": {"width": 0}}, "--width 0"), ({"n_ranks": 0}, "--np"),
+    ({"method": "hmc", "contour_sd_mm": 0.0}, "--contour-sd"),
 ])
 def test_options_are_checked_before_any_stage(tmp_path, options, fragment):
-    """`bilo gbm run` with an unknown method or preset, a zero width or --np 0: InputError
-    before the patient is read or meshed (nothing written in OUT)."""
+    """`bilo gbm run` with an unknown method or preset, a zero width, --np 0 or --contour-sd
+    0: InputError before the patient is meshed (nothing written in OUT)."""
     from solvers.common import InputError
 
     with pytest.raises(InputError, match=fragment):
@@ -272,3 +273,34 @@ def test_observations_of_two_scans_and_pet():
         assert obs.values[first:first + n].sum() == (wt & region).sum() + (tc & region).sum()
     np.testing.assert_array_equal(obs.values[2 * n:], patient.pet[patient.wt & region])
     assert model_choices(patient, "bilo").pet_scale0 is None  # PET only when asked
+
+
+def test_segmentation_grid_matches_the_observation_points():
+    """data/patient_cortex with its follow-up, `--method hmc`: the sampler's likelihood is
+    MaskContours over both scans' rows. Every neighbour it lists is an observation point of the
+    same scan one pixel away along the listed axis (the dimensionless points of
+    `observations`, spacing 1 mm / L), and the contour sd is --contour-sd / L."""
+    from apps.gbm.patient import brain_mask, load_patient
+    from apps.gbm.pipeline import model_choices, observations, segmentation_grid
+    from apps.gbm.problem import GBMProblem
+    from apps.gbm.scales import patient_scales
+    from bilo.likelihoods import MaskContours
+
+    patient = load_patient("data/patient_cortex")
+    scales = patient_scales(patient)
+    region = brain_mask(patient)
+    model = model_choices(patient, "hmc", contour_sd_mm=1.5)
+    obs, (n_seg, _) = observations(patient, region, scales, model)
+    grid = segmentation_grid(patient, region, scales, model)
+    assert grid.neighbours.shape == (n_seg, 4) and n_seg == 2 * int(region.sum())
+    rows, sides = np.nonzero(grid.neighbours >= 0)
+    step = obs.points[grid.neighbours[rows, sides]] - obs.points[rows]
+    assert (step[:, 2] == 0.0).all()  # the same scan
+    axis = sides // 2
+    distance = np.abs(step[:, 0]) + np.abs(step[:, 1])
+    np.testing.assert_allclose(distance, np.asarray(grid.spacing)[axis], rtol=1e-12)
+    np.testing.assert_allclose(grid.spacing, [1.0 / scales.L_mm] * 2, rtol=1e-12)
+    problem = GBMProblem.__new__(GBMProblem)
+    problem._declare(model, (n_seg, 0), grid)
+    assert isinstance(problem.likelihood, MaskContours)
+    assert problem.likelihood.sd == pytest.approx(1.5 / scales.L_mm)

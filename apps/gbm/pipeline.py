@@ -31,8 +31,16 @@ import numpy as np
 
 from apps.gbm import calibration
 from apps.gbm.patient import ImageField, Patient, brain_mask, load_patient, tissue_P
-from apps.gbm.problem import GBMProblem, ImageSampler, ModelChoices, time_map
+from apps.gbm.problem import (
+    CONTOUR_SD_MM,
+    GBMProblem,
+    ImageSampler,
+    MaskGrid,
+    ModelChoices,
+    time_map,
+)
 from apps.gbm.scales import Scales, patient_scales
+from bilo.likelihoods import grid_neighbours
 from solvers.common import InputError, atomic_path, write_json_atomic
 from solvers.exchange import (
     Mesh,
@@ -171,11 +179,27 @@ def observations(patient: Patient, brain: np.ndarray, scales: Scales,
             (n_seg, sum(len(v) for v in values) - n_seg))
 
 
+def segmentation_grid(patient: Patient, brain: np.ndarray, scales: Scales,
+                      model: ModelChoices | None = None) -> MaskGrid:
+    """Where the segmentation rows of :func:`observations` lie on the pixel grid: each fitted
+    scan's rows are the pixels of `brain` in np.argwhere order, neighbours within a scan."""
+    one_scan = grid_neighbours(np.argwhere(brain))
+    n_pixels = len(one_scan)
+    n_scans = len(scans(patient, (model or ModelChoices()).followup_days is not None))
+    axis_mm = np.linalg.norm(np.asarray(patient.affine2d, dtype=np.float64)[:2, :2], axis=0)
+    return MaskGrid(
+        neighbours=np.concatenate([np.where(one_scan >= 0, one_scan + k * n_pixels, -1)
+                                   for k in range(n_scans)]),
+        spacing=(float(axis_mm[0]) / scales.L_mm, float(axis_mm[1]) / scales.L_mm),
+        mm_per_unit=scales.L_mm)
+
+
 def model_choices(patient: Patient, method: str, *, fit_followup: bool = True,
                   infer_origin: bool = False, use_pet: bool = False,
-                  pet_noise: float = 0.05) -> ModelChoices:
-    """The patient's model: the sampler's with `--method hmc`, τ with a fitted follow-up, the
-    seed's centre, and with `use_pet` the PET map's scale when the patient has one."""
+                  pet_noise: float = 0.05, contour_sd_mm: float = CONTOUR_SD_MM) -> ModelChoices:
+    """The patient's model: the sampler's with `--method hmc` (masks' contours placed with sd
+    `contour_sd_mm`), τ with a fitted follow-up, the seed's centre, and with `use_pet` the PET
+    map's scale when the patient has one."""
     pet_scale0 = None
     if use_pet and patient.pet is not None:
         core = patient.tc if patient.tc.any() else patient.wt
@@ -184,7 +208,8 @@ def model_choices(patient: Patient, method: str, *, fit_followup: bool = True,
             raise InputError("pet: no uptake inside the tumour core; run without --fit-pet")
     return ModelChoices(bayesian=method == "hmc",
                         followup_days=patient.interval_days if fit_followup else None,
-                        infer_origin=infer_origin, pet_scale0=pet_scale0, pet_noise=pet_noise)
+                        infer_origin=infer_origin, pet_scale0=pet_scale0, pet_noise=pet_noise,
+                        contour_sd_mm=contour_sd_mm)
 
 
 @dataclass
@@ -251,7 +276,7 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         ic_width=ic["width_mm"] / scales.L_mm, ic_amplitude=ic["amplitude"],
         brain_points=_dimensionless(patient.pixel_centres_mm(brain), scales),
         pixel_size=float(np.sqrt(patient.pixel_area_mm2)) / scales.L_mm, seed=seed,
-        model=model, rows=rows)
+        model=model, rows=rows, mask_grid=segmentation_grid(patient, brain, scales, model))
     with stage("FEM solve at the initial guess"):
         initial = _fem_solve(out / "mesh.xdmf", out / "fem_initial.h5", scales,
                              problem.initial_guess, n_ranks, ic)
@@ -308,6 +333,9 @@ def add_run_arguments(parser):
                         help="density counted as infiltration in the probability map "
                              f"(default {calibration.DETECTION_LEVEL})")
     sampler = parser.add_argument_group("sampler (--method hmc)")
+    sampler.add_argument("--contour-sd", type=float, default=CONTOUR_SD_MM, metavar="MM",
+                         help="sd of the segmentation contours' position error in the "
+                              f"likelihood, in mm (default {CONTOUR_SD_MM:g})")
     for flag, name, kind in (("--chains", "n_chains", int), ("--samples", "n_samples", int),
                              ("--warmup", "n_warmup", int), ("--leapfrog", "n_leapfrog", int),
                              ("--processes", "processes", int),
@@ -336,7 +364,7 @@ def run_from_arguments(args) -> int:
         slice=args.slice if args.slice == "auto" else int(args.slice), overrides=overrides,
         sampler=sampler, u_tolerance=args.u_tolerance, detection_level=args.detection_level,
         fit_followup=not args.first_scan_only, infer_origin=args.infer_origin,
-        use_pet=args.fit_pet, pet_noise=args.pet_noise)
+        use_pet=args.fit_pet, pet_noise=args.pet_noise, contour_sd_mm=args.contour_sd)
     return 0 if summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
@@ -346,7 +374,7 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                  sampler: dict | None = None, u_tolerance: float = U_TOLERANCE,
                  detection_level: float = calibration.DETECTION_LEVEL, fit_followup: bool = True,
                  infer_origin: bool = False, use_pet: bool = False, pet_noise: float = 0.05,
-                 log=print) -> dict:
+                 contour_sd_mm: float = CONTOUR_SD_MM, log=print) -> dict:
     """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
     ...) of the training, `sampler` the sampler's options (method hmc: SAMPLER_DEFAULTS and
     `bilo.strategies.BayesBiLOOptions`)."""
@@ -356,9 +384,12 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     # first (it says whether τ is a parameter)
     if not pet_noise > 0:
         raise InputError(f"--pet-noise must be > 0, got {pet_noise}")
+    if not (np.isfinite(contour_sd_mm) and contour_sd_mm > 0):
+        raise InputError(f"--contour-sd must be a finite number > 0, got {contour_sd_mm}")
     patient = load_patient(patient_dir, slice=slice)
     model = model_choices(patient, method, fit_followup=fit_followup,
-                          infer_origin=infer_origin, use_pet=use_pet, pet_noise=pet_noise)
+                          infer_origin=infer_origin, use_pet=use_pet, pet_noise=pet_noise,
+                          contour_sd_mm=contour_sd_mm)
     bayesian = model.bayesian
     sampler = ({**SAMPLER_DEFAULTS, **(sampler or {})} if bayesian else dict(sampler or {}))
     options = make_options(GBMProblem.declaration(model), method, preset, overrides,

@@ -14,19 +14,20 @@ Observations: whole tumour (WT) and tumour core (TC) masks at t = 1, modelled as
 sigmoid(20(u − u_c)) with thresholds u_c^WT, u_c^TC that the upper level infers along with D, ρ
 (`bilo.likelihoods.SegmentationMasks`). Observed values are coded 0 (outside WT), 1 (WT, not
 TC), 2 (TC). The point estimate minimises the paper's eq. 36; the sampler (`bayesian=True`)
-uses the Bernoulli likelihood of the masks and the priors of BAYES_PARAMETERS.
+uses the Bernoulli likelihood of the masks through their contours (`MaskContours`) and the priors
+of BAYES_PARAMETERS.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from apps.gbm.patient import ImageField
 from apps.gbm.scales import THRESHOLD_RANGES
-from bilo.likelihoods import ScaledDensity, SegmentationMasks, Stacked
+from bilo.likelihoods import MaskContours, ScaledDensity, SegmentationMasks, Stacked
 from bilo.model import Parameter, Problem, Settings
 from bilo.priors import LogNormal, TruncatedNormal
 
@@ -42,13 +43,16 @@ TIME_POWER = 2.0
 RESIDUAL_DECAY = 0.5
 
 
-# The Bayesian model (`bilo gbm run --method hmc`): each mask's pixels Bernoulli through the
-# sigmoid link, and priors. D and ρ are dimensionless (one scan has no time unit: the tumour's
-# age is t = 1): log-normal around the scale rule's D = ρ = 1 (apps/gbm/scales.py), a factor e
-# either way at one sd. Thresholds: normal around 0.3 (WT) and 0.7 (TC), sd 0.1, on (0, 1), as
-# the BiLO authors' GBM work; their bounds are those of the prior, not THRESHOLD_RANGES.
-BAYES_LIKELIHOOD = SegmentationMasks(thresholds={1: "th_wt", 2: "th_tc"}, slope=SIGMOID_SLOPE,
-                                     noise="bernoulli")
+# The Bayesian model (`bilo gbm run --method hmc`): each mask's pixels Bernoulli through a
+# sigmoid link in the pixel's distance from the model's contour (`MaskContours`): a link in u
+# favours steep profiles on hard masks (docs/gbm.md). The contours' position error has sd
+# CONTOUR_SD_MM, an assumption of about one pixel of a BraTS segmentation (`--contour-sd`).
+# Priors: D and ρ are dimensionless (one scan has no time unit: the tumour's age is t = 1):
+# log-normal around the scale rule's D = ρ = 1 (apps/gbm/scales.py), a factor e either way at
+# one sd. Thresholds: normal around 0.3 (WT) and 0.7 (TC), sd 0.1, on (0, 1), as the BiLO
+# authors' GBM work; their bounds are those of the prior, not THRESHOLD_RANGES.
+CONTOUR_SD_MM = 1.0
+MASK_THRESHOLDS = {1: "th_wt", 2: "th_tc"}
 BAYES_PARAMETERS = (
     Parameter("D", 1.0, bounds=(0.01, 100.0), prior=LogNormal(0.0, 1.0)),
     Parameter("rho", 1.0, bounds=(0.01, 100.0), prior=LogNormal(0.0, 1.0)),
@@ -91,14 +95,26 @@ def pet_parameter(scale0: float, bayesian: bool) -> Parameter:
 class ModelChoices:
     """What the patient's model includes beyond D, ρ and the thresholds: the sampler's
     likelihood and priors (`bayesian`), a follow-up scan after `followup_days` (τ), the seed's
-    centre (`infer_origin`: x0, y0) and a PET-like map (`pet_scale0`: its scale c, with relative
-    noise `pet_noise`)."""
+    centre (`infer_origin`: x0, y0), a PET-like map (`pet_scale0`: its scale c, with relative
+    noise `pet_noise`) and the sampler's contour error (`contour_sd_mm`)."""
 
     bayesian: bool = False
     followup_days: float | None = None
     infer_origin: bool = False
     pet_scale0: float | None = None
     pet_noise: float = 0.05
+    contour_sd_mm: float = CONTOUR_SD_MM
+
+
+@dataclass(frozen=True)
+class MaskGrid:
+    """The segmentation rows on the pixel grid: each row's four neighbours
+    (`bilo.likelihoods.grid_neighbours`, rows of the same scan), the grid steps along its two
+    axes in the problem's units, and millimetres per unit (L)."""
+
+    neighbours: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+    spacing: tuple[float, float] = (1.0, 1.0)
+    mm_per_unit: float = 1.0
 
 
 def time_map(s, tau: float):
@@ -167,7 +183,7 @@ class GBMProblem(Problem):
                   Parameter("th_tc", 0.6, bounds=THRESHOLD_RANGES["th_tc"]))
     # masks coded 1 (WT, not TC) and 2 (TC); each region's misfit relative to its size, so the
     # smaller core weighs as much as the whole tumour (the paper's eq. 36)
-    likelihood = SegmentationMasks(thresholds={1: "th_wt", 2: "th_tc"}, slope=SIGMOID_SLOPE,
+    likelihood = SegmentationMasks(thresholds=MASK_THRESHOLDS, slope=SIGMOID_SLOPE,
                                    noise="relative")
     residual_keys = ((), ("t",), ("x",), ("y",), ("x", "x"), ("y", "y"))
     resample_collocation = True
@@ -187,9 +203,10 @@ class GBMProblem(Problem):
     def __init__(self, tissue: ImageSampler, kappa: float, rho_bar: float, ic_width: float,
                  ic_amplitude: float, brain_points: np.ndarray, pixel_size: float,
                  seed: int = 0, model: ModelChoices = ModelChoices(),
-                 rows: tuple[int, int] | None = None):
+                 rows: tuple[int, int] | None = None, mask_grid: MaskGrid | None = None):
         """`rows`: with a PET map, the observations' (segmentation rows, PET rows), in that
-        order."""
+        order. `mask_grid`: where the segmentation rows lie on the pixel grid, for the
+        sampler's likelihood."""
         self.tissue = tissue
         self.kappa, self.rho_bar = float(kappa), float(rho_bar)
         self.ic_width, self.ic_amplitude = float(ic_width), float(ic_amplitude)
@@ -198,12 +215,17 @@ class GBMProblem(Problem):
                                              < NEAR_RADIUS]
         self.pixel_size = float(pixel_size)  # dimensionless
         self.seed = seed
-        self._declare(model, rows)
+        self._declare(model, rows, mask_grid)
 
-    def _declare(self, model: ModelChoices, rows: tuple[int, int] | None = None) -> None:
+    def _declare(self, model: ModelChoices, rows: tuple[int, int] | None = None,
+                 mask_grid: MaskGrid | None = None) -> None:
         bayesian, followup_days = model.bayesian, model.followup_days
-        if bayesian:  # the sampler's model: Bernoulli masks and priors (BAYES_PARAMETERS)
-            self.likelihood, self.parameters = BAYES_LIKELIHOOD, BAYES_PARAMETERS
+        if bayesian:  # the sampler's model: masks through their contours, and priors
+            grid = mask_grid or MaskGrid()  # empty: a declaration without a patient
+            self.likelihood = MaskContours(
+                thresholds=MASK_THRESHOLDS, neighbours=grid.neighbours, spacing=grid.spacing,
+                sd=model.contour_sd_mm / grid.mm_per_unit)
+            self.parameters = BAYES_PARAMETERS
         # observations at s = 1 and s = 2 (time_map) with a follow-up scan
         self.last_scan = 1.0
         if followup_days is not None:
