@@ -142,10 +142,11 @@ def test_tissue_sampler_is_the_image_field_in_torch():
     ({"method": "bayes"}, "unknown method"), ({"preset": "fast"}, "presets"),
     ({"overrides": {"width": 0}}, "--width 0"), ({"n_ranks": 0}, "--np"),
     ({"method": "hmc", "contour_sd_mm": 0.0}, "--contour-sd"),
+    ({"mask_loss": "dice"}, "--mask-loss"),
 ])
 def test_options_are_checked_before_any_stage(tmp_path, options, fragment):
-    """`bilo gbm run` with an unknown method or preset, a zero width, --np 0 or --contour-sd
-    0: InputError before the patient is meshed (nothing written in OUT)."""
+    """`bilo gbm run` with an unknown method, preset or mask loss, a zero width, --np 0 or
+    --contour-sd 0: InputError before the patient is meshed (nothing written in OUT)."""
     from solvers.common import InputError
 
     with pytest.raises(InputError, match=fragment):
@@ -304,3 +305,8 @@ def test_segmentation_grid_matches_the_observation_points():
     problem._declare(model, (n_seg, 0), grid)
     assert isinstance(problem.likelihood, MaskContours)
     assert problem.likelihood.sd == pytest.approx(1.5 / scales.L_mm)
+    # the point estimate takes eq. 36 unless --mask-loss contours
+    point = model_choices(patient, "bilo")
+    assert not isinstance(GBMProblem.declaration(point).likelihood, MaskContours)
+    problem._declare(model_choices(patient, "bilo", mask_loss="contours"), (n_seg, 0), grid)
+    assert isinstance(problem.likelihood, MaskContours)

@@ -33,6 +33,7 @@ from apps.gbm import calibration
 from apps.gbm.patient import ImageField, Patient, brain_mask, load_patient, tissue_P
 from apps.gbm.problem import (
     CONTOUR_SD_MM,
+    MASK_LOSSES,
     GBMProblem,
     ImageSampler,
     MaskGrid,
@@ -196,7 +197,8 @@ def segmentation_grid(patient: Patient, brain: np.ndarray, scales: Scales,
 
 def model_choices(patient: Patient, method: str, *, fit_followup: bool = True,
                   infer_origin: bool = False, use_pet: bool = False,
-                  pet_noise: float = 0.05, contour_sd_mm: float = CONTOUR_SD_MM) -> ModelChoices:
+                  pet_noise: float = 0.05, contour_sd_mm: float = CONTOUR_SD_MM,
+                  mask_loss: str = "eq36") -> ModelChoices:
     """The patient's model: the sampler's with `--method hmc` (masks' contours placed with sd
     `contour_sd_mm`), τ with a fitted follow-up, the seed's centre, and with `use_pet` the PET
     map's scale when the patient has one."""
@@ -209,7 +211,7 @@ def model_choices(patient: Patient, method: str, *, fit_followup: bool = True,
     return ModelChoices(bayesian=method == "hmc",
                         followup_days=patient.interval_days if fit_followup else None,
                         infer_origin=infer_origin, pet_scale0=pet_scale0, pet_noise=pet_noise,
-                        contour_sd_mm=contour_sd_mm)
+                        contour_sd_mm=contour_sd_mm, mask_loss=mask_loss)
 
 
 @dataclass
@@ -332,10 +334,13 @@ def add_run_arguments(parser):
     parser.add_argument("--detection-level", type=float, default=calibration.DETECTION_LEVEL,
                         help="density counted as infiltration in the probability map "
                              f"(default {calibration.DETECTION_LEVEL})")
+    parser.add_argument("--mask-loss", choices=MASK_LOSSES, default="eq36",
+                        help="data loss of the point estimate (bilo, pinn): the BiLO paper's "
+                             "eq36 (default) or contours, the sampler's likelihood")
+    parser.add_argument("--contour-sd", type=float, default=CONTOUR_SD_MM, metavar="MM",
+                        help="sd of the segmentation contours' position error in the contour "
+                             f"likelihood, in mm (default {CONTOUR_SD_MM:g})")
     sampler = parser.add_argument_group("sampler (--method hmc)")
-    sampler.add_argument("--contour-sd", type=float, default=CONTOUR_SD_MM, metavar="MM",
-                         help="sd of the segmentation contours' position error in the "
-                              f"likelihood, in mm (default {CONTOUR_SD_MM:g})")
     for flag, name, kind in (("--chains", "n_chains", int), ("--samples", "n_samples", int),
                              ("--warmup", "n_warmup", int), ("--leapfrog", "n_leapfrog", int),
                              ("--processes", "processes", int),
@@ -364,7 +369,8 @@ def run_from_arguments(args) -> int:
         slice=args.slice if args.slice == "auto" else int(args.slice), overrides=overrides,
         sampler=sampler, u_tolerance=args.u_tolerance, detection_level=args.detection_level,
         fit_followup=not args.first_scan_only, infer_origin=args.infer_origin,
-        use_pet=args.fit_pet, pet_noise=args.pet_noise, contour_sd_mm=args.contour_sd)
+        use_pet=args.fit_pet, pet_noise=args.pet_noise, contour_sd_mm=args.contour_sd,
+        mask_loss=args.mask_loss)
     return 0 if summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
@@ -374,7 +380,8 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                  sampler: dict | None = None, u_tolerance: float = U_TOLERANCE,
                  detection_level: float = calibration.DETECTION_LEVEL, fit_followup: bool = True,
                  infer_origin: bool = False, use_pet: bool = False, pet_noise: float = 0.05,
-                 contour_sd_mm: float = CONTOUR_SD_MM, log=print) -> dict:
+                 contour_sd_mm: float = CONTOUR_SD_MM, mask_loss: str = "eq36",
+                 log=print) -> dict:
     """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
     ...) of the training, `sampler` the sampler's options (method hmc: SAMPLER_DEFAULTS and
     `bilo.strategies.BayesBiLOOptions`)."""
@@ -386,10 +393,12 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
         raise InputError(f"--pet-noise must be > 0, got {pet_noise}")
     if not (np.isfinite(contour_sd_mm) and contour_sd_mm > 0):
         raise InputError(f"--contour-sd must be a finite number > 0, got {contour_sd_mm}")
+    if mask_loss not in MASK_LOSSES:
+        raise InputError(f"--mask-loss must be one of {', '.join(MASK_LOSSES)}, got {mask_loss}")
     patient = load_patient(patient_dir, slice=slice)
     model = model_choices(patient, method, fit_followup=fit_followup,
                           infer_origin=infer_origin, use_pet=use_pet, pet_noise=pet_noise,
-                          contour_sd_mm=contour_sd_mm)
+                          contour_sd_mm=contour_sd_mm, mask_loss=mask_loss)
     bayesian = model.bayesian
     sampler = ({**SAMPLER_DEFAULTS, **(sampler or {})} if bayesian else dict(sampler or {}))
     options = make_options(GBMProblem.declaration(model), method, preset, overrides,

@@ -53,6 +53,8 @@ RESIDUAL_DECAY = 0.5
 # authors' GBM work; their bounds are those of the prior, not THRESHOLD_RANGES.
 CONTOUR_SD_MM = 1.0
 MASK_THRESHOLDS = {1: "th_wt", 2: "th_tc"}
+# the point estimate's data loss: the paper's eq. 36 or the sampler's contour likelihood
+MASK_LOSSES = ("eq36", "contours")
 BAYES_PARAMETERS = (
     Parameter("D", 1.0, bounds=(0.01, 100.0), prior=LogNormal(0.0, 1.0)),
     Parameter("rho", 1.0, bounds=(0.01, 100.0), prior=LogNormal(0.0, 1.0)),
@@ -96,7 +98,8 @@ class ModelChoices:
     """What the patient's model includes beyond D, ρ and the thresholds: the sampler's
     likelihood and priors (`bayesian`), a follow-up scan after `followup_days` (τ), the seed's
     centre (`infer_origin`: x0, y0), a PET-like map (`pet_scale0`: its scale c, with relative
-    noise `pet_noise`) and the sampler's contour error (`contour_sd_mm`)."""
+    noise `pet_noise`), the point estimate's data loss (`mask_loss`: the paper's "eq36" or the
+    sampler's likelihood, "contours") and the contours' position error (`contour_sd_mm`)."""
 
     bayesian: bool = False
     followup_days: float | None = None
@@ -104,6 +107,7 @@ class ModelChoices:
     pet_scale0: float | None = None
     pet_noise: float = 0.05
     contour_sd_mm: float = CONTOUR_SD_MM
+    mask_loss: str = "eq36"
 
 
 @dataclass(frozen=True)
@@ -220,11 +224,12 @@ class GBMProblem(Problem):
     def _declare(self, model: ModelChoices, rows: tuple[int, int] | None = None,
                  mask_grid: MaskGrid | None = None) -> None:
         bayesian, followup_days = model.bayesian, model.followup_days
-        if bayesian:  # the sampler's model: masks through their contours, and priors
+        if bayesian or model.mask_loss == "contours":  # masks through their contours
             grid = mask_grid or MaskGrid()  # empty: a declaration without a patient
             self.likelihood = MaskContours(
                 thresholds=MASK_THRESHOLDS, neighbours=grid.neighbours, spacing=grid.spacing,
                 sd=model.contour_sd_mm / grid.mm_per_unit)
+        if bayesian:  # the sampler's priors
             self.parameters = BAYES_PARAMETERS
         # observations at s = 1 and s = 2 (time_map) with a follow-up scan
         self.last_scan = 1.0
