@@ -46,12 +46,14 @@ RESIDUAL_DECAY = 0.5
 # The Bayesian model (`bilo gbm run --method hmc`): each mask's pixels Bernoulli through a
 # sigmoid link in the pixel's distance from the model's contour (`MaskContours`): a link in u
 # favours steep profiles on hard masks (docs/gbm.md). The contours' position error has sd
-# CONTOUR_SD_MM, an assumption of about one pixel of a BraTS segmentation (`--contour-sd`).
+# CONTOUR_SD_MM (`--contour-sd`): half a 1 mm pixel, the scale of the quantisation of a
+# thresholded mask; on the embedded patient's FEM grid posterior it covers the truth, 1 and 2 mm
+# less so (docs/gbm.md).
 # Priors: D and ρ are dimensionless (one scan has no time unit: the tumour's age is t = 1):
 # log-normal around the scale rule's D = ρ = 1 (apps/gbm/scales.py), a factor e either way at
 # one sd. Thresholds: normal around 0.3 (WT) and 0.7 (TC), sd 0.1, on (0, 1), as the BiLO
 # authors' GBM work; their bounds are those of the prior, not THRESHOLD_RANGES.
-CONTOUR_SD_MM = 1.0
+CONTOUR_SD_MM = 0.5
 MASK_THRESHOLDS = {1: "th_wt", 2: "th_tc"}
 # the point estimate's data loss: the paper's eq. 36 or the sampler's contour likelihood
 MASK_LOSSES = ("eq36", "contours")
