@@ -3,7 +3,8 @@ likelihood"): FEM u(1) on a log-spaced (D, ρ) grid with the pipeline's seed and
 thresholds integrated out on a grid (each mask depends only on its own), the sampler's priors.
 
     python docs/scripts/gbm_grid_posterior.py data/patient_default --out grid.npz
-    python docs/scripts/gbm_grid_posterior.py data/patient_default --load grid.npz --sd 0.5 1 2
+    python docs/scripts/gbm_grid_posterior.py data/patient_default --D 0.0156 0.125 4 --out low.npz
+    python docs/scripts/gbm_grid_posterior.py data/patient_default --load grid.npz low.npz
 
 Prints, per likelihood, the posterior mean and sd of log D, log ρ, log(D/ρ), log(Dρ) and
 z = (truth − mean)/sd when the folder has a truth.json (`bilo gbm synth`).
@@ -54,6 +55,21 @@ def solve_grid(patient_dir, d_values, rho_values) -> dict:
             "ij": np.argwhere(region)}
 
 
+def _log_widths(values) -> np.ndarray:
+    """Trapezoid widths of the nodes in log space (a grid need not be evenly spaced)."""
+    edges = np.log(values)
+    gaps = np.diff(edges)
+    return 0.5 * (np.concatenate([gaps, [0.0]]) + np.concatenate([[0.0], gaps]))
+
+
+def _merged(paths) -> dict:
+    """Saved grids with the same ρ values, joined along D."""
+    grids = [dict(np.load(path)) for path in paths]
+    order = np.argsort(np.concatenate([g["Ds"] for g in grids]))
+    return {**grids[0], "Ds": np.concatenate([g["Ds"] for g in grids])[order],
+            "U": np.concatenate([g["U"] for g in grids])[order]}
+
+
 def grid_posterior(grid: dict, likelihood_of) -> np.ndarray:
     """Posterior weights over the (D, ρ) grid; `likelihood_of(label)` is a likelihood of one
     mask with threshold parameter "c"."""
@@ -68,12 +84,12 @@ def grid_posterior(grid: dict, likelihood_of) -> np.ndarray:
                 grid["U"][index], grid["obs"], {"c": c}) for c in thresholds])
             top = terms.max()
             log_post[index] += top + np.log(np.exp(terms - top).sum())
-    for axis, name in enumerate(("D", "rho")):  # log-spaced grid: density in log space
+    for axis, name in enumerate(("D", "rho")):  # density in log space, times the node's width
         values = grid["Ds" if name == "D" else "rhos"]
         shape = [1, 1]
         shape[axis] = -1
-        log_post += np.reshape([float(priors[name].log_prob(v)) + np.log(v) for v in values],
-                               shape)
+        log_post += np.reshape([float(priors[name].log_prob(v)) + np.log(v) for v in values]
+                               + np.log(_log_widths(values)), shape)
     weights = np.exp(log_post - log_post.max())
     return weights / weights.sum()
 
@@ -82,14 +98,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("patient_dir")
     parser.add_argument("--out", help="save the FEM grid here")
-    parser.add_argument("--load", help="a saved FEM grid instead of solving")
+    parser.add_argument("--load", nargs="+", help="saved FEM grids (the same ρ values, "
+                        "joined along D) instead of solving")
     parser.add_argument("--D", nargs=3, type=float, default=(0.25, 4.0, 9))
     parser.add_argument("--rho", nargs=3, type=float, default=(0.55, 1.3, 7))
     parser.add_argument("--sd", nargs="*", type=float, default=[0.5, 1.0, 2.0],
                         help="contour sds in pixels")
     args = parser.parse_args()
     if args.load:
-        grid = dict(np.load(args.load))
+        grid = _merged(args.load)
     else:
         grid = solve_grid(args.patient_dir, np.geomspace(*args.D[:2], int(args.D[2])),
                           np.geomspace(*args.rho[:2], int(args.rho[2])))
