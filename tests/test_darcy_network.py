@@ -140,7 +140,7 @@ def test_bilo_pretraining_matches_the_fem_solution_at_a0(tmp_path, report):
     on a 16 x 16 mesh (f = 1, u observed at the 289 vertices): the FEM solution at A0
     (dolfinx, solved in the trainer and kept as u0.h5) is the reference. After 500 steps
     (width 32, a 17 x 17 collocation grid) u_NN at the vertices is within TOL = 5 % relative
-    L2 of it (measured 2.2 %; the 16 x 16 FEM's own error is of the order of 1 %) and A within
+    L2 of it (measured 2.1 %; the 16 x 16 FEM's own error is of the order of 1 %) and A within
     2 % of A0 (measured 0.96 %); `bilo validate` re-solves at the network's A and finds u_NN
     within TOL of that solve too. The summary carries A's classification accuracy."""
     pytest.importorskip("dolfinx")
