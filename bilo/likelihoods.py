@@ -95,6 +95,11 @@ def _softplus(z):
     return torch.nn.functional.softplus(z)
 
 
+def _indicator(mask, u):
+    """A boolean mask as 0/1 in the array type and dtype of u."""
+    return mask.to(u.dtype) if array_namespace(u) is not np else mask.astype(np.float64)
+
+
 @dataclass(frozen=True)
 class SegmentationMasks(Likelihood):
     """Nested masks coded in one value per pixel (0: outside all, k: inside regions 1..k), each
@@ -124,7 +129,7 @@ class SegmentationMasks(Likelihood):
         for label, name in self.thresholds.items():
             z = self.slope * (u - theta[name])
             mask = observed >= label
-            yield z, (mask.to(u.dtype) if array_namespace(u) is not np else mask.astype(np.float64))
+            yield z, _indicator(mask, u)
 
     def negative_log(self, u, observed, theta=None):
         total = 0.0
@@ -219,8 +224,7 @@ class MaskContours(Likelihood):
         for label, name in self.thresholds.items():
             # logistic of scale σ·√3/π has sd σ
             z = (u - theta[name]) / grad * (np.pi / (np.sqrt(3.0) * self.sd))
-            mask = observed >= label
-            mask = mask.to(u.dtype) if array_namespace(u) is not np else mask.astype(np.float64)
+            mask = _indicator(observed >= label, u)
             total = total + (_softplus(z) - mask * z).sum()
         return total
 
