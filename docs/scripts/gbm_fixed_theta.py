@@ -1,0 +1,64 @@
+"""The lower level alone on a synthetic patient (docs/gbm.md, "The network at the true
+parameters"): `bilo gbm run`'s stages with θ0 the generator's truth (truth.json), pre-training on
+the FEM solution there, then fine-tuning with θ frozen (lr_theta 1e-30), so the run's network
+check measures how close the quick preset's network comes to the PDE's solution when θ does
+not move.
+
+    python docs/scripts/gbm_fixed_theta.py data/patient_cortex --out runs/fixed --steps 5000
+    python docs/scripts/gbm_fixed_theta.py data/patient_cortex --out runs/fit --steps 1 \
+        --residual-scale 0.01                 # nearly a pure fit of u to the FEM solution
+    python docs/scripts/gbm_fixed_theta.py data/patient_cortex --out runs/flat --steps 1 \
+        --residual-decay 0 --time-power 1     # residual unweighted in time, times uniform
+
+The check's numbers are in OUT/summary.json ("check"). --residual-decay and --time-power set
+the constants RESIDUAL_DECAY and TIME_POWER of apps/gbm/problem.py for this run.
+"""
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import apps.gbm.problem as gbm_problem
+from apps.gbm.pipeline import run_pipeline
+
+
+def set_initial_guess(truth: dict) -> None:
+    """θ0 = the truth, through the declared parameters' initial values."""
+    values = {"D": truth["D_as_estimated"], "rho": truth["rho_as_estimated"],
+              "th_wt": truth["u_c_wt"], "th_tc": truth["u_c_tc"]}
+    gbm_problem.GBMProblem.parameters = tuple(
+        dataclasses.replace(p, initial=values[p.name]) if p.name in values else p
+        for p in gbm_problem.GBMProblem.parameters)
+    if "interval_days" in truth:
+        tau, declared = truth["interval_days"] / truth["T_days"], gbm_problem.tau_parameter
+        gbm_problem.tau_parameter = lambda days, bayesian: dataclasses.replace(
+            declared(days, bayesian), initial=tau)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("patient_dir", help="a folder of `bilo gbm synth` (with truth.json)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=5000, help="fine-tuning steps at fixed θ")
+    parser.add_argument("--width", type=int, default=None, help="network width (preset's)")
+    parser.add_argument("--residual-scale", type=float, default=1.0,
+                        help="multiplies the residual (its loss by the square)")
+    parser.add_argument("--residual-decay", type=float, default=None)
+    parser.add_argument("--time-power", type=float, default=None)
+    args = parser.parse_args()
+
+    set_initial_guess(json.loads((Path(args.patient_dir) / "truth.json").read_text()))
+    if args.residual_scale != 1.0:
+        residual, scale = gbm_problem.GBMProblem.residual, args.residual_scale
+        gbm_problem.GBMProblem.residual = lambda self, *a: residual(self, *a) * scale
+    if args.residual_decay is not None:
+        gbm_problem.RESIDUAL_DECAY = args.residual_decay
+    if args.time_power is not None:
+        gbm_problem.TIME_POWER = args.time_power
+    run_pipeline(args.patient_dir, args.out, overrides={
+        "lr_theta": 1e-30, "finetune_steps": args.steps, "width": args.width})
+
+
+if __name__ == "__main__":
+    main()
