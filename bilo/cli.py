@@ -125,7 +125,8 @@ def _method_options(args, problem, method: str):
                  "pretrain_steps": args.pretrain_steps, "finetune_steps": args.steps,
                  "lr_net": args.lr, "lr_theta": args.lr_theta,
                  "n_res": tuple(args.n_res) if args.n_res else None, "n_reg": args.n_reg,
-                 "stratified_reg": False if args.fixed_reg else None, "w_rgrad": args.w_rgrad}
+                 "stratified_reg": False if args.fixed_reg else None, "w_rgrad": args.w_rgrad,
+                 "causal": args.causal}
     values = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
               "device": args.device, "w_dat": args.w_dat,
               "w_reg": args.w_reg, "checkpoint_every": args.checkpoint_every, "nx": args.nx,
@@ -371,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--w-rgrad", type=float, default=None,
                        help="BiLO residual-gradient weight (default: the preset's; 0.1 "
                             "for most problems)")
+    train.add_argument("--causal", type=float, default=None, metavar="EPS",
+                       help="causal training of the residual in time with this ε (problems "
+                            "with a time t; default: the preset's, mostly off)")
     train.add_argument("--w-dat", type=float, default=None, help="PINN data weight (default 1)")
     train.add_argument("--w-reg", type=float, default=None,
                        help="weight of the unknown function's regulariser w_reg·∫f'^2 "

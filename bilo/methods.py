@@ -34,6 +34,29 @@ class Batch:
     f0: dict[str, torch.Tensor] | None = None  # initial guesses of the functions at reg_x
 
 
+# causal training cuts the residual points' times into this many equal slabs
+CAUSAL_SLABS = 16
+
+
+def causal_weights(t: torch.Tensor, squared: torch.Tensor, eps: float,
+                   slabs: int = CAUSAL_SLABS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Causal training's weight of each residual point (Wang, Sankaran & Perdikaris 2022,
+    "Respecting causality"): exp(−eps·Σ_k mean r²(slab k)) over the time slabs before the
+    point's, `slabs` equal slabs over the batch's times t; `squared` holds r² per point. A time
+    counts once the earlier ones are fitted: where the PDE amplifies an early error, fitting
+    later times first fits the amplified error. Also the last slab's weight (whether the
+    latest times are trained yet). No gradient flows through the weights."""
+    t, squared = t.detach(), squared.detach()
+    lo, span = t.min(), t.max() - t.min()
+    slab = ((t - lo) / span.clamp(min=torch.finfo(t.dtype).tiny) * slabs).long()
+    slab = slab.clamp(0, slabs - 1)
+    total = squared.new_zeros(slabs).index_add_(0, slab, squared)
+    count = squared.new_zeros(slabs).index_add_(0, slab, torch.ones_like(squared))
+    mean = total / count.clamp(min=1.0)
+    weights = (-eps * (mean.cumsum(0) - mean)).exp()
+    return weights[slab], weights[-1]
+
+
 class Method:
     name = ""
     # BiLO feeds θ and z to the network; PINN does not
@@ -41,8 +64,9 @@ class Method:
 
     def __init__(self, problem: Problem, width: int, depth: int, theta0: torch.Tensor,
                  lr_net: float, lr_theta: float, constants: dict[str, float] | None = None,
-                 w_reg: float | None = None):
+                 w_reg: float | None = None, causal: float | None = None):
         self.problem = problem
+        self.causal = causal  # `bilo.model.Settings.causal`
         self.surrogate = Surrogate(problem, width, depth, theta0, constants,
                                    takes_parameters=self.takes_parameters)
         # regulariser weight per unknown function: the problem's default unless overridden
@@ -111,10 +135,15 @@ class Method:
         return objective
 
     def lower_losses(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor, object]:
-        """Unweighted loss terms, their weighted sum that trains W, and u's jet."""
+        """Unweighted loss terms (with `causal`, also the weight of the latest times), their
+        weighted sum that trains W, and u's jet."""
         surrogate = self.surrogate
         u, coords, theta, functions = surrogate.u_jet(batch.collocation)
         residuals = {"res": self.problem.residual(u, coords, theta, functions)}
+        if self.causal is not None:
+            weights, last_weight = causal_weights(
+                coords["t"].value, residuals["res"].value.square(), self.causal)
+            residuals["res"] = residuals["res"] * weights.sqrt()
         residuals.update(self.problem.constraints(lambda p: surrogate.u_jet(p)[0], coords,
                                                   theta, functions))
         losses = {"res": sum(r.value.square().mean() for r in residuals.values())}
@@ -125,6 +154,8 @@ class Method:
                                   for r in residuals.values()
                                   for slot, scale in surrogate.slot_scales.items())
             total = total + self.w_rgrad * losses["rgrad"]
+        if self.causal is not None:
+            losses["causal"] = last_weight
         return losses, total, u
 
     # -- steps --------------------------------------------------------------------------------

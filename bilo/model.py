@@ -153,6 +153,11 @@ class Settings:
     # the first fine-tuning step, so that u_NN catches up with θ before θ moves on; None: the
     # paper's simultaneous steps throughout
     hold_upper: float | None = None
+    # causal training (`bilo.methods.causal_weights`): the residual at time t weighs
+    # exp(−causal·Σ mean r² over the earlier time slabs), so that later times are fitted once
+    # the earlier ones are, as a time stepper would; for PDEs that amplify an early error
+    # (logistic growth). None: every time alike. Needs a coordinate "t".
+    causal: float | None = None
 
 
 @dataclass(frozen=True)

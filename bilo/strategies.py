@@ -55,6 +55,10 @@ class Options:
             if not (np.isfinite(value) and lo <= value <= hi):
                 raise InputError(f"--theta0 {name}={value}: must be finite and in [{lo}, {hi}]")
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        settings = values.get("settings")
+        if isinstance(settings, Settings) and settings.causal is not None \
+                and "t" not in problem.coords:
+            raise InputError(f"--causal: problem '{problem.name}' has no time coordinate t")
         if isinstance(values.get("settings"), Settings):
             values.update(asdict(values.pop("settings")))
         for name, (lo, hi) in _LIMITS.items():
@@ -86,7 +90,7 @@ _LIMITS = {"w_reg": (0.0, _INF), "w_rgrad": (0.0, _INF), "w_dat": (1e-300, _INF)
            "stop_theta_tol": (1e-300, _INF), "stop_lower_tol": (1e-300, _INF),
            "stop_window": (1, 1 << 40), "predictive_every": (1, 1 << 30),
            "latent": (1, 1 << 16), "batch": (1, 1 << 24), "sensors": (2, 1 << 20),
-           "hold_upper": (1.0, _INF), "tv_eps": (1e-300, _INF)}
+           "hold_upper": (1.0, _INF), "tv_eps": (1e-300, _INF), "causal": (1e-300, _INF)}
 
 
 # settings whose command-line flag is not their name
@@ -118,7 +122,8 @@ class NetworkOptions(Options):
 @dataclass
 class BiLOOptions(NetworkOptions):
     def step_options(self) -> dict:
-        return {"w_rgrad": self.settings.w_rgrad, "hold_upper": self.settings.hold_upper}
+        return {"w_rgrad": self.settings.w_rgrad, "hold_upper": self.settings.hold_upper,
+                "causal": self.settings.causal}
 
 
 @dataclass
@@ -126,7 +131,7 @@ class PINNOptions(NetworkOptions):
     w_dat: float = 1.0
 
     def step_options(self) -> dict:
-        return {"w_dat": self.w_dat}
+        return {"w_dat": self.w_dat, "causal": self.settings.causal}
 
 
 @dataclass

@@ -258,3 +258,49 @@ def test_stop_rule_needs_the_whole_window_and_every_tolerance():
                 {"stop_theta_tol": 1e-3, "stop_window": 0}):
         with pytest.raises(InputError, match="--stop-"):
             StopRule.from_options(SimpleNamespace(**bad), problem)
+
+
+def test_causal_weights_follow_the_earlier_slabs_residuals():
+    """`causal_weights` on hand-made residuals: 4 slabs over t ∈ [0, 1], r² = 0.5 in the first
+    slab, 2 in the second, 0 after. The weights are exp(−ε·(sum of the earlier slabs' means)):
+    1, e^{−0.5ε}, e^{−2.5ε}, e^{−2.5ε} per slab, the same for every point of a slab, and the last
+    slab's weight is returned alone. ε = 0 weighs everything 1."""
+    from bilo.methods import causal_weights
+
+    t = torch.tensor([0.0, 0.1, 0.3, 0.45, 0.6, 0.7, 0.9, 1.0], dtype=torch.float64)
+    squared = torch.tensor([0.25, 0.75, 1.0, 3.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    weights, last = causal_weights(t, squared, 2.0, slabs=4)
+    expected = np.exp(-2.0 * np.array([0, 0, 0.5, 0.5, 2.5, 2.5, 2.5, 2.5]))
+    assert weights.numpy() == pytest.approx(expected, rel=1e-12)
+    assert float(last) == pytest.approx(np.exp(-5.0), rel=1e-12)
+    assert torch.equal(causal_weights(t, squared, 0.0, slabs=4)[0], torch.ones(8, dtype=t.dtype))
+
+
+def test_causal_training_weighs_the_residual_loss():
+    """Fisher–KPP, BiLO with causal 1: the lower level's residual loss is the mean of r²
+    weighted by `causal_weights` of the same points (computed here from the unweighted run's
+    residuals), and the last slab's weight is recorded as "causal". A problem without a time
+    coordinate refuses --causal in one line."""
+    import bilo.methods
+    from bilo.methods import Batch, causal_weights
+    from solvers.common import InputError
+
+    problem = get_problem("fkpp")
+    x = torch.rand(200, 2, generator=torch.Generator().manual_seed(0))
+    batch = Batch(collocation=x, obs_points=x, obs_values=x[:, 0])
+    theta0 = torch.tensor([p.initial for p in problem.parameters])
+    losses = {}
+    for causal in (None, 1.0):
+        torch.manual_seed(0)
+        method = bilo.methods.BiLO(problem, 16, 2, theta0, 1e-3, 1e-3, causal=causal)
+        losses[causal] = method.lower_losses(batch)[0]
+        if causal is None:
+            u, coords, theta, functions = method.surrogate.u_jet(x)
+            r2 = problem.residual(u, coords, theta, functions).value.detach().square()
+    weights, last = causal_weights(x[:, problem.coords.index("t")], r2, 1.0)
+    res = {causal: float(values["res"].detach()) for causal, values in losses.items()}
+    assert res[1.0] == pytest.approx(float((weights * r2).mean()), rel=1e-5)
+    assert float(losses[1.0]["causal"]) == pytest.approx(float(last), rel=1e-6)
+    assert res[1.0] < res[None] and "causal" not in losses[None]
+    with pytest.raises(InputError, match="--causal: problem 'two_point' has no time coordinate"):
+        make_options(get_problem("two_point"), "bilo", "quick", {"causal": 1.0})
