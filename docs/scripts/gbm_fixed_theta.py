@@ -11,7 +11,8 @@ not move.
         --residual-decay 0 --time-power 1     # residual unweighted in time, times uniform
 
 The check's numbers are in OUT/summary.json ("check"). --residual-decay and --time-power set
-the constants RESIDUAL_DECAY and TIME_POWER of apps/gbm/problem.py for this run.
+the constants RESIDUAL_DECAY and TIME_POWER of apps/gbm/problem.py for this run, --smoothing
+TISSUE_SMOOTHING_MM of apps/gbm/pipeline.py.
 """
 
 import argparse
@@ -19,6 +20,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import apps.gbm.pipeline as gbm_pipeline
 import apps.gbm.problem as gbm_problem
 from apps.gbm.pipeline import run_pipeline
 
@@ -44,6 +46,10 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=None, help="network width (preset's)")
     parser.add_argument("--residual-scale", type=float, default=1.0,
                         help="multiplies the residual (its loss by the square)")
+    parser.add_argument("--w-rgrad", type=float, default=None, help="(the preset's)")
+    parser.add_argument("--causal", type=float, default=None, help="(the preset's)")
+    parser.add_argument("--smoothing", type=float, default=None,
+                        help="the tissue map's smoothing in mm (TISSUE_SMOOTHING_MM)")
     parser.add_argument("--residual-decay", type=float, default=None)
     parser.add_argument("--time-power", type=float, default=None)
     args = parser.parse_args()
@@ -54,10 +60,13 @@ def main() -> None:
         gbm_problem.GBMProblem.residual = lambda self, *a: residual(self, *a) * scale
     if args.residual_decay is not None:
         gbm_problem.RESIDUAL_DECAY = args.residual_decay
+    if args.smoothing is not None:
+        gbm_pipeline.TISSUE_SMOOTHING_MM = args.smoothing
     if args.time_power is not None:
         gbm_problem.TIME_POWER = args.time_power
     run_pipeline(args.patient_dir, args.out, overrides={
-        "lr_theta": 1e-30, "finetune_steps": args.steps, "width": args.width})
+        "lr_theta": 1e-30, "finetune_steps": args.steps, "width": args.width,
+        "w_rgrad": args.w_rgrad, "causal": args.causal})
 
 
 if __name__ == "__main__":
