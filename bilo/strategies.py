@@ -55,12 +55,11 @@ class Options:
             if not (np.isfinite(value) and lo <= value <= hi):
                 raise InputError(f"--theta0 {name}={value}: must be finite and in [{lo}, {hi}]")
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        settings = values.get("settings")
-        if isinstance(settings, Settings) and settings.causal is not None \
-                and "t" not in problem.coords:
-            raise InputError(f"--causal: problem '{problem.name}' has no time coordinate t")
-        if isinstance(values.get("settings"), Settings):
-            values.update(asdict(values.pop("settings")))
+        settings = values.pop("settings", None)
+        if isinstance(settings, Settings):
+            if settings.causal is not None and "t" not in problem.coords:
+                raise InputError(f"--causal: problem '{problem.name}' has no time coordinate t")
+            values.update(asdict(settings))
         for name, (lo, hi) in _LIMITS.items():
             value = values.get(name)
             for v in (value if isinstance(value, tuple) else (value,)):
