@@ -117,12 +117,15 @@ class NetworkOptions(Options):
     stop_lower_tol: float | None = None
     stop_window: int = 500
 
+    def step_options(self) -> dict:
+        return {"causal": self.settings.causal}
+
 
 @dataclass
 class BiLOOptions(NetworkOptions):
     def step_options(self) -> dict:
-        return {"w_rgrad": self.settings.w_rgrad, "hold_upper": self.settings.hold_upper,
-                "causal": self.settings.causal}
+        return {**super().step_options(), "w_rgrad": self.settings.w_rgrad,
+                "hold_upper": self.settings.hold_upper}
 
 
 @dataclass
@@ -130,7 +133,7 @@ class PINNOptions(NetworkOptions):
     w_dat: float = 1.0
 
     def step_options(self) -> dict:
-        return {"w_dat": self.w_dat, "causal": self.settings.causal}
+        return {**super().step_options(), "w_dat": self.w_dat}
 
 
 @dataclass
