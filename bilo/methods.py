@@ -14,7 +14,7 @@ f0) and one fine-tuning step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,6 +32,10 @@ class Batch:
     u0: torch.Tensor | None = None  # numerical solution at the initial guess, on collocation
     reg_x: torch.Tensor | None = None  # points (x, or rows of coordinates) for R(f) and f0 fit
     f0: dict[str, torch.Tensor] | None = None  # initial guesses of the functions at reg_x
+    # (θ_a, solution at θ_a on collocation) per anchor (`bilo.train.Anchor`)
+    anchors: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    # ∂u/∂θ_p at θ0 on collocation, per PDE parameter p given (`NetworkOptions.tangents`)
+    tangents: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 # causal training cuts the residual points' times into this many equal slabs
@@ -160,11 +164,25 @@ class Method:
 
     # -- steps --------------------------------------------------------------------------------
     def pretrain_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """θ stays at the initial guess. W: lower-level loss (+ u0 fit); V: fit f0."""
+        """θ stays at the initial guess. W: lower-level loss (+ u0 fit, + the anchors' fits at
+        their θ); V: fit f0."""
         losses, total, u = self.lower_losses(batch)
         if batch.u0 is not None:
             losses["u0"] = (u.value - batch.u0).square().mean()
             total = total + losses["u0"]
+        if batch.anchors:  # one pass over every anchor's copy of the residual points
+            n = len(batch.collocation)
+            thetas = torch.cat([theta.expand(n, -1) for theta, _ in batch.anchors])
+            values = torch.cat([values for _, values in batch.anchors])
+            predicted = self.surrogate.predict(batch.collocation.repeat(len(batch.anchors), 1),
+                                               thetas)
+            losses["anchors"] = (predicted - values).square().mean()
+            total = total + losses["anchors"]
+        if batch.tangents:  # u's jet holds ∂u/∂θ_p (BiLO differentiates in θ)
+            scales = self.surrogate.slot_scales
+            losses["tangents"] = sum(((u[(name,)] - values) * scales[name]).square().mean()
+                                     for name, values in batch.tangents.items())
+            total = total + losses["tangents"]
         self.opt_net.zero_grad(set_to_none=True)
         total.backward(inputs=self.net_params)
         self.opt_net.step()

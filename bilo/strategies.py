@@ -103,6 +103,12 @@ class NetworkOptions(Options):
     # solution at the initial guess fitted in pre-training: None, "auto", an exchange file, or
     # a function of points
     u0: object = None
+    # BiLO: reference solutions at other parameters, fitted in pre-training like u0 so that the
+    # network learns how u moves with θ (`bilo.train.Anchor`); empty: none
+    anchors: tuple = ()
+    # BiLO: ∂u/∂θ_p at the initial guess for some PDE parameters p, as functions of points,
+    # fitted in pre-training to the network's own ∂u/∂θ_p; empty: none
+    tangents: dict = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 1000
@@ -116,6 +122,27 @@ class NetworkOptions(Options):
     stop_theta_tol: float | None = None
     stop_lower_tol: float | None = None
     stop_window: int = 500
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "anchors": [anchor.theta for anchor in self.anchors],
+                "tangents": sorted(self.tangents)}
+
+    def check(self, problem: Problem) -> None:
+        super().check(problem)
+        unknown = set(self.tangents) - set(problem.pde_params)
+        if unknown:
+            raise InputError(f"tangents: {sorted(unknown)} are not PDE parameters of problem "
+                             f"'{problem.name}' ({', '.join(problem.pde_params)})")
+        for anchor in self.anchors:
+            unknown = set(anchor.theta) - set(problem.params)
+            if unknown:
+                raise InputError(f"anchors: {sorted(unknown)} are not parameters of problem "
+                                 f"'{problem.name}' ({', '.join(problem.params)})")
+            for name, value in anchor.theta.items():
+                lo, hi = problem.bounds[name]
+                if not (np.isfinite(value) and lo <= value <= hi):
+                    raise InputError(f"anchors: {name}={value} must be finite and in "
+                                     f"[{lo}, {hi}]")
 
     def step_options(self) -> dict:
         return {"causal": self.settings.causal}
@@ -131,6 +158,12 @@ class BiLOOptions(NetworkOptions):
 @dataclass
 class PINNOptions(NetworkOptions):
     w_dat: float = 1.0
+
+    def check(self, problem: Problem) -> None:
+        super().check(problem)
+        if self.anchors or self.tangents:
+            raise InputError("anchors, tangents: the pinn method does not take θ as an input; "
+                             "only bilo fits u's dependence on θ")
 
     def step_options(self) -> dict:
         return {**super().step_options(), "w_dat": self.w_dat}

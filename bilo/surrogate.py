@@ -105,17 +105,20 @@ class Surrogate:
             net = mlp_jet_of_inputs(self.network, inputs)
         return problem.output(net, coords, theta, functions), coords, theta, functions
 
-    def predict(self, points: torch.Tensor) -> torch.Tensor:
-        """u at points (values only), differentiable w.r.t. every weight and θ."""
+    def predict(self, points: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+        """u at points (values only), differentiable w.r.t. every weight and θ; at `theta`
+        instead of the surrogate's own θ if given: a vector over the problem's parameters, or
+        one row per point (n, p)."""
         problem = self.problem
+        theta_all = self.theta if theta is None else theta
         coords = {name: Jet.constant(points[:, i]) for i, name in enumerate(problem.coords)}
-        theta = {name: Jet.constant(self.theta[j]) for j, name in enumerate(problem.params)}
+        theta = {name: Jet.constant(theta_all[..., j]) for j, name in enumerate(problem.params)}
         functions = {name: net(_function_points(points, problem))
                      for name, net in self.function_nets.items()}
         inputs = None
         if self.takes_parameters:
             scale = torch.tensor(self.input_scale, dtype=points.dtype, device=points.device)
-            columns = ([(self.theta_pde * scale).expand(len(points), -1)]
+            columns = ([(theta_all[..., self.pde_index] * scale).expand(len(points), -1)]
                        if problem.pde_params else [])
             columns += [f[:, None] / problem.functions[name].scale
                         for name, f in functions.items()]

@@ -166,6 +166,17 @@ def observed_data(problem: Problem, data: SolutionFile, data_path: str | None = 
     return obs.points_in(problem.coords, where), obs.values
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """A reference solution at parameters `theta` (those not given: the initial guess's), as a
+    function of points (n, len(coords)) -> (n,). BiLO fits the network at θ_a to it in
+    pre-training, at the residual points, as it fits u0 at θ0: the network is then told how u
+    moves with θ rather than left to learn it from ∂θ r alone (`NetworkOptions.anchors`)."""
+
+    theta: dict
+    solution: Callable
+
+
 class Run:
     """One training run of a network method in a directory."""
 
@@ -194,6 +205,9 @@ class Run:
                             for name, spec in problem.functions.items()
                             if len(spec.coords) == 1}
         self._u0 = self._u0_function(options.u0)
+        self._anchor_theta = [torch.tensor([{**options.theta0, **a.theta}[p]
+                                            for p in problem.params], dtype=torch.float32,
+                                           device=self.device) for a in options.anchors]
         self.batch = self._make_batch()
         self.step = 0  # steps done, pre-training then fine-tuning
         self.history: dict[str, list] = {key: [] for key in TRACKS}
@@ -207,11 +221,10 @@ class Run:
     # -- data ---------------------------------------------------------------------------------
     def _make_batch(self) -> Batch:
         points, observed = observed_data(self.problem, self.data, self.data_path)
-        collocation, u0 = self._collocation(step=0)
         reg_x, f0 = self.regulariser_points(step=0)
-        return Batch(collocation=collocation, obs_points=self._tensor(points),
+        return Batch(**self._collocation(step=0), obs_points=self._tensor(points),
                      obs_values=observed if self.problem.likelihood.data == "events"
-                     else self._tensor(observed), u0=u0, reg_x=reg_x, f0=f0)
+                     else self._tensor(observed), reg_x=reg_x, f0=f0)
 
     def _tensor(self, values) -> torch.Tensor:
         return torch.as_tensor(values, dtype=torch.float32, device=self.device)
@@ -233,11 +246,19 @@ class Run:
               else spec.initial(points) for name, spec in self.problem.functions.items()}
         return self._tensor(points), {name: self._tensor(v) for name, v in f0.items()}
 
-    def _collocation(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Residual points (drawn anew each step for problems that resample) and u0 there."""
+    def _collocation(self, step: int) -> dict:
+        """The batch's fields at the residual points (drawn anew each step for problems that
+        resample): the points, u0 there, each anchor's (θ_a, solution there) and each tangent
+        there."""
         points = self.problem.collocation(self.options.settings.n_res, seed=step)
-        u0 = None if self._u0 is None else self._u0(points.numpy())
-        return self._tensor(points), None if u0 is None else self._tensor(u0)
+        u0 = None if self._u0 is None else self._tensor(self._u0(points.numpy()))
+        anchors = [(theta, self._tensor(anchor.solution(points.numpy())))
+                   for theta, anchor in zip(self._anchor_theta, self.options.anchors,
+                                            strict=True)]
+        tangents = {name: self._tensor(tangent(points.numpy()))
+                    for name, tangent in self.options.tangents.items()}
+        return {"collocation": self._tensor(points), "u0": u0, "anchors": anchors,
+                "tangents": tangents}
 
     def _u0_function(self, u0) -> Callable | None:
         """The solution at the initial guess as a function of points, from `options.u0`."""
@@ -367,7 +388,8 @@ class Run:
         the progress bar, the wall clock, a checkpoint every `checkpoint_every` steps."""
         s, options = self.options.settings, self.options
         if self.problem.resample_collocation and self.step > 0:
-            self.batch.collocation, self.batch.u0 = self._collocation(self.step)
+            for name, value in self._collocation(self.step).items():
+                setattr(self.batch, name, value)
         if self.problem.functions and s.stratified_reg and self.step > 0:
             self.batch.reg_x, self.batch.f0 = self.regulariser_points(self.step)
         if s.fresh_upper and phase.name == "finetune" and self.step == phase.start:

@@ -304,3 +304,67 @@ def test_causal_training_weighs_the_residual_loss():
     assert res[1.0] < res[None] and "causal" not in losses[None]
     with pytest.raises(InputError, match="--causal: problem 'two_point' has no time coordinate"):
         make_options(get_problem("two_point"), "bilo", "quick", {"causal": 1.0})
+
+
+def test_anchors_and_tangents_are_fitted_in_pre_training(fkpp_data, tmp_path):
+    """Fisher–KPP at θ0 = (D 3, ρ 2), BiLO with two anchors (the FDM solutions at D = 1.5 and
+    D = 2, ρ = 2) and a tangent for D (their difference quotient): a pre-training step's
+    "anchors" loss is the mean over anchors of the squared misfit between the network at θ_a
+    (the other parameters at θ0) and the anchor's solution at the residual points, computed
+    here by setting the surrogate's θ to θ_a; its "tangents" loss is the mean squared misfit of
+    the network's ∂u/∂D at θ0 (from its jet). A short run records both in pre-training only.
+    Anchors naming an unknown parameter or outside the bounds, tangents of a parameter that is
+    not the PDE's, and either given to PINN are refused in one line."""
+    import bilo.methods
+    from bilo.methods import Batch
+    from bilo.train import Anchor
+    from solvers.common import InputError
+    from solvers.reference import sample
+
+    problem = get_problem("fkpp")
+    solutions = {1.5: run_reference("fkpp", {"D": 1.5, "rho": 2.0}),
+                 2.0: read_solution(fkpp_data)}
+    anchors = tuple(Anchor({"D": d}, lambda p, s=s: sample(s, p, problem.coords))
+                    for d, s in solutions.items())
+    x = torch.rand(300, 2, generator=torch.Generator().manual_seed(1))
+    theta0 = torch.tensor([3.0, 2.0])
+    torch.manual_seed(0)
+    method = bilo.methods.BiLO(problem, 16, 2, theta0, 1e-3, 1e-3)
+    thetas = [torch.tensor([d, 2.0]) for d in solutions]
+    def tangent(points):
+        return (anchors[1].solution(points) - anchors[0].solution(points)) / 0.5
+
+    batch = Batch(collocation=x, obs_points=x, obs_values=x[:, 0], anchors=[
+        (theta, torch.as_tensor(a.solution(x.numpy()), dtype=torch.float32))
+        for theta, a in zip(thetas, anchors, strict=True)],
+        tangents={"D": torch.as_tensor(tangent(x.numpy()), dtype=torch.float32)})
+    du_dD = method.surrogate.u_jet(x)[0][("D",)].detach()
+    expected = []
+    for theta, (_, values) in zip(thetas, batch.anchors, strict=True):
+        with torch.no_grad():
+            method.theta.copy_(theta)
+            expected.append(float((method.surrogate.predict(x) - values).square().mean()))
+    with torch.no_grad():
+        method.theta.copy_(theta0)
+    losses = method.pretrain_step(batch)
+    assert float(losses["anchors"].detach()) == pytest.approx(np.mean(expected), rel=1e-5)
+    assert float(losses["tangents"].detach()) == pytest.approx(
+        float((du_dD - batch.tangents["D"]).square().mean()), rel=1e-5)
+
+    options = make_options(problem, "bilo", "quick", {"pretrain_steps": 20, "finetune_steps": 10,
+                                                      "width": 16},
+                           theta0={"D": 3.0, "rho": 2.0}, anchors=anchors,
+                           tangents={"D": tangent})
+    result = fit(problem, fkpp_data, "bilo", tmp_path / "run", options, validate=False)
+    steps = result.history["step"]
+    for name in ("anchors", "tangents"):
+        recorded = result.history[name]
+        assert np.isfinite(recorded[steps < 20]).all() and np.isnan(recorded[steps >= 20]).all()
+    for bad, message in (({"k": 1.0}, r"\['k'\] are not parameters"),
+                         ({"D": -1.0}, "D=-1.0 must be finite and in")):
+        with pytest.raises(InputError, match=message):
+            make_options(problem, "bilo", "quick", anchors=(Anchor(bad, anchors[0].solution),))
+    with pytest.raises(InputError, match=r"tangents: \['u'\] are not PDE parameters"):
+        make_options(problem, "bilo", "quick", tangents={"u": tangent})
+    with pytest.raises(InputError, match="anchors, tangents: the pinn method does not take"):
+        make_options(problem, "pinn", "quick", tangents={"D": tangent})
