@@ -394,3 +394,19 @@ def test_fkpp2d_on_icbm152_slice(tmp_path, report):
            f"{stored.u.max():.3f}]")
     assert stored.mesh.units == "mm" and stored.u.shape == (3, data.n_vertices)
     assert mass[-1] > mass[0] and stored.u.min() > -1e-3 and stored.u.max() < 1.0
+
+
+def test_fkpp2d_breakdown_is_reported_with_its_cause():
+    """u_t = 0.01Δu + 20u(1−u) on the unit square (8 × 8 squares, h = 0.125) from a Gaussian of
+    width 0.03 ≪ h, 20 steps to T = 1: the P1 scheme undershoots below 0 next to the spike and
+    u(1−u) makes the negative part grow until Newton fails. The solver raises `Diverged` naming
+    the parameters and the last good state's range (below −0.1), not a bare "reduce dt"."""
+    from meshes.image_mesh import unit_square_mesh
+    from solvers.common import Diverged
+    from solvers.fem import solve_fkpp2d
+
+    mesh = unit_square_mesh(8)
+    v = mesh.vertices[:, :2]
+    u0 = np.exp(-((v[:, 0] - 0.5) ** 2 + (v[:, 1] - 0.5) ** 2) / (2 * 0.03**2))
+    with pytest.raises(Diverged, match=r"ρ = 20: u had left \[0, 1\] \(range \[-0\.\d+"):
+        solve_fkpp2d(mesh, 1.0, 0.01, 20.0, u0, [0.0, 1.0], n_steps=20)

@@ -52,7 +52,7 @@ def test_fem_interpolator_is_exact_for_linear_fields():
     t = 0, 0.5, 1: the P1-in-space, linear-in-time interpolator used for the pre-training target
     reproduces it to rounding (≤ 1e-12) at random interior points given in dimensionless
     coordinates (x − c)/L, and gives 0 off the mesh."""
-    from apps.gbm.pipeline import _interpolator
+    from apps.gbm.pipeline import _interpolator, _locator
     from apps.gbm.scales import Scales
     from solvers.exchange import Mesh, SolutionFile
 
@@ -77,6 +77,11 @@ def test_fem_interpolator_is_exact_for_linear_fields():
     assert np.abs(values - exact(mm[:, 0], mm[:, 1], t)).max() < 1e-12
     outside = _interpolator(solution, scales)(np.array([[10.0, 10.0, 0.5]]))
     assert outside[0] == 0.0
+    # a shared locator (u0 and the anchors at one step's points) answers as a fresh one
+    shared = _locator(solution, scales)
+    for where in (points, points[::-1], points[::-1]):
+        np.testing.assert_array_equal(_interpolator(solution, scales, locate=shared)(where),
+                                      _interpolator(solution, scales)(where))
 
 
 def _scaled_points(rng, n, centre, length, spread):
@@ -143,10 +148,13 @@ def test_tissue_sampler_is_the_image_field_in_torch():
     ({"overrides": {"width": 0}}, "--width 0"), ({"n_ranks": 0}, "--np"),
     ({"method": "hmc", "contour_sd_mm": 0.0}, "--contour-sd"),
     ({"mask_loss": "dice"}, "--mask-loss"),
+    ({"anchor_spread": 0.0}, "--anchor-spread must be"),
+    ({"method": "pinn", "anchor_spread": 0.3}, "--anchor-spread: method pinn"),
 ])
 def test_options_are_checked_before_any_stage(tmp_path, options, fragment):
-    """`bilo gbm run` with an unknown method, preset or mask loss, a zero width, --np 0 or
-    --contour-sd 0: InputError before the patient is meshed (nothing written in OUT)."""
+    """`bilo gbm run` with an unknown method, preset or mask loss, a zero width, --np 0,
+    --contour-sd 0, --anchor-spread 0 or anchors for PINN: InputError before the patient is
+    meshed (nothing written in OUT)."""
     from solvers.common import InputError
 
     with pytest.raises(InputError, match=fragment):
@@ -230,9 +238,20 @@ def test_pipeline_with_follow_up_and_pet(tmp_path):
     """data/patient_cortex (a follow-up after 145 days and a PET map, fitted), 2 mm mesh,
     20 + 20 BiLO steps: τ and the PET scale join θ; DICE for both scans; D and ρ per day with
     their truth (D_mm2_per_day = D·D̄/T and T = interval/τ, to 1e-9); the plans' coverage of
-    the follow-up in [0, 1] and said to be in-sample."""
+    the follow-up in [0, 1] and said to be in-sample. With --anchor-spread 0.1 pre-training
+    records its fit to the 6 anchors (D, ρ, τ times e^±0.1) and to their tangents. (On this
+    2 mm mesh the FEM at ρ·e^0.3 breaks down: docs/gbm.md.)"""
+    import h5py
+
     summary = run_pipeline("data/patient_cortex", tmp_path, coarsen=2, use_pet=True,
-                           overrides={"pretrain_steps": 20, "finetune_steps": 20})
+                           overrides={"pretrain_steps": 20, "finetune_steps": 20},
+                           anchor_spread=0.1)
+    with h5py.File(tmp_path / "train" / "result.h5") as h5:
+        for name in ("anchors", "tangents"):
+            assert np.isfinite(h5["history"][name][:2]).all()
+    assert sorted(p.name for p in tmp_path.glob("fem_anchor_*s.h5")) == sorted(
+        f"fem_anchor_{name}_{side}.h5" for name in ("D", "rho", "tau")
+        for side in ("plus", "minus"))
     params, physical = summary["params"], summary["physical"]
     assert {"tau", "pet_scale"} <= set(params)
     assert {"WT_FEM_followup", "TC_NN_followup"} <= set(summary["dice"])

@@ -67,6 +67,14 @@ REGION_RADIUS = 2.5
 U_TOLERANCE = 0.05
 DICE_TOLERANCE = 0.02
 EXIT_NOT_A_SOLUTION = 4  # 2: bad input, 3: diverged (bilo/cli.py)
+# `--anchor-spread S` (off by default): BiLO's pre-training also fits the FEM solutions at θ0
+# with each growth parameter times e^±S, and their difference quotients as ∂u/∂θ
+# (`bilo.train.Anchor`, `NetworkOptions.tangents`). From the residual's θ-derivative alone
+# the network learnt ∂u/∂D and ∂u/∂τ 20-25 times too small on patient_cortex; with these, the
+# first upper step's gradient is 0.7-1.0 of the FEM's, but the fine-tuned answer is no
+# better (docs/gbm.md, "The network's θ-gradient").
+GROWTH_PARAMETERS = ("D", "rho", "tau")
+ANCHORED_METHODS = ("bilo", "hmc")  # the methods whose network takes θ
 # the GBM sampler's defaults: 2 chains × (200 + 200) draws, a few CPU-hours less than the
 # library's 4 × (1000 + 1000) (measured cost in docs/gbm.md)
 SAMPLER_DEFAULTS = {"n_chains": 2, "n_warmup": 200, "n_samples": 200, "n_leapfrog": 10}
@@ -123,14 +131,31 @@ def _fem_solve(mesh_path: Path, out: Path, scales: Scales, params: dict, n_ranks
     return read_solution(out)
 
 
-def _interpolator(solution: SolutionFile, scales: Scales, tau: float | None = None):
-    """u_FEM at dimensionless (x, y, t) points: P1 on the triangles (0 outside the mesh),
-    linear in time between the two output times around t. With `tau` (a follow-up) the
-    points' time is the network's s, at physical time time_map(s, tau)."""
+def _locator(solution: SolutionFile, scales: Scales):
+    """Point location on the solution's mesh at dimensionless points, which answers again
+    without searching when asked for the same points as last time (u0 and the anchors are
+    evaluated at each step's residual points)."""
     from meshes.interpolation import P1Interpolator
 
     locate = P1Interpolator(_dimensionless(solution.mesh.vertices, scales),
                             solution.mesh.cells).locate
+    last = {}
+
+    def remembered(points: np.ndarray):
+        if not ("points" in last and np.array_equal(last["points"], points)):
+            last.update(points=np.array(points), found=locate(points))
+        return last["found"]
+
+    return remembered
+
+
+def _interpolator(solution: SolutionFile, scales: Scales, tau: float | None = None,
+                  locate=None):
+    """u_FEM at dimensionless (x, y, t) points: P1 on the triangles (0 outside the mesh),
+    linear in time between the two output times around t. With `tau` (a follow-up) the
+    points' time is the network's s, at physical time time_map(s, tau). `locate`: a
+    `_locator` of the same mesh to share."""
+    locate = locate or _locator(solution, scales)
     times = solution.grid["t"]
     frames = np.asarray(solution.u)  # (times, vertices)
 
@@ -340,6 +365,10 @@ def add_run_arguments(parser):
     parser.add_argument("--contour-sd", type=float, default=CONTOUR_SD_MM, metavar="MM",
                         help="sd of the segmentation contours' position error in the contour "
                              f"likelihood, in mm (default {CONTOUR_SD_MM:g})")
+    parser.add_argument("--anchor-spread", type=float, default=None, metavar="S",
+                        help="bilo, hmc: pre-train also on FEM solutions at θ0 with each "
+                             "growth parameter times e^±S and on their difference quotients "
+                             "as ∂u/∂θ (6 more FEM solves; off by default: docs/gbm.md)")
     sampler = parser.add_argument_group("sampler (--method hmc)")
     for flag, name, kind in (("--chains", "n_chains", int), ("--samples", "n_samples", int),
                              ("--warmup", "n_warmup", int), ("--leapfrog", "n_leapfrog", int),
@@ -370,7 +399,7 @@ def run_from_arguments(args) -> int:
         sampler=sampler, u_tolerance=args.u_tolerance, detection_level=args.detection_level,
         fit_followup=not args.first_scan_only, infer_origin=args.infer_origin,
         use_pet=args.fit_pet, pet_noise=args.pet_noise, contour_sd_mm=args.contour_sd,
-        mask_loss=args.mask_loss)
+        mask_loss=args.mask_loss, anchor_spread=args.anchor_spread)
     return 0 if summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
@@ -381,7 +410,7 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                  detection_level: float = calibration.DETECTION_LEVEL, fit_followup: bool = True,
                  infer_origin: bool = False, use_pet: bool = False, pet_noise: float = 0.05,
                  contour_sd_mm: float = CONTOUR_SD_MM, mask_loss: str = "eq36",
-                 log=print) -> dict:
+                 anchor_spread: float | None = None, log=print) -> dict:
     """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
     ...) of the training, `sampler` the sampler's options (method hmc: SAMPLER_DEFAULTS and
     `bilo.strategies.BayesBiLOOptions`)."""
@@ -393,6 +422,12 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
         raise InputError(f"--pet-noise must be > 0, got {pet_noise}")
     if not (np.isfinite(contour_sd_mm) and contour_sd_mm > 0):
         raise InputError(f"--contour-sd must be a finite number > 0, got {contour_sd_mm}")
+    if anchor_spread is not None:
+        if not (np.isfinite(anchor_spread) and anchor_spread > 0):
+            raise InputError(f"--anchor-spread must be a finite number > 0, got {anchor_spread}")
+        if method not in ANCHORED_METHODS:
+            raise InputError(f"--anchor-spread: method {method} does not take θ as a network "
+                             f"input; only {' and '.join(ANCHORED_METHODS)} fit anchors")
     if mask_loss not in MASK_LOSSES:
         raise InputError(f"--mask-loss must be one of {', '.join(MASK_LOSSES)}, got {mask_loss}")
     patient = load_patient(patient_dir, slice=slice)
@@ -414,9 +449,15 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     stage = Stages(log)
     case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
                    coarsen=coarsen, model=model, patient=patient, log=log)
+    locate = _locator(case.initial, case.scales)  # every FEM solution is on the same mesh
+    if anchor_spread is not None:
+        with stage("FEM solves around the initial guess (pre-training anchors)"):
+            found, tangents = fem_anchors(case, anchor_spread, n_ranks, out, locate)
+            options = replace(options, anchors=found, tangents=tangents)
     with stage(f"{method} pre-training and fine-tuning"):
         options = replace(options, u0=_interpolator(case.initial, case.scales,
-                                                    case.problem.initial_guess.get("tau")))
+                                                    case.problem.initial_guess.get("tau"),
+                                                    locate))
         trained = fit(case.problem, case.data, method, out / "train", options, validate=False,
                       overwrite=True)
     inferred = trained.params
@@ -435,6 +476,33 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     log(f"== done in {time.perf_counter() - stage.t0:.0f} s: " + ", ".join(
         f"{k} {v:.3f}" for k, v in summary["dice"].items()) + f" -> {out / 'summary.json'}")
     return summary
+
+
+def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate) -> tuple:
+    """FEM solutions at θ0 with each growth parameter times e^±spread as pre-training anchors,
+    interpolated with `locate` (`_locator`), and their difference quotients as the tangents
+    ∂u/∂θ_p at θ0 (`--anchor-spread`)."""
+    from bilo.train import Anchor
+
+    theta0 = case.problem.initial_guess
+    found, tangents = [], {}
+    for name in GROWTH_PARAMETERS:
+        if name not in theta0:
+            continue
+        pair = []
+        for sign, label in ((1, "plus"), (-1, "minus")):
+            lo, hi = case.problem.bounds[name]
+            theta = {**theta0, name: float(np.clip(theta0[name] * np.exp(sign * spread), lo,
+                                                   hi))}
+            solution = _fem_solve(case.mesh_path, out / f"fem_anchor_{name}_{label}.h5",
+                                  case.scales, theta, n_ranks, case.ic)
+            pair.append((theta[name], _interpolator(solution, case.scales, theta.get("tau"),
+                                                    locate)))
+            found.append(Anchor({name: theta[name]}, pair[-1][1]))
+        (plus, u_plus), (minus, u_minus) = pair
+        tangents[name] = (lambda points, a=u_plus, b=u_minus, h=plus - minus:
+                          (a(points) - b(points)) / h)
+    return tuple(found), tangents
 
 
 def _posterior(case: Case, trained, train_dir: Path, level: float) -> dict:

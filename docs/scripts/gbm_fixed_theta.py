@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("patient_dir", help="a folder of `bilo gbm synth` (with truth.json)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, default=5000, help="fine-tuning steps at fixed θ")
+    parser.add_argument("--pretrain-steps", type=int, default=None, help="(the preset's)")
     parser.add_argument("--width", type=int, default=None, help="network width (preset's)")
     parser.add_argument("--residual-scale", type=float, default=1.0,
                         help="multiplies the residual (its loss by the square)")
@@ -66,6 +67,7 @@ def main() -> None:
         gbm_problem.TIME_POWER = args.time_power
     run_pipeline(args.patient_dir, args.out, overrides={
         "lr_theta": 1e-30, "finetune_steps": args.steps, "width": args.width,
+        "pretrain_steps": args.pretrain_steps,
         "w_rgrad": args.w_rgrad, "causal": args.causal})
 
 

@@ -6,6 +6,8 @@ differences of the same loss on FEM solutions at θ0 ± 5 % of each PDE paramete
     python docs/scripts/gbm_gradient_check.py data/patient_cortex --out runs/grad
     python docs/scripts/gbm_gradient_check.py data/patient_cortex --out runs/grad_causal \
         --causal 1
+    python docs/scripts/gbm_gradient_check.py data/patient_cortex --out runs/grad_anchored \
+        --anchor-spread 0.3
 
 Prints both gradients and their ratio per parameter.
 """
@@ -31,7 +33,8 @@ from apps.gbm.pipeline import (
 STEP = 0.05  # central differences at θ0 ± STEP·θ0
 
 
-def network_gradient(patient_dir, out: Path, pretrain_steps: int | None) -> dict[str, float]:
+def network_gradient(patient_dir, out: Path, pretrain_steps: int | None,
+                     anchor_spread: float | None) -> dict[str, float]:
     """The data loss's θ-gradient at the first fine-tuning step (θ still θ0)."""
     captured = {}
     step = bilo.methods.BiLO.finetune_step
@@ -45,7 +48,8 @@ def network_gradient(patient_dir, out: Path, pretrain_steps: int | None) -> dict
     bilo.methods.BiLO.finetune_step = first_step
     try:
         run_pipeline(patient_dir, out, overrides={"finetune_steps": 1,
-                                                  "pretrain_steps": pretrain_steps})
+                                                  "pretrain_steps": pretrain_steps},
+                     anchor_spread=anchor_spread)
     finally:
         bilo.methods.BiLO.finetune_step = step
     return captured
@@ -81,11 +85,14 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--causal", type=float, default=None, help="(the preset's)")
     parser.add_argument("--pretrain-steps", type=int, default=None, help="(the preset's)")
+    parser.add_argument("--anchor-spread", type=float, default=None,
+                        help="`bilo gbm run --anchor-spread` (default: off)")
     args = parser.parse_args()
     out = Path(args.out)
     quick = gbm_problem.GBMProblem.presets["quick"]
     gbm_problem.GBMProblem.presets["quick"] = dataclasses.replace(quick, causal=args.causal)
-    network = network_gradient(args.patient_dir, out / "network", args.pretrain_steps)
+    network = network_gradient(args.patient_dir, out / "network", args.pretrain_steps,
+                               args.anchor_spread)
     fem = fem_gradient(args.patient_dir, out / "fem")
     for name, value in fem.items():
         print(f"dJ/d{name}: network {network[name]:+.4g}, FEM {value:+.4g}, "

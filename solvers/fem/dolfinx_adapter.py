@@ -28,6 +28,7 @@ from mpi4py import MPI
 from petsc4py import PETSc
 
 from meshes.interpolation import barycentric_coordinates
+from solvers.common import Diverged
 
 SOLVERS = {
     "lu": {"ksp_type": "preonly", "pc_type": "lu", "pc_factor_mat_solver_type": "mumps"},
@@ -36,6 +37,8 @@ SOLVERS = {
 }
 NEWTON_RTOL = 1e-12
 NEWTON_MAX_ITERATIONS = 30
+# a reaction-diffusion state this far outside [0, 1] has broken down (`_breakdown`)
+UNDERSHOOT = 0.1
 _prefixes = itertools.count()
 
 
@@ -415,12 +418,24 @@ class ReactionDiffusionStepper:
             correction = self.du.norm(PETSc.NormType.NORM_INFINITY)
             size = self.u.vector.norm(PETSc.NormType.NORM_INFINITY)
             if not np.isfinite(correction):
-                raise RuntimeError("Newton iteration produced non-finite values; reduce dt")
+                raise self._breakdown("produced non-finite values")
             if correction <= NEWTON_RTOL * max(size, 1e-300):
                 self.newton_iterations += iteration
                 return iteration
-        raise RuntimeError(f"Newton iteration did not converge in {NEWTON_MAX_ITERATIONS} "
-                           "iterations; reduce dt")
+        raise self._breakdown(f"did not converge in {NEWTON_MAX_ITERATIONS} iterations")
+
+    def _breakdown(self, what: str) -> Diverged:
+        """Why a step failed, from the last good state uⁿ: u(1−u) makes every u < 0 grow, so
+        the P1 scheme's undershoot below 0 at a steep front, once large, blows up."""
+        comm = self.dm.comm
+        low = comm.allreduce(float(self.u_old.x.array.min(initial=np.inf)), op=MPI.MIN)
+        high = comm.allreduce(float(self.u_old.x.array.max(initial=-np.inf)), op=MPI.MAX)
+        cause = (f"u had left [0, 1] (range [{low:.3g}, {high:.3g}]): the scheme's undershoot "
+                 "at the front grew under ρu(1−u); use a finer mesh or more time steps"
+                 if low < -UNDERSHOOT or high > 1 + UNDERSHOOT else
+                 f"u in [{low:.3g}, {high:.3g}]; use more time steps")
+        return Diverged(f"reaction-diffusion FEM: Newton's iteration {what} at "
+                        f"D = {float(self.D.value):.4g}, ρ = {float(self.rho.value):.4g}: {cause}")
 
     def snapshot(self) -> np.ndarray:
         """This rank's dof values of u (owned and ghost), to hand back to the adjoint."""
