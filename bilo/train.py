@@ -248,15 +248,18 @@ class Run:
 
     def _collocation(self, step: int) -> dict:
         """The batch's fields at the residual points (drawn anew each step for problems that
-        resample): the points, u0 there, each anchor's (θ_a, solution there) and each tangent
-        there."""
-        points = self.problem.collocation(self.options.settings.n_res, seed=step)
-        u0 = None if self._u0 is None else self._tensor(self._u0(points.numpy()))
+        resample): the points and, in pre-training (the only phase that fits them), u0 there,
+        each anchor's (θ_a, solution there) and each tangent there."""
+        settings = self.options.settings
+        points = self.problem.collocation(settings.n_res, seed=step)
+        fitted = step < settings.pretrain_steps
+        u0 = (self._tensor(self._u0(points.numpy())) if fitted and self._u0 is not None
+              else None)
         anchors = [(theta, self._tensor(anchor.solution(points.numpy())))
                    for theta, anchor in zip(self._anchor_theta, self.options.anchors,
-                                            strict=True)]
+                                            strict=True)] if fitted else []
         tangents = {name: self._tensor(tangent(points.numpy()))
-                    for name, tangent in self.options.tangents.items()}
+                    for name, tangent in self.options.tangents.items()} if fitted else {}
         return {"collocation": self._tensor(points), "u0": u0, "anchors": anchors,
                 "tangents": tangents}
 
