@@ -252,13 +252,13 @@ class Run:
         each anchor's (θ_a, solution there) and each tangent there."""
         settings = self.options.settings
         points = self.problem.collocation(settings.n_res, seed=step)
+        at = points.numpy()  # one array for every solution (the GBM's share a point locator)
         fitted = step < settings.pretrain_steps
-        u0 = (self._tensor(self._u0(points.numpy())) if fitted and self._u0 is not None
-              else None)
-        anchors = [(theta, self._tensor(anchor.solution(points.numpy())))
+        u0 = self._tensor(self._u0(at)) if fitted and self._u0 is not None else None
+        anchors = [(theta, self._tensor(anchor.solution(at)))
                    for theta, anchor in zip(self._anchor_theta, self.options.anchors,
                                             strict=True)] if fitted else []
-        tangents = {name: self._tensor(tangent(points.numpy()))
+        tangents = {name: self._tensor(tangent(at))
                     for name, tangent in self.options.tangents.items()} if fitted else {}
         return {"collocation": self._tensor(points), "u0": u0, "anchors": anchors,
                 "tangents": tangents}
