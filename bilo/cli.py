@@ -126,7 +126,7 @@ def _method_options(args, problem, method: str):
                  "lr_net": args.lr, "lr_theta": args.lr_theta,
                  "n_res": tuple(args.n_res) if args.n_res else None, "n_reg": args.n_reg,
                  "stratified_reg": False if args.fixed_reg else None, "w_rgrad": args.w_rgrad,
-                 "causal": args.causal}
+                 "causal": args.causal, "settle_steps": args.settle_steps}
     values = {"theta0": _params(args.theta0) or None, "u0": args.u0, "seed": args.seed,
               "device": args.device, "w_dat": args.w_dat,
               "w_reg": args.w_reg, "checkpoint_every": args.checkpoint_every, "nx": args.nx,
@@ -407,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="adjoint: solver nodes (default: the data's reference grid)")
     train.add_argument("--pretrain-steps", type=int, default=None)
     train.add_argument("--steps", type=int, default=None, help="fine-tuning steps")
+    train.add_argument("--settle-steps", type=int, default=None,
+                       help="bilo: then this many steps of the lower level alone at the answer "
+                            "(default: the preset's, mostly 0)")
     train.add_argument("--lr", type=float, default=None, help="network learning rate")
     train.add_argument("--lr-theta", type=float, default=None, help="parameter learning rate")
     train.add_argument("--width", type=int, default=None)

@@ -198,6 +198,8 @@ class Method:
     def finetune_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    settles = False  # whether the method has a `settle_step` (`Settings.settle_steps`)
+
     def state_dict(self) -> dict:
         return {**self.surrogate.state_dict(), "opt_net": self.opt_net.state_dict(),
                 "opt_upper": self.opt_upper.state_dict()}
@@ -247,6 +249,16 @@ class BiLO(Method):
         self.opt_net.step()
         if not held:
             self._step_upper()
+        return losses
+
+    settles = True
+
+    def settle_step(self, batch):
+        """The lower level alone: W on its loss at the final θ and functions."""
+        self.opt_net.zero_grad(set_to_none=True)
+        losses, lower, _ = self.lower_losses(batch)
+        lower.backward(inputs=self.net_params)
+        self.opt_net.step()
         return losses
 
     def state_dict(self) -> dict:

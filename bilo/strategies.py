@@ -76,6 +76,7 @@ _INF = float("inf")
 _LIMITS = {"w_reg": (0.0, _INF), "w_rgrad": (0.0, _INF), "w_dat": (1e-300, _INF),
            "width": (1, 1 << 16), "depth": (1, 64), "n_res": (2, 1 << 24),
            "pretrain_steps": (0, 1 << 40), "finetune_steps": (0, 1 << 40),
+           "settle_steps": (0, 1 << 40),
            "lr_net": (1e-300, _INF), "lr_theta": (1e-300, _INF),
            "lr_net_final": (1e-300, _INF), "n_reg": (2, 1 << 24),
            "seed": (0, 2**63 - 1), "checkpoint_every": (1, 1 << 40),

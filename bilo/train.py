@@ -209,9 +209,9 @@ class Run:
                                             for p in problem.params], dtype=torch.float32,
                                            device=self.device) for a in options.anchors]
         self.batch = self._make_batch()
-        self.step = 0  # steps done, pre-training then fine-tuning
+        self.step = 0  # steps done, pre-training, fine-tuning, then settling
         self.history: dict[str, list] = {key: [] for key in TRACKS}
-        self.wall = {"pretrain": 0.0, "finetune": 0.0}
+        self.wall = {name: 0.0 for name, *_ in self.phases()}
         self.stop_rule = StopRule.from_options(options, problem)
         self._theta0 = theta0.numpy().astype(np.float64)
         # "converged: ..." once the stop rule has stopped fine-tuning; "step limit" at its end
@@ -343,7 +343,8 @@ class Run:
                              f"{saved.get('problem')} with {saved.get('data')}, not this run")
         self.method.load_state_dict(state["method"])
         self.method.to(self.device)
-        self.step, self.history, self.wall = state["step"], state["history"], state["wall"]
+        self.step, self.history = state["step"], state["history"]
+        self.wall.update(state["wall"])
         self.stop_reason = state.get("stop_reason")
         self._checkpoint_step = self.step
         torch.set_rng_state(state["torch_rng"])
@@ -367,11 +368,15 @@ class Run:
         return values, theta_values
 
     def phases(self) -> list[tuple[str, int, int, Callable]]:
-        """(name, first step, end step, step function) of pre-training and fine-tuning."""
+        """(name, first step, end step, step function) of pre-training, fine-tuning and, with
+        `settle_steps` for a method that settles, settling."""
         s = self.options.settings
-        return [("pretrain", 0, s.pretrain_steps, self.method.pretrain_step),
-                ("finetune", s.pretrain_steps, s.pretrain_steps + s.finetune_steps,
-                 self.method.finetune_step)]
+        tuned = s.pretrain_steps + s.finetune_steps
+        phases = [("pretrain", 0, s.pretrain_steps, self.method.pretrain_step),
+                  ("finetune", s.pretrain_steps, tuned, self.method.finetune_step)]
+        if s.settle_steps and self.method.settles:
+            phases.append(("settle", tuned, tuned + s.settle_steps, self.method.settle_step))
+        return phases
 
     def start_phase(self, name: str, file=None) -> Phase:
         """The loop state of phase `name` from the current step on, with its progress bar on
@@ -397,8 +402,10 @@ class Run:
             self.batch.reg_x, self.batch.f0 = self.regulariser_points(self.step)
         if s.fresh_upper and phase.name == "finetune" and self.step == phase.start:
             self.method.reset_upper()
-        if s.lr_net_final is not None and phase.name == "finetune":
-            done = (self.step - phase.start) / max(phase.end - phase.start - 1, 1)
+        if s.lr_net_final is not None and phase.name != "pretrain":
+            # settling goes on at the rate fine-tuning ended with
+            done = 1.0 if phase.name == "settle" else (
+                (self.step - phase.start) / max(phase.end - phase.start - 1, 1))
             for group in self.method.opt_net.param_groups:
                 group["lr"] = s.lr_net * (s.lr_net_final / s.lr_net) ** done
         losses = phase.step_fn(self.batch)
@@ -473,15 +480,14 @@ class Run:
         u = surrogate.predict_numpy(reference_points(self.problem, self.data))
         history = {k: np.asarray(v, dtype=np.float64) for k, v in self.history.items()}
         history["theta"] = history["theta"].reshape(len(history["step"]), -1)
-        s = self.options.settings
         points = function_points(self.problem, self.data)
         return Result(
             method=self.method_name, problem=self.problem, data=self.data,
             data_path=self.data_path, params=surrogate.params(),
             functions=surrogate.functions_on(points), function_x=points,
             u=u.reshape(self.data.u.shape),
-            history=history, steps={"pretrain": min(self.step, s.pretrain_steps),
-                                    "finetune": max(self.step - s.pretrain_steps, 0)},
+            history=history, steps={name: min(max(self.step - start, 0), end - start)
+                                    for name, start, end, _ in self.phases()},
             wall_s=dict(self.wall), device=str(self.device), w_reg=self.method.w_reg,
             constants=surrogate.constants, options=self.options.to_json(),
             predict=surrogate.predict_numpy,
