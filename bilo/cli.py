@@ -408,8 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pretrain-steps", type=int, default=None)
     train.add_argument("--steps", type=int, default=None, help="fine-tuning steps")
     train.add_argument("--settle-steps", type=int, default=None,
-                       help="bilo: then this many steps of the lower level alone at the answer "
-                            "(default: the preset's, mostly 0)")
+                       help="bilo: then this many steps of the network alone on the residual at "
+                            "the answer (default: the preset's, mostly 0)")
     train.add_argument("--lr", type=float, default=None, help="network learning rate")
     train.add_argument("--lr-theta", type=float, default=None, help="parameter learning rate")
     train.add_argument("--width", type=int, default=None)

@@ -254,10 +254,12 @@ class BiLO(Method):
     settles = True
 
     def settle_step(self, batch):
-        """The lower level alone: W on its loss at the final θ and functions."""
+        """W on the residual loss alone at the final θ and functions. θ no longer moves, so
+        ∂θ r is of no more use, and its term would keep u off the solution (darcy: 1.4 % from
+        the FEM with it, 0.1 % without; docs/darcy.md)."""
         self.opt_net.zero_grad(set_to_none=True)
-        losses, lower, _ = self.lower_losses(batch)
-        lower.backward(inputs=self.net_params)
+        losses, _, _ = self.lower_losses(batch)
+        losses["res"].backward(inputs=self.net_params)
         self.opt_net.step()
         return losses
 

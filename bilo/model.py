@@ -158,9 +158,9 @@ class Settings:
     # the earlier ones are, as a time stepper would; for PDEs that amplify an early error
     # (logistic growth). None: every time alike. Needs a coordinate "t".
     causal: float | None = None
-    # BiLO: after fine-tuning, this many steps of the lower level alone (W on residual +
-    # w_rgrad·‖∂θ r‖², θ and the functions frozen), so that u_NN is the local operator at the
-    # answer rather than one that lags the last upper steps. Not after the stop rule has ended
+    # BiLO: after fine-tuning, this many steps of W alone on the residual loss (θ and the
+    # functions frozen, no ‖∂θ r‖² term), so that u_NN is the PDE's solution at the answer
+    # rather than one that lags the last upper steps. Not after the stop rule has ended
     # fine-tuning
     settle_steps: int = 0
 

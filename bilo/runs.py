@@ -27,8 +27,8 @@ RUN_FILES = ("summary.json", "result.h5", "checkpoint.pt")
 OUTPUTS = (*RUN_FILES, "config.json", "reference_at_inferred.h5", "u0.h5", "training.png",
            "solution.png", "functions.png")
 # options a resumed run may change: how long it runs and how it records, not what it computes
-RESUMABLE = {"pretrain_steps", "finetune_steps", "device", "checkpoint_every", "record_every",
-             "polish", "stop_window", "stop_theta_tol", "stop_lower_tol"}
+RESUMABLE = {"pretrain_steps", "finetune_steps", "settle_steps", "device", "checkpoint_every",
+             "record_every", "polish", "stop_window", "stop_theta_tol", "stop_lower_tol"}
 
 
 @contextlib.contextmanager

@@ -372,10 +372,10 @@ def test_anchors_and_tangents_are_fitted_in_pre_training(fkpp_data, tmp_path):
 def test_settling_solves_the_lower_level_at_the_answer(tmp_path, report):
     """Two-point problem y'' = 2, y(0) = θ0, y(1) = θ1, BiLO (width 16) from θ = (1, 0) with
     200 pre-training and 20 fine-tuning steps at lr_theta 0.2, so that θ outruns the network,
-    then 250 settling steps: θ stays exactly where fine-tuning left it, and the network's u
-    against the exact solution x² + (θ1 − θ0 − 1)x + θ0 at that θ is at least 10 times closer
-    than at the end of fine-tuning (the same run without settling, whose steps are the same;
-    measured 3.3e-2 and 1.3e-3). PINN has no settling phase."""
+    then 250 settling steps (W on the residual alone): θ stays exactly where fine-tuning left
+    it, and the network's u against the exact solution x² + (θ1 − θ0 − 1)x + θ0 at that θ is at
+    least 10 times closer than at the end of fine-tuning (the same run without settling, whose
+    steps are the same; measured 3.3e-2 and 1.3e-3). PINN has no settling phase."""
     data = tmp_path / "target.h5"
     write_solution(data, run_reference("two_point", {"theta0": 0.0, "theta1": 1.0}))
     problem = get_problem("two_point")
