@@ -153,7 +153,7 @@ def test_bilo_pretraining_matches_the_fem_solution_at_a0(tmp_path, report):
     problem = SmoothStart()
     options = make_options(problem, "bilo", overrides={
         "width": 32, "n_res": (17, 17), "n_reg": 17, "pretrain_steps": 500,
-        "finetune_steps": 0}, u0="auto", device="cpu")
+        "finetune_steps": 0, "settle_steps": 0}, u0="auto", device="cpu")
     result = fit(problem, data, "bilo", tmp_path / "run", options, log=None)
     u0 = read_solution(tmp_path / "run" / "u0.h5")
     a0 = problem.functions["A"].initial(u0.mesh.vertices[:, :2])
@@ -183,6 +183,7 @@ def test_compare_runs_every_method_on_darcy(tmp_path):
     assert main(["solve", "darcy", "--nx", "8", "--out", str(data)]) == 0
     rows = compare("darcy", str(data), ["adjoint", "bilo", "pinn"], tmp_path / "cmp",
                    w_dats=(1.0,), overrides={"pretrain_steps": 50, "finetune_steps": 20,
+                                             "settle_steps": 20,
                                              "width": 16, "n_res": (9, 9), "n_reg": 9})
     by_method = {row["method"]: row for row in rows}
     assert set(by_method) == {"adjoint", "bilo", "pinn_wdat1"}
