@@ -60,7 +60,7 @@ lint: $(STAMP)
 # The main job: the embedded synthetic patient (data/patient_default) through the whole GBM
 # pipeline (mesh, FEM at the initial guess, BiLO, FEM at the inferred parameters, DICE, report).
 demo: $(STAMP)
-	$(BILO) gbm run data/patient_default --preset quick --out $(DEMO_OUT)/gbm
+	$(BILO) gbm run data/patient_default --preset quick --out $(DEMO_OUT)/gbm --overwrite
 	@echo "== results in $(DEMO_OUT)/gbm: summary.json, report.png, density_{nn,fem}.nii.gz, *.xdmf"
 
 # Benchmarks, not part of `make test` (minutes): FEM strong scaling under mpirun (1 and 2 ranks)

@@ -329,3 +329,25 @@ def test_segmentation_grid_matches_the_observation_points():
     assert not isinstance(GBMProblem.declaration(point).likelihood, MaskContours)
     problem._declare(model_choices(patient, "bilo", mask_loss="contours"), (n_seg, 0), grid)
     assert isinstance(problem.likelihood, MaskContours)
+
+
+def test_a_folder_holding_a_run_is_refused(tmp_path, capsys):
+    """`bilo gbm run` into an OUT holding a run (its summary.json, or a train/ folder left by
+    an interrupted run) exits 2 with one line naming OUT and what it holds, before the patient
+    is meshed, and leaves every file as it was; --overwrite is how to replace it."""
+    from bilo.cli import main
+
+    for marker in ("summary.json", "train"):
+        out = tmp_path / marker.split(".")[0]
+        out.mkdir()
+        if marker == "train":
+            (out / marker).mkdir()
+        else:
+            (out / marker).write_text("{}")
+        before = sorted(p.name for p in out.iterdir())
+        assert main(["gbm", "run", "data/patient_default", "--out", str(out)]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and f"{out}: holds a run ({marker})" in error[0]
+        assert "--overwrite" in error[0]
+        assert sorted(p.name for p in out.iterdir()) == before
+    assert (tmp_path / "summary" / "summary.json").read_text() == "{}"

@@ -50,8 +50,9 @@ from solvers.fem.cli import _MPI_ENV_PREFIXES, _under_mpirun, mpi_command
 
 CSV_NAME = "cohort.csv"
 LOG_NAME = "run.log"
-# options of `bilo gbm run` that the cohort sets itself (per patient) or does not pass on
-_OWN_OPTIONS = ("patient_dir", "out", "np", "help")
+# options of `bilo gbm run` that the cohort sets itself (per patient) or does not pass on; a
+# patient is run again only without a summary.json, so its folder is always overwritten
+_OWN_OPTIONS = ("patient_dir", "out", "overwrite", "np", "help")
 # the one-line error of a `bilo` command (bilo/cli.py main)
 _ERROR_PREFIX = "bilo gbm: error: "
 # the user's OMPI_MCA_* settings, recorded for the patients' processes when relaunching
@@ -261,7 +262,7 @@ def run_patient(name: str, patient_dir: str, out_dir: str, options: list[str]) -
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "bilo.cli", "gbm", "run", str(patient_dir), "--out",
-               str(out), *options]
+               str(out), "--overwrite", *options]
     started = time.perf_counter()
     with open(out / LOG_NAME, "w") as log:
         log.write("$ " + " ".join(command) + "\n")

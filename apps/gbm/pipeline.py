@@ -67,6 +67,8 @@ REGION_RADIUS = 2.5
 U_TOLERANCE = 0.05
 DICE_TOLERANCE = 0.02
 EXIT_NOT_A_SOLUTION = 4  # 2: bad input, 3: diverged (bilo/cli.py)
+# what says that an OUT holds a run, which `bilo gbm run` replaces only with --overwrite
+RUN_MARKERS = ("summary.json", "train")
 # `--anchor-spread S` (off by default): BiLO's pre-training also fits the FEM solutions at θ0
 # with each growth parameter times e^±S, and their difference quotients as ∂u/∂θ
 # (`bilo.train.Anchor`, `NetworkOptions.tangents`). From the residual's θ-derivative alone
@@ -330,6 +332,8 @@ def add_run_arguments(parser):
     """The options of `bilo gbm run` (bilo/cli.py builds the parser)."""
     parser.add_argument("patient_dir", metavar="PATIENT_DIR")
     parser.add_argument("--out", required=True, metavar="OUT")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run that OUT holds (refused without it)")
     parser.add_argument("--method", default="bilo",
                         help="bilo (default), pinn, or hmc (B-BiLO: the posterior)")
     parser.add_argument("--w-dat", type=float, default=None, help="PINN data weight (1)")
@@ -399,7 +403,7 @@ def run_from_arguments(args) -> int:
         sampler=sampler, u_tolerance=args.u_tolerance, detection_level=args.detection_level,
         fit_followup=not args.first_scan_only, infer_origin=args.infer_origin,
         use_pet=args.fit_pet, pet_noise=args.pet_noise, contour_sd_mm=args.contour_sd,
-        mask_loss=args.mask_loss, anchor_spread=args.anchor_spread)
+        mask_loss=args.mask_loss, anchor_spread=args.anchor_spread, overwrite=args.overwrite)
     return 0 if summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
@@ -410,10 +414,12 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                  detection_level: float = calibration.DETECTION_LEVEL, fit_followup: bool = True,
                  infer_origin: bool = False, use_pet: bool = False, pet_noise: float = 0.05,
                  contour_sd_mm: float = CONTOUR_SD_MM, mask_loss: str = "eq36",
-                 anchor_spread: float | None = None, log=print) -> dict:
+                 anchor_spread: float | None = None, overwrite: bool = False,
+                 log=print) -> dict:
     """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
     ...) of the training, `sampler` the sampler's options (method hmc: SAMPLER_DEFAULTS and
-    `bilo.strategies.BayesBiLOOptions`)."""
+    `bilo.strategies.BayesBiLOOptions`). An `out` that holds a run is refused unless
+    `overwrite`."""
     from bilo.strategies import fit, make_options
 
     # every option is checked before the first expensive stage (mesh, FEM); the patient is read
@@ -445,6 +451,10 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     if not 0 < detection_level < 1:
         raise InputError(f"--detection-level must lie in (0, 1), got {detection_level}")
     out = Path(out)
+    held = [name for name in RUN_MARKERS if (out / name).exists()]
+    if held and not overwrite:
+        raise InputError(f"{out}: holds a run ({', '.join(held)}); --overwrite replaces it, or "
+                         "choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     stage = Stages(log)
     case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
