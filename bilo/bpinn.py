@@ -209,14 +209,24 @@ def default_sigma_r(sigma: float) -> float:
     return float(sigma)
 
 
+def bpinn_chain_target(method: Method, batch: Batch, scale: float, *,
+                       threads: int | None = None, **options) -> BPINNTarget:
+    """One chain's target (`bilo.hmc.run_chains` builds it in each process, or in turn in this
+    one; `BPINNTarget` copies the method); `threads`: torch's per process."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return BPINNTarget(method, batch, scale, **options)
+
+
 def fit_bpinn(problem, data, options, out, *, data_path=None, log=print,
               method: str = "bpinn") -> Result:
     """B-PINN: PINN's pre-training and fine-tuning (`bilo.train.Run` with `bilo.methods.PINN`,
     the options' settings and w_dat) put (θ, W) near a mode; then `options.n_chains` HMC chains
     of `BPINNTarget` (σ_r = `options.sigma_r`, default the data's σ; σ_W = `options.sigma_w`)
-    from there, one after another in this process. The answer is the posterior mean of θ and,
-    as u, the mean of u_NN over every `predictive_every`-th draw; the posterior summary,
-    `posterior.h5` and the diagnostics are of θ only (the weights' draws are not kept).
+    from there, in `options.processes` processes (torch's threads shared among them). The
+    answer is the posterior mean of θ and, as u, the mean of u_NN over every
+    `predictive_every`-th draw; the posterior summary, `posterior.h5` and the diagnostics are
+    of θ only (the weights' draws are not kept).
     `history["J"]` is the data misfit at every draw."""
     import bilo.methods
     from bilo.train import Run
@@ -227,29 +237,28 @@ def fit_bpinn(problem, data, options, out, *, data_path=None, log=print,
     run.train()
     points = reference_points(problem, data)
     observe_points = np.concatenate([data.observations.points_in(problem.coords), points])
-    chains, targets = [], []
-    every = predictive_every(options)
+    target_options = dict(sigma_r=sigma_r, sigma_w=options.sigma_w,
+                          observe_points=observe_points, data=data)
+    # this process's own copy: the start, and every draw's terms and u_NN afterwards
+    target = BPINNTarget(run.method, run.batch, scale, **target_options)
+    start, k = target.position(), target.n_theta
+    first = target.evaluate_terms(start)
+    print(f"sampling θ and {target.n_weights} weights from θ = "
+          f"{dict(zip(problem.params, start[:k].tolist(), strict=True))} after {run.step} "
+          f"PINN steps (σ_r = {sigma_r:g}, σ_W = {options.sigma_w:g})")
+    processes = min(int(options.processes), int(options.n_chains))
+    threads = max(1, torch.get_num_threads() // processes) if processes > 1 else None
     started = time.perf_counter()
-    start = None
-    for c in range(options.n_chains):
-        target = BPINNTarget(run.method, run.batch, scale, sigma_r=sigma_r,
-                             sigma_w=options.sigma_w, observe_points=observe_points,
-                             data=data)
-        if start is None:
-            start = target.position()
-            first = target.evaluate_terms(start)
-            print(f"sampling θ and {target.n_weights} weights from θ = "
-                  f"{dict(zip(problem.params, start[:target.n_theta].tolist(), strict=True))}"
-                  f" after {run.step} PINN steps (σ_r = {sigma_r:g}, σ_W = "
-                  f"{options.sigma_w:g})")
-        chains.append(hmc.sample(
-            target, start, n_samples=options.n_samples, n_warmup=options.n_warmup,
-            n_leapfrog=options.n_leapfrog, jitter=options.jitter,
-            target_accept=options.target_accept, step_size=options.step_size,
-            seed=options.seed + c, chain_id=c, log=log, observe_every=every))
-        targets.append(target)
+    chains = hmc.run_chains(
+        bpinn_chain_target, options.n_chains, [options.seed + c for c in
+                                               range(options.n_chains)],
+        theta0=start, args=(run.method, run.batch, scale),
+        kwargs={**target_options, "threads": threads}, processes=processes, log=log,
+        n_samples=options.n_samples, n_warmup=options.n_warmup,
+        n_leapfrog=options.n_leapfrog, jitter=options.jitter,
+        target_accept=options.target_accept, step_size=options.step_size,
+        observe_every=predictive_every(options))
     elapsed = time.perf_counter() - started
-    target, k = targets[0], targets[0].n_theta
     # at every draw the data misfit (history's J), L_res and |W|²
     terms = [target.evaluate_terms(x) for chain in chains for x in chain.samples]
     kept = [x.copy() for chain in chains for x in chain.samples[chain.observed_index]]

@@ -154,3 +154,27 @@ def test_command_line_flags_and_limits(logistic_data, tmp_path, capsys):
         make_options(get_problem("logistic"), "bpinn", sigma_w=float("inf"))
     assert [v.label for v in variants(["hmc", "hmc-solver", "bpinn"], [1.0, 10.0])] == [
         "hmc", "hmc-solver", "bpinn_wdat1", "bpinn_wdat10"]
+
+
+@pytest.mark.slow
+def test_chains_in_processes_equal_chains_in_one(logistic_data, tmp_path):
+    """--processes 2 runs B-PINN's two chains in two spawned processes: the draws of θ, the
+    summary's posterior (but ESS per second, a wall time) and u_NN's mean over the draws equal
+    the sequential run's bit for bit (a tiny run: 50 + 50 PINN steps, 2 chains of 5 + 5
+    iterations of 3 leapfrog steps; `slow`: spawning costs seconds)."""
+    problem = get_problem("logistic")
+    results = {}
+    for processes in (1, 2):
+        options = make_options(problem, "bpinn", "quick",
+                               {"pretrain_steps": 50, "finetune_steps": 50}, n_chains=2,
+                               n_warmup=5, n_samples=5, n_leapfrog=3, processes=processes)
+        results[processes] = fit(problem, logistic_data, "bpinn", tmp_path / str(processes),
+                                 options, validate=False, log=None)
+    one, two = results[1], results[2]
+    with h5py.File(tmp_path / "1" / "posterior.h5") as a, \
+            h5py.File(tmp_path / "2" / "posterior.h5") as b:
+        assert np.array_equal(a["samples"][()], b["samples"][()])
+    timeless = [{k: v for k, v in result.summary["posterior"]["a"].items() if k != "ess_per_s"}
+                for result in (one, two)]
+    assert timeless[0] == timeless[1]
+    assert np.array_equal(one.u, two.u)
