@@ -33,8 +33,10 @@ class Likelihood:
         """Where u is needed to evaluate the likelihood: the observation points by default."""
         return obs_points
 
+    # a likelihood defines `scale` and one of `value` (the misfit) and `negative_log`; each
+    # of the two is the other's through −log L = scale·value
     def value(self, u, observed, theta=None):
-        raise NotImplementedError
+        return self.negative_log(u, observed, theta) / self.scale(len(observed))
 
     def negative_log(self, u, observed, theta=None):
         return self.scale(len(observed)) * self.value(u, observed, theta)
@@ -145,9 +147,6 @@ class SegmentationMasks(Likelihood):
     def scale(self, n: int) -> float:
         return float(n) if self.noise == "bernoulli" else 1.0
 
-    def value(self, u, observed, theta=None):
-        return self.negative_log(u, observed, theta) / self.scale(len(observed))
-
     def describe(self) -> str:
         return f"SegmentationMasks(noise={self.noise}, slope={self.slope:g})"
 
@@ -231,9 +230,6 @@ class MaskContours(Likelihood):
     def scale(self, n: int) -> float:
         return float(n)
 
-    def value(self, u, observed, theta=None):
-        return self.negative_log(u, observed, theta) / self.scale(len(observed))
-
     def describe(self) -> str:
         return f"MaskContours(sd={self.sd:g}, floor={self.floor:g})"
 
@@ -261,9 +257,6 @@ class ScaledDensity(Likelihood):
 
     def scale(self, n: int) -> float:
         return float(n)
-
-    def value(self, u, observed, theta=None):
-        return self.negative_log(u, observed, theta) / self.scale(len(observed))
 
     def describe(self) -> str:
         return f"ScaledDensity({self.scale_param}, sigma={self.sigma:g})"
@@ -297,9 +290,6 @@ class Stacked(Likelihood):
 
     def scale(self, n: int) -> float:
         return 1.0
-
-    def value(self, u, observed, theta=None):
-        return self.negative_log(u, observed, theta)
 
     def describe(self) -> str:
         return "Stacked(" + ", ".join(f"{lk.describe()} × {rows}" for lk, rows in self.parts) + ")"
