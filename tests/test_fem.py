@@ -410,3 +410,26 @@ def test_fkpp2d_breakdown_is_reported_with_its_cause():
     u0 = np.exp(-((v[:, 0] - 0.5) ** 2 + (v[:, 1] - 0.5) ** 2) / (2 * 0.03**2))
     with pytest.raises(Diverged, match=r"ρ = 20: u had left \[0, 1\] \(range \[-0\.\d+"):
         solve_fkpp2d(mesh, 1.0, 0.01, 20.0, u0, [0.0, 1.0], n_steps=20)
+
+
+def test_fem_command_reports_a_breakdown_as_diverged(tmp_path, capsys):
+    """The same breakdown through the FEM command (`python -m solvers.fem.cli`, what an mpirun
+    relaunch runs on every rank): exit status 3 and one "diverged: ..." line naming ρ, no file
+    left; `check_relaunch` turns that line of a relaunch's stderr into `Diverged` (and an
+    "error: ..." line into InputError), so the caller can tell a breakdown from a crash."""
+    import subprocess
+
+    from solvers.common import Diverged, InputError
+    from solvers.fem.cli import check_relaunch, main
+
+    out = tmp_path / "u.h5"
+    status = main(["fkpp2d", "--n", "8", "--n-steps", "20", "--param", "D=0.01", "--param",
+                   "rho=20", "--param", "sigma=0.03", "--param", "x0=0.5", "--param", "y0=0.5",
+                   "--param", "amp=1", "--out", str(out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 3 and len(lines) == 1 and lines[0].startswith("diverged: ")
+    assert "ρ = 20" in lines[0] and not out.exists()
+    for line, kind in ((lines[0], Diverged), ("error: --n 1: must be at least 2", InputError)):
+        failed = subprocess.CompletedProcess([], 1, stdout="", stderr="noise\n" + line + "\n")
+        with pytest.raises(kind, match=line.split(": ", 1)[1][:20]):
+            check_relaunch(failed, 2)

@@ -148,12 +148,12 @@ def test_tissue_sampler_is_the_image_field_in_torch():
     ({"overrides": {"width": 0}}, "--width 0"), ({"n_ranks": 0}, "--np"),
     ({"method": "hmc", "contour_sd_mm": 0.0}, "--contour-sd"),
     ({"mask_loss": "dice"}, "--mask-loss"),
-    ({"anchor_spread": 0.0}, "--anchor-spread must be"),
+    ({"anchor_spread": -0.1}, "--anchor-spread must be a finite number >= 0"),
     ({"method": "pinn", "anchor_spread": 0.3}, "--anchor-spread: method pinn"),
 ])
 def test_options_are_checked_before_any_stage(tmp_path, options, fragment):
     """`bilo gbm run` with an unknown method, preset or mask loss, a zero width, --np 0,
-    --contour-sd 0, --anchor-spread 0 or anchors for PINN: InputError before the patient is
+    --contour-sd 0, --anchor-spread -0.1 or anchors for PINN: InputError before the patient is
     meshed (nothing written in OUT)."""
     from solvers.common import InputError
 
@@ -351,3 +351,44 @@ def test_a_folder_holding_a_run_is_refused(tmp_path, capsys):
         assert "--overwrite" in error[0]
         assert sorted(p.name for p in out.iterdir()) == before
     assert (tmp_path / "summary" / "summary.json").read_text() == "{}"
+
+
+def test_anchors_by_default_with_a_follow_up_and_without_a_breakdown(monkeypatch, tmp_path):
+    """--anchor-spread: by default 0.3 for bilo and hmc when a follow-up is fitted, else 0
+    (none; also for PINN); a value given is kept, 0 included. `fem_anchors` (FEM solves
+    replaced by stand-ins) gives each growth parameter its two anchors at θ0·e^±S in the order
+    plus, minus and the tangent (u+ − u−)/(θ+ − θ−); a parameter whose solve raises Diverged
+    gets neither, with one warning line naming it."""
+    from types import SimpleNamespace
+
+    import apps.gbm.pipeline as pipeline
+    from solvers.common import Diverged
+
+    assert pipeline.anchor_spread_for(None, "bilo", True) == 0.3
+    assert pipeline.anchor_spread_for(None, "hmc", True) == 0.3
+    assert pipeline.anchor_spread_for(None, "bilo", False) == 0.0
+    assert pipeline.anchor_spread_for(None, "pinn", True) == 0.0
+    assert pipeline.anchor_spread_for(0.0, "bilo", True) == 0.0
+    assert pipeline.anchor_spread_for(0.1, "bilo", False) == 0.1
+
+    def solve(mesh_path, out, scales, theta, n_ranks, ic):
+        if theta["rho"] > 1.2:
+            raise Diverged("Newton's iteration did not converge")
+        return theta
+
+    monkeypatch.setattr(pipeline, "_fem_solve", solve)
+    monkeypatch.setattr(pipeline, "_interpolator", lambda theta, scales, tau, locate: (
+        lambda points: points[:, 0] * theta["D"] + theta["tau"]))
+    problem = SimpleNamespace(initial_guess={"D": 1.0, "rho": 1.0, "tau": 0.5},
+                              bounds={"D": (0.01, 100.0), "rho": (0.01, 100.0),
+                                      "tau": (0.01, 10.0)})
+    case = SimpleNamespace(problem=problem, mesh_path=None, scales=None, ic=None)
+    lines = []
+    anchors, tangents = pipeline.fem_anchors(case, 0.3, 1, tmp_path, None, log=lines.append)
+    assert [a.theta for a in anchors] == [{"D": np.exp(0.3)}, {"D": np.exp(-0.3)},
+                                          {"tau": 0.5 * np.exp(0.3)}, {"tau": 0.5 * np.exp(-0.3)}]
+    assert sorted(tangents) == ["D", "tau"]
+    points = np.array([[2.0, 0.0, 0.0]])
+    assert float(tangents["D"](points)[0]) == pytest.approx(2.0)
+    assert float(tangents["tau"](points)[0]) == pytest.approx(1.0)
+    assert len(lines) == 1 and lines[0].startswith("warning: no anchors for rho")

@@ -42,7 +42,7 @@ from apps.gbm.problem import (
 )
 from apps.gbm.scales import Scales, patient_scales
 from bilo.likelihoods import grid_neighbours
-from solvers.common import InputError, atomic_path, write_json_atomic
+from solvers.common import Diverged, InputError, atomic_path, write_json_atomic
 from solvers.exchange import (
     Mesh,
     Observations,
@@ -69,13 +69,16 @@ DICE_TOLERANCE = 0.02
 EXIT_NOT_A_SOLUTION = 4  # 2: bad input, 3: diverged (bilo/cli.py)
 # what says that an OUT holds a run, which `bilo gbm run` replaces only with --overwrite
 RUN_MARKERS = ("summary.json", "train")
-# `--anchor-spread S` (off by default): BiLO's pre-training also fits the FEM solutions at θ0
-# with each growth parameter times e^±S, and their difference quotients as ∂u/∂θ
-# (`bilo.train.Anchor`, `NetworkOptions.tangents`). From the residual's θ-derivative alone
-# the network learnt ∂u/∂D and ∂u/∂τ 20-25 times too small on patient_cortex; with these, the
-# first upper step's gradient is 0.7-1.0 of the FEM's, but the fine-tuned answer is no
-# better (docs/gbm.md, "The network's θ-gradient").
+# `--anchor-spread S`: BiLO's pre-training also fits the FEM solutions at θ0 with each growth
+# parameter times e^±S, and their difference quotients as ∂u/∂θ (`bilo.train.Anchor`,
+# `NetworkOptions.tangents`). From the residual's θ-derivative alone the network learnt ∂u/∂D
+# and ∂u/∂τ 20-25 times too small on patient_cortex (the first upper step's gradient: 0.7-1.0
+# of the FEM's with them), and on two of three patients at a ventricle, both scans fitted, D
+# ran to its lower bound without them and stayed within 5-64 % of the truth with them
+# (docs/gbm.md). Hence on by default, at DEFAULT_ANCHOR_SPREAD, for the methods that take θ
+# when a follow-up is fitted; 0 turns them off.
 GROWTH_PARAMETERS = ("D", "rho", "tau")
+DEFAULT_ANCHOR_SPREAD = 0.3
 ANCHORED_METHODS = ("bilo", "hmc")  # the methods whose network takes θ
 # the GBM sampler's defaults: 2 chains × (200 + 200) draws, a few CPU-hours less than the
 # library's 4 × (1000 + 1000) (measured cost in docs/gbm.md)
@@ -372,7 +375,9 @@ def add_run_arguments(parser):
     parser.add_argument("--anchor-spread", type=float, default=None, metavar="S",
                         help="bilo, hmc: pre-train also on FEM solutions at θ0 with each "
                              "growth parameter times e^±S and on their difference quotients "
-                             "as ∂u/∂θ (6 more FEM solves; off by default: docs/gbm.md)")
+                             "as ∂u/∂θ (6 more FEM solves); 0: none (default: "
+                             f"{DEFAULT_ANCHOR_SPREAD:g} when a follow-up is fitted, else 0; "
+                             "docs/gbm.md)")
     sampler = parser.add_argument_group("sampler (--method hmc)")
     for flag, name, kind in (("--chains", "n_chains", int), ("--samples", "n_samples", int),
                              ("--warmup", "n_warmup", int), ("--leapfrog", "n_leapfrog", int),
@@ -429,9 +434,10 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     if not (np.isfinite(contour_sd_mm) and contour_sd_mm > 0):
         raise InputError(f"--contour-sd must be a finite number > 0, got {contour_sd_mm}")
     if anchor_spread is not None:
-        if not (np.isfinite(anchor_spread) and anchor_spread > 0):
-            raise InputError(f"--anchor-spread must be a finite number > 0, got {anchor_spread}")
-        if method not in ANCHORED_METHODS:
+        if not (np.isfinite(anchor_spread) and anchor_spread >= 0):
+            raise InputError(f"--anchor-spread must be a finite number >= 0 (0: no anchors), "
+                             f"got {anchor_spread}")
+        if anchor_spread > 0 and method not in ANCHORED_METHODS:
             raise InputError(f"--anchor-spread: method {method} does not take θ as a network "
                              f"input; only {' and '.join(ANCHORED_METHODS)} fit anchors")
     if mask_loss not in MASK_LOSSES:
@@ -441,6 +447,7 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                           infer_origin=infer_origin, use_pet=use_pet, pet_noise=pet_noise,
                           contour_sd_mm=contour_sd_mm, mask_loss=mask_loss)
     bayesian = model.bayesian
+    anchor_spread = anchor_spread_for(anchor_spread, method, model.followup_days is not None)
     sampler = ({**SAMPLER_DEFAULTS, **(sampler or {})} if bayesian else dict(sampler or {}))
     options = make_options(GBMProblem.declaration(model), method, preset, overrides,
                            seed=seed, device=device, w_dat=w_dat, **sampler)
@@ -460,9 +467,9 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
                    coarsen=coarsen, model=model, patient=patient, log=log)
     locate = _locator(case.initial, case.scales)  # every FEM solution is on the same mesh
-    if anchor_spread is not None:
+    if anchor_spread > 0:
         with stage("FEM solves around the initial guess (pre-training anchors)"):
-            found, tangents = fem_anchors(case, anchor_spread, n_ranks, out, locate)
+            found, tangents = fem_anchors(case, anchor_spread, n_ranks, out, locate, log=log)
             options = replace(options, anchors=found, tangents=tangents)
     with stage(f"{method} pre-training and fine-tuning"):
         options = replace(options, u0=_interpolator(case.initial, case.scales,
@@ -488,10 +495,20 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     return summary
 
 
-def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate) -> tuple:
+def anchor_spread_for(given: float | None, method: str, followup_fitted: bool) -> float:
+    """`--anchor-spread` as given, else DEFAULT_ANCHOR_SPREAD for the methods that take θ when
+    a follow-up is fitted, and 0 (no anchors) otherwise."""
+    if given is not None:
+        return float(given)
+    return DEFAULT_ANCHOR_SPREAD if method in ANCHORED_METHODS and followup_fitted else 0.0
+
+
+def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate,
+                log=print) -> tuple:
     """FEM solutions at θ0 with each growth parameter times e^±spread as pre-training anchors,
     interpolated with `locate` (`_locator`), and their difference quotients as the tangents
-    ∂u/∂θ_p at θ0 (`--anchor-spread`)."""
+    ∂u/∂θ_p at θ0 (`--anchor-spread`). A parameter whose solve breaks down (`Diverged`: a
+    coarse mesh at large ρ) gets neither anchors nor a tangent, with a warning."""
     from bilo.train import Anchor
 
     theta0 = case.problem.initial_guess
@@ -504,11 +521,18 @@ def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate) -> t
             lo, hi = case.problem.bounds[name]
             theta = {**theta0, name: float(np.clip(theta0[name] * np.exp(sign * spread), lo,
                                                    hi))}
-            solution = _fem_solve(case.mesh_path, out / f"fem_anchor_{name}_{label}.h5",
-                                  case.scales, theta, n_ranks, case.ic)
+            try:
+                solution = _fem_solve(case.mesh_path, out / f"fem_anchor_{name}_{label}.h5",
+                                      case.scales, theta, n_ranks, case.ic)
+            except Diverged as error:
+                log(f"warning: no anchors for {name}: the FEM at {name} = {theta[name]:.4g} "
+                    f"broke down ({error})")
+                break
             pair.append((theta[name], _interpolator(solution, case.scales, theta.get("tau"),
                                                     locate)))
-            found.append(Anchor({name: theta[name]}, pair[-1][1]))
+        if len(pair) < 2:
+            continue
+        found += [Anchor({name: value}, solution) for value, solution in pair]
         (plus, u_plus), (minus, u_minus) = pair
         tangents[name] = (lambda points, a=u_plus, b=u_minus, h=plus - minus:
                           (a(points) - b(points)) / h)

@@ -9,6 +9,9 @@ solutions at θ0 ± 5 % of each PDE parameter.
     python docs/scripts/gbm_gradient_check.py data/patient_cortex --out runs/grad_anchored \
         --anchor-spread 0.3
 
+(Without anchors unless --anchor-spread is given, unlike `bilo gbm run`, whose default on a
+patient with a follow-up is 0.3.)
+
 Prints both gradients, their ratio per parameter and the cosine.
 """
 
@@ -82,8 +85,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--causal", type=float, default=None, help="(the preset's)")
     parser.add_argument("--pretrain-steps", type=int, default=None, help="(the preset's)")
-    parser.add_argument("--anchor-spread", type=float, default=None,
-                        help="`bilo gbm run --anchor-spread` (default: off)")
+    parser.add_argument("--anchor-spread", type=float, default=0.0,
+                        help="`bilo gbm run --anchor-spread` (default: 0, off)")
     args = parser.parse_args()
     quick = gbm_problem.GBMProblem.presets["quick"]
     gbm_problem.GBMProblem.presets["quick"] = dataclasses.replace(quick, causal=args.causal)

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from solvers.common import InputError
+from solvers.common import Diverged, InputError
 
 FEM_PROBLEMS = ("darcy", "fkpp2d")
 PARAMS = {
@@ -102,13 +102,16 @@ def mpi_command(n_ranks: int, args: list[str], module: str = "solvers.fem.cli",
 
 
 def check_relaunch(result: subprocess.CompletedProcess, n_ranks: int) -> None:
-    """After an mpirun relaunch: a rank's "error: ..." line (bad input) as one InputError, any
-    other failure as a RuntimeError with the last lines of stderr."""
+    """After an mpirun relaunch: a rank's "error: ..." line (bad input) as one InputError, its
+    "diverged: ..." line (a solve that broke down) as Diverged, any other failure as a
+    RuntimeError with the last lines of stderr."""
     if result.returncode == 0:
         return
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    if errors:
-        raise InputError(errors[0][len("error: "):])
+    lines = result.stderr.splitlines()
+    for prefix, kind in (("error: ", InputError), ("diverged: ", Diverged)):
+        found = [line for line in lines if line.startswith(prefix)]
+        if found:
+            raise kind(found[0][len(prefix):])
     raise RuntimeError(f"mpirun -n {n_ranks} failed (exit {result.returncode}):\n"
                        + "\n".join(result.stderr.splitlines()[-20:]))
 
@@ -354,6 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Diverged as exc:
+        if os.environ.get("BILO_DEBUG"):
+            raise
+        if rank == 0:
+            print(f"diverged: {exc}", file=sys.stderr)
+        return 3
     if summary is not None:
         print(summary["line"])
     return 0
