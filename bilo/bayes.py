@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,10 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
     from bilo.train import Run
 
     scale, sigma = likelihood_scale(problem, data, options.sigma)
+    if options.settings.settle_steps:
+        # the chains need the network's θ-dependence, which settling would stop training
+        print(f"settle_steps {options.settings.settle_steps}: not taken before sampling")
+        options = replace(options, settings=replace(options.settings, settle_steps=0))
     run = Run(problem, data, method, bilo.methods.BiLO, options, out, data_path)
     run.train()
     start = run.method.theta.detach().cpu().numpy().astype(np.float64)

@@ -409,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=None, help="fine-tuning steps")
     train.add_argument("--settle-steps", type=int, default=None,
                        help="bilo: then this many steps of the network alone on the residual at "
-                            "the answer (default: the preset's, mostly 0)")
+                            "the answer, unless the stop rule ended fine-tuning (default: the "
+                            "preset's, mostly 0)")
     train.add_argument("--lr", type=float, default=None, help="network learning rate")
     train.add_argument("--lr-theta", type=float, default=None, help="parameter learning rate")
     train.add_argument("--width", type=int, default=None)

@@ -29,6 +29,11 @@ class Likelihood:
     # the data file's field it reads: "observations" (values of u at points) or "events"
     data: str = "observations"
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.value is Likelihood.value and cls.negative_log is Likelihood.negative_log:
+            raise TypeError(f"{cls.__name__}: a likelihood defines value or negative_log")
+
     def points(self, obs_points):
         """Where u is needed to evaluate the likelihood: the observation points by default."""
         return obs_points

@@ -261,6 +261,8 @@ class BiLO(Method):
         losses, _, _ = self.lower_losses(batch)
         losses["res"].backward(inputs=self.net_params)
         self.opt_net.step()
+        with torch.no_grad():  # the misfit of the settling u, for the record
+            losses["dat"] = self.data_loss(batch)
         return losses
 
     def state_dict(self) -> dict:

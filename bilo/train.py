@@ -1,11 +1,13 @@
-"""The training loop of the network methods: data in, pre-training, fine-tuning, checkpoints.
+"""The training loop of the network methods: data in, pre-training, fine-tuning, settling,
+checkpoints.
 
 A `Run` trains one method's surrogate on one data file in a directory (`checkpoint.pt` while
 training) and hands back a `bilo.results.Result`; `bilo.strategies` wraps it as the `bilo` and
 `pinn` strategies. A run resumes exactly from its checkpoint (weights, θ, both Adam states,
 the step, the torch RNG). `Run.step_once` is one step of the loop, what `bilo train` does per
 step (bench/step_cost.py times it). Fine-tuning stops at its step count or, with a `StopRule`
-in the options, on convergence (`Result.extra["stop_reason"]`).
+in the options, on convergence (`Result.extra["stop_reason"]`); BiLO may then settle
+(`Settings.settle_steps`).
 """
 
 from __future__ import annotations
@@ -328,7 +330,8 @@ class Run:
         self._checkpoint_step = self.step
         state = {"identity": self.identity(), "step": self.step, "history": self.history,
                  "wall": self.wall, "method": self.method.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "stop_reason": self.stop_reason}
+                 "torch_rng": torch.get_rng_state(), "stop_reason": self.stop_reason,
+                 "tuned_until": self._tuned_until()}
         with atomic_path(self.checkpoint_path) as tmp:
             torch.save(state, tmp)
 
@@ -341,6 +344,13 @@ class Run:
         if saved != self.identity():
             raise InputError(f"{path}: checkpoint is for {saved.get('method')} on "
                              f"{saved.get('problem')} with {saved.get('data')}, not this run")
+        tuned, step = state.get("tuned_until"), state["step"]
+        settling = [p for p in self.phases() if p[0] == "settle"]
+        if tuned is not None and step > tuned and (tuned != self._tuned_until()
+                                                   or not settling):
+            raise InputError(f"{path}: the run has settled {step - tuned} steps after "
+                             f"fine-tuning ended at step {tuned}; a resume must keep "
+                             f"--pretrain-steps + --steps at {tuned} and --settle-steps > 0")
         self.method.load_state_dict(state["method"])
         self.method.to(self.device)
         self.step, self.history = state["step"], state["history"]
@@ -367,11 +377,16 @@ class Run:
             column.append(values.get(key, float("nan")))
         return values, theta_values
 
+    def _tuned_until(self) -> int:
+        """The step at which fine-tuning ends and settling begins."""
+        s = self.options.settings
+        return s.pretrain_steps + s.finetune_steps
+
     def phases(self) -> list[tuple[str, int, int, Callable]]:
         """(name, first step, end step, step function) of pre-training, fine-tuning and, with
         `settle_steps` for a method that settles, settling."""
         s = self.options.settings
-        tuned = s.pretrain_steps + s.finetune_steps
+        tuned = self._tuned_until()
         phases = [("pretrain", 0, s.pretrain_steps, self.method.pretrain_step),
                   ("finetune", s.pretrain_steps, tuned, self.method.finetune_step)]
         if s.settle_steps and self.method.settles:
@@ -445,9 +460,11 @@ class Run:
         return self.stop_reason is not None and self.stop_reason.startswith("converged")
 
     def train(self) -> None:
-        """Pre-training, then fine-tuning up to its step count or until the stop rule holds.
-        A run resumed after it converged takes no more steps unless the rule it is resumed
-        with (possibly none) no longer holds on its history. SIGINT and SIGTERM (a scheduler's
+        """Pre-training, then fine-tuning up to its step count or until the stop rule holds,
+        then (`settle_steps`, BiLO) settling, unless the stop rule ended fine-tuning (its
+        lower-level tolerance holds then). A run resumed after it converged takes no more
+        steps unless the rule it is resumed with (possibly none) no longer holds on its
+        history. SIGINT and SIGTERM (a scheduler's
         pre-emption) stop it after the current step with a checkpoint (`Interrupted`)."""
         with _signals_caught() as caught:
             self._train(caught)
@@ -475,6 +492,14 @@ class Run:
         self.save_checkpoint()
 
     # -- results ------------------------------------------------------------------------------
+    def _steps_by_phase(self) -> dict[str, int]:
+        """Steps taken in each phase; the last one counts every step beyond its start (a run
+        resumed with fewer steps than it had taken)."""
+        phases = self.phases()
+        return {name: max(self.step - start, 0) if i == len(phases) - 1
+                else min(max(self.step - start, 0), end - start)
+                for i, (name, start, end, _) in enumerate(phases)}
+
     def result(self) -> Result:
         surrogate = self.method.surrogate
         u = surrogate.predict_numpy(reference_points(self.problem, self.data))
@@ -486,8 +511,7 @@ class Run:
             data_path=self.data_path, params=surrogate.params(),
             functions=surrogate.functions_on(points), function_x=points,
             u=u.reshape(self.data.u.shape),
-            history=history, steps={name: min(max(self.step - start, 0), end - start)
-                                    for name, start, end, _ in self.phases()},
+            history=history, steps=self._steps_by_phase(),
             wall_s=dict(self.wall), device=str(self.device), w_reg=self.method.w_reg,
             constants=surrogate.constants, options=self.options.to_json(),
             predict=surrogate.predict_numpy,

@@ -405,3 +405,31 @@ def test_settling_solves_the_lower_level_at_the_answer(tmp_path, report):
                                                    "finetune_steps": 2, "settle_steps": 5})
     result = fit(problem, data, "pinn", tmp_path / "pinn", pinn, validate=False)
     assert result.steps == {"pretrain": 2, "finetune": 2}
+
+
+def test_settling_resumes_exactly_and_keeps_its_start(tmp_path):
+    """Two-point problem, BiLO with 20 pre-training, 10 fine-tuning and 20 settling steps in
+    one go, against the same stopped after 10 settling steps and resumed to 20: the same θ and
+    u to the bit, and 20 settling steps counted. Once settling has begun, a resume that moves
+    its start (more fine-tuning steps) or drops it is refused with one line naming both."""
+    from solvers.common import InputError
+
+    data = tmp_path / "target.h5"
+    write_solution(data, run_reference("two_point", {"theta0": 0.0, "theta1": 1.0}))
+    problem = get_problem("two_point")
+    small = {"width": 8, "n_res": (16,), "pretrain_steps": 20, "finetune_steps": 10}
+
+    def options(**changes):
+        return make_options(problem, "bilo", "paper", {**small, "settle_steps": 20, **changes})
+
+    whole = fit(problem, data, "bilo", tmp_path / "whole", options(), validate=False)
+    fit(problem, data, "bilo", tmp_path / "split", options(settle_steps=10), validate=False)
+    resumed = fit(problem, data, "bilo", tmp_path / "split", options(), resume=True,
+                  validate=False)
+    assert resumed.params == whole.params and np.array_equal(resumed.u, whole.u)
+    assert resumed.steps == whole.steps == {"pretrain": 20, "finetune": 10, "settle": 20}
+    for changes in ({"finetune_steps": 20}, {"settle_steps": 0}):
+        with pytest.raises(InputError, match="settled 20 steps after fine-tuning ended at step "
+                                              "30"):
+            fit(problem, data, "bilo", tmp_path / "split", options(**changes), resume=True,
+                validate=False)

@@ -462,6 +462,8 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     if held and not overwrite:
         raise InputError(f"{out}: holds a run ({', '.join(held)}); --overwrite replaces it, or "
                          "choose another --out")
+    # replaced: a new run that fails must not leave the old answer beside it
+    (out / "summary.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     stage = Stages(log)
     case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,

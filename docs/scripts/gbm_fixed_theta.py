@@ -68,7 +68,7 @@ def main() -> None:
     run_pipeline(args.patient_dir, args.out, overrides={
         "lr_theta": 1e-30, "finetune_steps": args.steps, "width": args.width,
         "pretrain_steps": args.pretrain_steps,
-        "w_rgrad": args.w_rgrad, "causal": args.causal}, anchor_spread=0.0)
+        "w_rgrad": args.w_rgrad, "causal": args.causal}, anchor_spread=0.0, overwrite=True)
 
 
 if __name__ == "__main__":

@@ -73,7 +73,8 @@ def gradient_check(patient_dir, out: Path, pretrain_steps: int | None,
     bilo.methods.BiLO.finetune_step = first_step
     try:
         run_pipeline(patient_dir, out / "network", overrides={
-            "finetune_steps": 1, "pretrain_steps": pretrain_steps}, anchor_spread=anchor_spread)
+            "finetune_steps": 1, "pretrain_steps": pretrain_steps}, anchor_spread=anchor_spread,
+            overwrite=True)
     finally:
         bilo.methods.BiLO.finetune_step = step
     return captured[0]
