@@ -358,7 +358,7 @@ def test_anchors_by_default_with_a_follow_up_and_without_a_breakdown(monkeypatch
     (none; also for PINN); a value given is kept, 0 included. `fem_anchors` (FEM solves
     replaced by stand-ins) gives each growth parameter its two anchors at θ0·e^±S in the order
     plus, minus and the tangent (u+ − u−)/(θ+ − θ−); a parameter whose solve raises Diverged
-    gets neither, with one warning line naming it."""
+    gets neither, and one warning naming it."""
     from types import SimpleNamespace
 
     import apps.gbm.pipeline as pipeline
@@ -383,12 +383,11 @@ def test_anchors_by_default_with_a_follow_up_and_without_a_breakdown(monkeypatch
                               bounds={"D": (0.01, 100.0), "rho": (0.01, 100.0),
                                       "tau": (0.01, 10.0)})
     case = SimpleNamespace(problem=problem, mesh_path=None, scales=None, ic=None)
-    lines = []
-    anchors, tangents = pipeline.fem_anchors(case, 0.3, 1, tmp_path, None, log=lines.append)
+    anchors, tangents, lines = pipeline.fem_anchors(case, 0.3, 1, tmp_path, None)
     assert [a.theta for a in anchors] == [{"D": np.exp(0.3)}, {"D": np.exp(-0.3)},
                                           {"tau": 0.5 * np.exp(0.3)}, {"tau": 0.5 * np.exp(-0.3)}]
     assert sorted(tangents) == ["D", "tau"]
     points = np.array([[2.0, 0.0, 0.0]])
     assert float(tangents["D"](points)[0]) == pytest.approx(2.0)
     assert float(tangents["tau"](points)[0]) == pytest.approx(1.0)
-    assert len(lines) == 1 and lines[0].startswith("warning: no anchors for rho")
+    assert len(lines) == 1 and lines[0].startswith("no anchors for rho: the FEM at rho = 1.35")

@@ -469,9 +469,10 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
                    coarsen=coarsen, model=model, patient=patient, log=log)
     locate = _locator(case.initial, case.scales)  # every FEM solution is on the same mesh
+    notes = []  # warnings of the stages, for summary.json and the report
     if anchor_spread > 0:
         with stage("FEM solves around the initial guess (pre-training anchors)"):
-            found, tangents = fem_anchors(case, anchor_spread, n_ranks, out, locate, log=log)
+            found, tangents, notes = fem_anchors(case, anchor_spread, n_ranks, out, locate)
             options = replace(options, anchors=found, tangents=tangents)
     with stage(f"{method} pre-training and fine-tuning"):
         options = replace(options, u0=_interpolator(case.initial, case.scales,
@@ -486,7 +487,7 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     with stage("DICE, plans and report"):
         posterior = _posterior(case, trained, out / "train", detection_level) if bayesian \
             else None
-        result = _evaluate(case, out, trained, final, u_tolerance, posterior)
+        result = _evaluate(case, out, trained, final, u_tolerance, posterior, notes)
     summary = _summary(patient_dir, case.patient, case.scales, method, preset, trained, result,
                        stage)
     write_json_atomic(out / "summary.json", summary)
@@ -505,16 +506,15 @@ def anchor_spread_for(given: float | None, method: str, followup_fitted: bool) -
     return DEFAULT_ANCHOR_SPREAD if method in ANCHORED_METHODS and followup_fitted else 0.0
 
 
-def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate,
-                log=print) -> tuple:
+def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate) -> tuple:
     """FEM solutions at θ0 with each growth parameter times e^±spread as pre-training anchors,
     interpolated with `locate` (`_locator`), and their difference quotients as the tangents
-    ∂u/∂θ_p at θ0 (`--anchor-spread`). A parameter whose solve breaks down (`Diverged`: a
-    coarse mesh at large ρ) gets neither anchors nor a tangent, with a warning."""
+    ∂u/∂θ_p at θ0 (`--anchor-spread`); and a warning for each parameter whose solve broke
+    down (`Diverged`: a coarse mesh at large ρ), which gets neither anchors nor a tangent."""
     from bilo.train import Anchor
 
     theta0 = case.problem.initial_guess
-    found, tangents = [], {}
+    found, tangents, warnings = [], {}, []
     for name in GROWTH_PARAMETERS:
         if name not in theta0:
             continue
@@ -527,8 +527,9 @@ def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate,
                 solution = _fem_solve(case.mesh_path, out / f"fem_anchor_{name}_{label}.h5",
                                       case.scales, theta, n_ranks, case.ic)
             except Diverged as error:
-                log(f"warning: no anchors for {name}: the FEM at {name} = {theta[name]:.4g} "
-                    f"broke down ({error})")
+                warnings.append(f"no anchors for {name}: the FEM at {name} = "
+                                f"{theta[name]:.4g} broke down ({error})")
+                print(f"   warning: {warnings[-1]}")
                 break
             pair.append((theta[name], _interpolator(solution, case.scales, theta.get("tau"),
                                                     locate)))
@@ -538,7 +539,7 @@ def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate,
         (plus, u_plus), (minus, u_minus) = pair
         tangents[name] = (lambda points, a=u_plus, b=u_minus, h=plus - minus:
                           (a(points) - b(points)) / h)
-    return tuple(found), tangents
+    return tuple(found), tangents, warnings
 
 
 def _posterior(case: Case, trained, train_dir: Path, level: float) -> dict:
@@ -589,11 +590,11 @@ def network_check(u_nn: np.ndarray, u_fem: np.ndarray, scores: dict,
 
 
 def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
-              posterior: dict | None = None) -> dict:
+              posterior: dict | None = None, notes: list[str] = ()) -> dict:
     """u_NN and u_FEM at each fitted scan on the region's pixels, their masks, DICE, the check
     that u_NN is the FEM solution, the plans and their coverage, the posterior's maps, and
-    the outputs. Images (and the plans) are of the first scan; keys of a follow-up's scores
-    end in "_followup"."""
+    the outputs, with the earlier stages' `notes` among the warnings. Images (and the plans)
+    are of the first scan; keys of a follow-up's scores end in "_followup"."""
     patient, brain, scales = case.patient, case.brain, case.scales
     params = trained.params
     fem = _interpolator(final, scales, params.get("tau"))
@@ -613,6 +614,7 @@ def _evaluate(case: Case, out, trained, final, u_tolerance: float = U_TOLERANCE,
                     masks[f"{source}_{region}{suffix}"], observed)
     check, warnings = network_check(np.concatenate(u_nn), np.concatenate(u_fem), scores,
                                     u_tolerance)
+    warnings = [*warnings, *notes]  # the check first: the cohort table quotes it
     pet = None
     if "pet_scale" in params:  # the map over its scale against u_FEM, inside the whole tumour
         uptake = patient.wt & brain
