@@ -101,6 +101,10 @@ def mpi_command(n_ranks: int, args: list[str], module: str = "solvers.fem.cli",
     return command, env
 
 
+# how the command reports a failure on stderr and in its exit status: bad input, a breakdown
+FAILURES = ((InputError, "error: ", 2), (Diverged, "diverged: ", 3))
+
+
 def check_relaunch(result: subprocess.CompletedProcess, n_ranks: int) -> None:
     """After an mpirun relaunch: a rank's "error: ..." line (bad input) as one InputError, its
     "diverged: ..." line (a solve that broke down) as Diverged, any other failure as a
@@ -108,7 +112,7 @@ def check_relaunch(result: subprocess.CompletedProcess, n_ranks: int) -> None:
     if result.returncode == 0:
         return
     lines = result.stderr.splitlines()
-    for prefix, kind in (("error: ", InputError), ("diverged: ", Diverged)):
+    for kind, prefix, _ in FAILURES:
         found = [line for line in lines if line.startswith(prefix)]
         if found:
             raise kind(found[0][len(prefix):])
@@ -351,18 +355,13 @@ def main(argv: list[str] | None = None) -> int:
                                 n_steps=args.n_steps, field=args.field, solver=args.solver,
                                 xdmf=not args.no_xdmf, obs=args.obs, n_obs=args.n_obs,
                                 noise=args.noise, seed=args.seed)
-    except InputError as exc:
+    except (InputError, Diverged) as exc:
         if os.environ.get("BILO_DEBUG"):
             raise
+        prefix, status = next((p, code) for kind, p, code in FAILURES if isinstance(exc, kind))
         if rank == 0:
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Diverged as exc:
-        if os.environ.get("BILO_DEBUG"):
-            raise
-        if rank == 0:
-            print(f"diverged: {exc}", file=sys.stderr)
-        return 3
+            print(prefix + str(exc), file=sys.stderr)
+        return status
     if summary is not None:
         print(summary["line"])
     return 0
