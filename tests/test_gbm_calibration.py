@@ -91,6 +91,20 @@ def test_concentration_flags_what_the_data_do_not_determine():
     assert intervals["rho_per_age"]["q95"] == pytest.approx(5.0 * intervals["rho"]["q95"])
 
 
+def test_unconverged_chains_are_said_to_be_no_posterior():
+    """The B-BiLO run on p6 of docs/gbm.md (largest R-hat 2.27, smallest bulk ESS 2.8; and the
+    one-scan run's 1.69 and 3.6) gets one note naming both; chains at R-hat 1.005 and ESS 400
+    get none; either bound alone (R-hat 1.02, or ESS 60) is enough for the note."""
+    def notes(rhat, ess):
+        return calibration.convergence_notes({"rhat_max": rhat, "ess_bulk_min": ess})
+
+    for rhat, ess in ((2.27, 2.8), (1.69, 3.6), (1.02, 400.0), (1.005, 60.0)):
+        found = notes(rhat, ess)
+        assert len(found) == 1 and f"R-hat {rhat:.3g}" in found[0]
+        assert f"bulk ESS {ess:.3g}" in found[0] and "not the posterior's" in found[0]
+    assert notes(1.005, 400.0) == []
+
+
 def test_network_check_fails_on_distance_or_dice_gap():
     """u_NN 3 % from u_FEM (relative L2) with equal DICE passes at 5 %; 6 % fails; a DICE gap
     just above DICE_TOLERANCE fails with u exact. The warning line names the distance."""

@@ -32,6 +32,11 @@ CONCENTRATED = 0.5
 # the whole tumour becomes visible (u_c^WT ≈ 0.2–0.35). An assumption, an option of the run.
 DETECTION_LEVEL = 0.05
 MARGIN_MM = 15.0
+# Chains whose largest rank-normalised R-hat is above RHAT_MAX or whose smallest bulk ESS is
+# below ESS_MIN are not yet a posterior sample (Vehtari et al. 2021, "Rank-normalization,
+# folding, and localization"): their intervals say nothing, however narrow.
+RHAT_MAX = 1.01
+ESS_MIN = 100.0
 
 
 def _derived(draws: np.ndarray, names) -> dict[str, np.ndarray]:
@@ -94,6 +99,17 @@ def concentration_notes(ratios: dict[str, float], intervals: dict) -> list[str]:
                          f"[{i['q05']:.3g}, {i['q95']:.3g}], the posterior's sd of log({q}) "
                          f"{ratio:.0%} of the prior's")
     return notes
+
+
+def convergence_notes(diagnostics: dict) -> list[str]:
+    """One line when the chains have not converged (R-hat above RHAT_MAX or bulk ESS below
+    ESS_MIN): the intervals and the concentration are then not the posterior's."""
+    rhat, ess = diagnostics["rhat_max"], diagnostics["ess_bulk_min"]
+    if rhat <= RHAT_MAX and ess >= ESS_MIN:
+        return []
+    return [f"the chains have not converged (largest R-hat {rhat:.3g}, above {RHAT_MAX:g} is "
+            f"too large; smallest bulk ESS {ess:.3g}, below {ESS_MIN:g} too small): the "
+            "intervals are not the posterior's, however narrow; run longer chains"]
 
 
 def infiltration_maps(u_draws: np.ndarray, level: float = DETECTION_LEVEL

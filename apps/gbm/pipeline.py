@@ -555,17 +555,18 @@ def _posterior(case: Case, trained, train_dir: Path, level: float) -> dict:
     ratios = calibration.concentration(draws, case.problem.parameters)
     with h5py.File(train_dir / "posterior.h5", "r") as h5:
         u_draws = np.asarray(h5["predictive/u_obs"])
-    hmc = trained.extra["hmc"]
+    hmc, per_parameter = trained.extra["hmc"], trained.extra["posterior"].values()
+    diagnostics = {"rhat_max": max(p["rhat"] for p in per_parameter),
+                   "ess_bulk_min": min(p["ess_bulk"] for p in per_parameter),
+                   "divergent": hmc["divergent"], "accept_rate": hmc["accept_rate"]}
     return {"intervals": intervals, "concentration": ratios,
-            "notes": calibration.concentration_notes(ratios, intervals),
+            "notes": calibration.convergence_notes(diagnostics)
+            + calibration.concentration_notes(ratios, intervals),
             # the observations' first int(brain.sum()) columns are the first scan's pixels
             "maps": calibration.infiltration_maps(u_draws[:, :int(case.brain.sum())], level),
             "detection_level": level,
             "n_draws_u": int(len(u_draws)),
-            "diagnostics": {"rhat_max": max(p["rhat"] for p in trained.extra["posterior"].values()),
-                            "ess_bulk_min": min(p["ess_bulk"]
-                                                for p in trained.extra["posterior"].values()),
-                            "divergent": hmc["divergent"], "accept_rate": hmc["accept_rate"]},
+            "diagnostics": diagnostics,
             "lower_steps_per_leapfrog": trained.extra.get("lower_steps_per_leapfrog")}
 
 
