@@ -32,6 +32,7 @@ from bilo import hmc
 from bilo.lora import add_low_rank
 from bilo.methods import Batch, Method
 from bilo.posterior import (
+    chain_processes,
     chains_result,
     likelihood_scale,
     log_prior_and_gradient,
@@ -197,8 +198,7 @@ def fit_bayes_bilo(problem, data, options, out, *, data_path=None, log=print,
         raise InputError(f"--lower-tol {lower_tol:g}: the lower level does not get below it "
                          f"within --lower-cap {options.lower_cap} steps even at the trained θ "
                          f"(loss {trained:.3g} there); raise either")
-    processes = min(int(options.processes), int(options.n_chains))
-    threads = max(1, torch.get_num_threads() // processes) if processes > 1 else None
+    processes, threads = chain_processes(options, torch.get_num_threads())
     seeds = [options.seed + c for c in range(options.n_chains)]
     started = time.perf_counter()
     chains = hmc.run_chains(

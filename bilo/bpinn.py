@@ -42,6 +42,7 @@ import torch
 from bilo import hmc
 from bilo.methods import Batch, Method
 from bilo.posterior import (
+    chain_processes,
     chains_result,
     likelihood_scale,
     log_prior_and_gradient,
@@ -246,8 +247,7 @@ def fit_bpinn(problem, data, options, out, *, data_path=None, log=print,
     print(f"sampling θ and {target.n_weights} weights from θ = "
           f"{dict(zip(problem.params, start[:k].tolist(), strict=True))} after {run.step} "
           f"PINN steps (σ_r = {sigma_r:g}, σ_W = {options.sigma_w:g})")
-    processes = min(int(options.processes), int(options.n_chains))
-    threads = max(1, torch.get_num_threads() // processes) if processes > 1 else None
+    processes, threads = chain_processes(options, torch.get_num_threads())
     started = time.perf_counter()
     chains = hmc.run_chains(
         bpinn_chain_target, options.n_chains, [options.seed + c for c in

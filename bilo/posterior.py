@@ -502,6 +502,13 @@ def chains_result(problem: Problem, data, chains: list[hmc.Chain], options, *, m
 
 # -- the posterior predictive ------------------------------------------------------------
 
+def chain_processes(options, threads: int) -> tuple[int, int | None]:
+    """The processes the chains run in (option `processes`, at most one per chain) and the
+    torch threads each gets of this process's `threads` (None: one process, left as it is)."""
+    processes = min(int(options.processes), int(options.n_chains))
+    return processes, max(1, threads // processes) if processes > 1 else None
+
+
 def predictive_every(options) -> int:
     """The draws between two recordings of u (option `predictive_every`; default: about 100
     recordings per chain)."""
