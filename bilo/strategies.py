@@ -50,10 +50,7 @@ class Options:
     def check(self, problem: Problem) -> None:
         """One line for the first invalid value: every number finite and inside its range (zero
         never means "default"), θ0 inside the declared bounds."""
-        for name, value in self.theta0.items():
-            lo, hi = problem.bounds[name]
-            if not (np.isfinite(value) and lo <= value <= hi):
-                raise InputError(f"--theta0 {name}={value}: must be finite and in [{lo}, {hi}]")
+        check_in_bounds(problem, self.theta0, "--theta0")
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         settings = values.pop("settings", None)
         if isinstance(settings, Settings):
@@ -69,6 +66,14 @@ class Options:
                     flag = _FLAGS.get(name, name.replace("_", "-"))
                     raise InputError(f"--{flag} {v}: must be a finite number in "
                                      f"[{lo:g}, {hi:g}]")
+
+
+def check_in_bounds(problem: Problem, values: dict[str, float], label: str) -> None:
+    """One line, starting with `label`, for the first value outside its parameter's bounds."""
+    for name, value in values.items():
+        lo, hi = problem.bounds[name]
+        if not (np.isfinite(value) and lo <= value <= hi):
+            raise InputError(f"{label} {name}={value}: must be finite and in [{lo}, {hi}]")
 
 
 _INF = float("inf")
@@ -139,11 +144,7 @@ class NetworkOptions(Options):
             if unknown:
                 raise InputError(f"anchors: {sorted(unknown)} are not parameters of problem "
                                  f"'{problem.name}' ({', '.join(problem.params)})")
-            for name, value in anchor.theta.items():
-                lo, hi = problem.bounds[name]
-                if not (np.isfinite(value) and lo <= value <= hi):
-                    raise InputError(f"anchors: {name}={value} must be finite and in "
-                                     f"[{lo}, {hi}]")
+            check_in_bounds(problem, anchor.theta, "anchors:")
 
     def step_options(self) -> dict:
         return {"causal": self.settings.causal}

@@ -345,9 +345,9 @@ class Run:
             raise InputError(f"{path}: checkpoint is for {saved.get('method')} on "
                              f"{saved.get('problem')} with {saved.get('data')}, not this run")
         tuned, step = state.get("tuned_until"), state["step"]
-        settling = [p for p in self.phases() if p[0] == "settle"]
+        settles = any(name == "settle" for name, *_ in self.phases())
         if tuned is not None and step > tuned and (tuned != self._tuned_until()
-                                                   or not settling):
+                                                   or not settles):
             raise InputError(f"{path}: the run has settled {step - tuned} steps after "
                              f"fine-tuning ended at step {tuned}; a resume must keep "
                              f"--pretrain-steps + --steps at {tuned} and --settle-steps > 0")
@@ -464,8 +464,8 @@ class Run:
         then (`settle_steps`, BiLO) settling, unless the stop rule ended fine-tuning (its
         lower-level tolerance holds then). A run resumed after it converged takes no more
         steps unless the rule it is resumed with (possibly none) no longer holds on its
-        history. SIGINT and SIGTERM (a scheduler's
-        pre-emption) stop it after the current step with a checkpoint (`Interrupted`)."""
+        history. SIGINT and SIGTERM (a scheduler's pre-emption) stop it after the current step
+        with a checkpoint (`Interrupted`)."""
         with _signals_caught() as caught:
             self._train(caught)
 

@@ -359,7 +359,7 @@ def test_anchors_and_tangents_are_fitted_in_pre_training(fkpp_data, tmp_path):
         recorded = result.history[name]
         assert np.isfinite(recorded[steps < 20]).all() and np.isnan(recorded[steps >= 20]).all()
     for bad, message in (({"k": 1.0}, r"\['k'\] are not parameters"),
-                         ({"D": -1.0}, "D=-1.0 must be finite and in")):
+                         ({"D": -1.0}, "anchors: D=-1.0: must be finite and in")):
         with pytest.raises(InputError, match=message):
             make_options(problem, "bilo", "quick", anchors=(Anchor(bad, anchors[0].solution),))
     with pytest.raises(InputError, match=r"tangents: \['u'\] are not PDE parameters"):

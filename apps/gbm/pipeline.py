@@ -518,9 +518,8 @@ def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate) -> t
     for name in GROWTH_PARAMETERS:
         if name not in theta0:
             continue
-        pair = []
+        pair, (lo, hi) = [], case.problem.bounds[name]
         for sign, label in ((1, "plus"), (-1, "minus")):
-            lo, hi = case.problem.bounds[name]
             theta = {**theta0, name: float(np.clip(theta0[name] * np.exp(sign * spread), lo,
                                                    hi))}
             try:
