@@ -371,7 +371,7 @@ def test_anchors_by_default_with_a_follow_up_and_without_a_breakdown(monkeypatch
     assert pipeline.anchor_spread_for(0.0, "bilo", True) == 0.0
     assert pipeline.anchor_spread_for(0.1, "bilo", False) == 0.1
 
-    def solve(mesh_path, out, scales, theta, n_ranks, ic):
+    def solve(mesh_path, out, scales, theta, n_ranks, ic, reuse=False):
         if theta["rho"] > 1.2:
             raise Diverged("Newton's iteration did not converge")
         return theta
@@ -382,7 +382,8 @@ def test_anchors_by_default_with_a_follow_up_and_without_a_breakdown(monkeypatch
     problem = SimpleNamespace(initial_guess={"D": 1.0, "rho": 1.0, "tau": 0.5},
                               bounds={"D": (0.01, 100.0), "rho": (0.01, 100.0),
                                       "tau": (0.01, 10.0)})
-    case = SimpleNamespace(problem=problem, mesh_path=None, scales=None, ic=None)
+    case = SimpleNamespace(problem=problem, mesh_path=None, scales=None, ic=None, reuse=False,
+                           dropped=())
     anchors, tangents, lines = pipeline.fem_anchors(case, 0.3, 1, tmp_path, None)
     assert [a.theta for a in anchors] == [{"D": np.exp(0.3)}, {"D": np.exp(-0.3)},
                                           {"tau": 0.5 * np.exp(0.3)}, {"tau": 0.5 * np.exp(-0.3)}]
@@ -391,3 +392,81 @@ def test_anchors_by_default_with_a_follow_up_and_without_a_breakdown(monkeypatch
     assert float(tangents["D"](points)[0]) == pytest.approx(2.0)
     assert float(tangents["tau"](points)[0]) == pytest.approx(1.0)
     assert len(lines) == 1 and lines[0].startswith("no anchors for rho: the FEM at rho = 1.35")
+
+
+def test_an_earlier_stages_fem_solution_is_read_only_at_the_same_parameters(tmp_path):
+    """`_fem_solve(..., reuse=True)` (the train and evaluate stages) reads OUT/NAME.h5 instead
+    of solving: the file's physical parameters (D·D̄, ρ·ρ̄, the seed's place and shape) and
+    output times must be this run's (to 1e-12 relative), else one line naming the file; a
+    missing file names --stage prepare. No solver is called (none is importable where the
+    train stage runs)."""
+    from apps.gbm.pipeline import FEM_TIMES, _fem_solve
+    from apps.gbm.scales import Scales
+    from solvers.common import InputError
+    from solvers.exchange import Mesh, SolutionFile, write_solution
+
+    scales = Scales(L_mm=2.0, D_bar_mm2=0.2, rho_bar=5.0, centroid_mm=(4.0, 4.0))
+    ic = {"amplitude": 0.5, "width_mm": 2.5}
+    theta = {"D": 1.5, "rho": 0.8}
+    physical = {"D": 0.3, "rho": 4.0, "T": 1.0, "amp": 0.5, "x0": 4.0, "y0": 4.0, "sigma": 2.5}
+    vertices = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    times = np.linspace(0.0, 1.0, FEM_TIMES)
+    path = tmp_path / "fem_initial.h5"
+    write_solution(path, SolutionFile(problem="fkpp2d", params=physical, axes=("t", "vertex"),
+                                      grid={"t": times}, u=np.ones((FEM_TIMES, 3)),
+                                      mesh=Mesh(vertices, np.array([[0, 1, 2]]))))
+    read = _fem_solve(None, path, scales, theta, 1, ic, reuse=True)
+    np.testing.assert_array_equal(read.u, np.ones((FEM_TIMES, 3)))
+    with pytest.raises(InputError, match=r"fem_initial.h5: solved at other parameters"):
+        _fem_solve(None, path, scales, {**theta, "rho": 0.8 * (1 + 1e-9)}, 1, ic, reuse=True)
+    with pytest.raises(InputError, match=r"fem_other.h5: missing; .* --stage prepare"):
+        _fem_solve(None, tmp_path / "fem_other.h5", scales, theta, 1, ic, reuse=True)
+
+
+def test_a_stage_continues_only_its_own_run(tmp_path, capsys):
+    """`bilo gbm run --stage train|evaluate` continues the run in OUT: without its record
+    (stages.json), before the stage it follows, or with other options than the earlier stages
+    it exits 2 with one line saying which, before any mesh or FEM file is written; the
+    sampler (hmc) runs in one go only."""
+    from bilo.cli import main
+
+    out = tmp_path / "run"
+    patient = ["gbm", "run", "data/patient_default", "--out", str(out)]
+    assert main([*patient, "--stage", "train"]) == 2
+    assert "stages.json: missing; --stage train continues" in capsys.readouterr().err
+    out.mkdir()
+    (out / "stages.json").write_text(json.dumps({
+        "done": ["prepare"], "options": {"method": "pinn"}, "notes": [], "dropped": []}))
+    assert main([*patient, "--stage", "evaluate"]) == 2
+    assert "stage train is not done; run --stage train first" in capsys.readouterr().err
+    assert main([*patient, "--stage", "train"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "method 'pinn' -> 'bilo'" in error[0]
+    assert main([*patient, "--stage", "prepare"]) == 2  # a new run is refused over it
+    assert "holds a run (stages.json)" in capsys.readouterr().err
+    assert main([*patient, "--stage", "train", "--method", "hmc"]) == 2
+    assert "method hmc samples in one piece" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["stages.json"]
+
+
+@pytest.mark.slow
+def test_a_staged_run_is_the_run_in_one_go(tmp_path, monkeypatch):
+    """data/patient_cortex (both scans, anchors by default), 2 mm mesh, 20 + 20 BiLO steps: run
+    as --stage prepare, train and evaluate into one OUT, with the FEM solver unavailable during
+    train (as on a GPU machine without dolfinx), it gives the parameters and every DICE of the
+    run in one go exactly (same seed, same CPU arithmetic), and the same warnings: on this
+    mesh the anchor at ρ·e^0.3 breaks down in prepare, and train and evaluate drop it too."""
+    import solvers.fem.cli
+
+    kwargs = {"coarsen": 2, "overrides": {"pretrain_steps": 20, "finetune_steps": 20}}
+    whole = run_pipeline("data/patient_cortex", tmp_path / "all", **kwargs)
+    staged = tmp_path / "staged"
+    assert run_pipeline("data/patient_cortex", staged, stage="prepare", **kwargs) is None
+    with monkeypatch.context() as patch:
+        patch.setattr(solvers.fem.cli, "run_fem_solve", lambda *a, **k: pytest.fail("solved"))
+        assert run_pipeline("data/patient_cortex", staged, stage="train", **kwargs) is None
+    assert json.loads((staged / "stages.json").read_text())["done"] == ["prepare", "train"]
+    summary = run_pipeline("data/patient_cortex", staged, stage="evaluate", **kwargs)
+    assert summary["params"] == whole["params"] and summary["dice"] == whole["dice"]
+    assert summary["warnings"] == whole["warnings"]
+    assert any(line.startswith("no anchors for rho") for line in summary["warnings"])

@@ -14,6 +14,12 @@ at the posterior mean. Every method writes the standard 15 mm plan and the model
 the same area (plan_standard / plan_model NIfTI masks) and their coverage of the follow-up
 scan's whole tumour when the patient has one.
 
+In pieces (`stage`): "prepare" (mesh, scales, the FEM solves at the initial guess and the
+anchors), "train" (the network, reading those solutions: no dolfinx, no MPI, so it runs on a
+GPU machine) and "evaluate" (the FEM at the answer and everything after it), each continuing the
+run that OUT holds with the same options (OUT/stages.json); "all" (the default) runs them in one
+go. The sampler (hmc) runs in one go only.
+
 Reliability: u_NN at the answer is compared with the FEM solution there; when it is further
 than `u_tolerance` (relative L2 on the training region at the scan) or its DICE differs from
 the FEM's by more than DICE_TOLERANCE, the report and summary.json say so and the command exits
@@ -22,9 +28,10 @@ with EXIT_NOT_A_SOLUTION.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +74,12 @@ REGION_RADIUS = 2.5
 U_TOLERANCE = 0.05
 DICE_TOLERANCE = 0.02
 EXIT_NOT_A_SOLUTION = 4  # 2: bad input, 3: diverged (bilo/cli.py)
+# `--stage`: the pipeline in one go, or its pieces in this order (module docstring); the record
+# of a staged run's finished stages and options
+STAGES = ("all", "prepare", "train", "evaluate")
+STAGE_FILE = "stages.json"
 # what says that an OUT holds a run, which `bilo gbm run` replaces only with --overwrite
-RUN_MARKERS = ("summary.json", "train")
+RUN_MARKERS = ("summary.json", "train", STAGE_FILE)
 # `--anchor-spread S`: BiLO's pre-training also fits the FEM solutions at θ0 with each growth
 # parameter times e^±S, and their difference quotients as ∂u/∂θ (`bilo.train.Anchor`,
 # `NetworkOptions.tangents`). From the residual's θ-derivative alone the network learnt ∂u/∂D
@@ -116,9 +127,9 @@ def _dimensionless(points_mm: np.ndarray, scales: Scales) -> np.ndarray:
 
 
 def _fem_solve(mesh_path: Path, out: Path, scales: Scales, params: dict, n_ranks: int,
-               ic: dict) -> SolutionFile:
-    from solvers.fem.cli import run_fem_solve
-
+               ic: dict, reuse: bool = False) -> SolutionFile:
+    """The FEM solution at `params` (dimensionless) in `out`; with `reuse`, the one an earlier
+    stage wrote there, checked to be at the same parameters and times."""
     if "tau" in params:  # up to the follow-up at t = 1 + τ, on a grid holding t = 1
         frames = int(np.ceil(FOLLOWUP_FRAMES * (1.0 + params["tau"]) - 1e-9))
         end, n_times = frames / FOLLOWUP_FRAMES, frames + 1
@@ -130,10 +141,29 @@ def _fem_solve(mesh_path: Path, out: Path, scales: Scales, params: dict, n_ranks
                 "x0": scales.centroid_mm[0] + params.get("x0", 0.0) * scales.L_mm,
                 "y0": scales.centroid_mm[1] + params.get("y0", 0.0) * scales.L_mm,
                 "sigma": ic["width_mm"]}
+    if reuse:
+        return _solved_earlier(out, physical, n_times)
+    from solvers.fem.cli import run_fem_solve
+
     summary = run_fem_solve("fkpp2d", physical, str(mesh_path), str(out), n_ranks=n_ranks,
                             nt=n_times)
     print("   " + summary["line"])
     return read_solution(out)
+
+
+def _solved_earlier(path: Path, physical: dict, n_times: int) -> SolutionFile:
+    if not path.exists():
+        raise InputError(f"{path}: missing; the FEM solutions come from --stage prepare (on a "
+                         "machine with dolfinx), in the same OUT")
+    solution = read_solution(path)
+    same = len(solution.grid["t"]) == n_times and all(
+        np.isclose(solution.params.get(name, np.nan), value, rtol=1e-12, atol=1e-14)
+        for name, value in physical.items())
+    if not same:
+        raise InputError(f"{path}: solved at other parameters or times than this run's; run "
+                         "--stage prepare again")
+    print(f"   {path.name}: the solution of --stage prepare")
+    return solution
 
 
 def _locator(solution: SolutionFile, scales: Scales):
@@ -258,13 +288,16 @@ class Case:
     initial: SolutionFile
     ic: dict
     mesh_path: Path
+    reuse: bool = False  # FEM solutions at θ0 and the anchors read from OUT (`_fem_solve`)
+    dropped: tuple = ()  # growth parameters without anchors: their solve broke down
 
 
 def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: int = 0,
             slice: str | int = "auto", coarsen: int = 1, model: ModelChoices | None = None,
-            patient: Patient | None = None, log=print) -> Case:
+            patient: Patient | None = None, reuse: bool = False, log=print) -> Case:
     """Load the patient (unless given), mesh the brain, estimate the scales, solve at the
-    initial guess; the problem is the patient's with the `model`'s choices."""
+    initial guess; the problem is the patient's with the `model`'s choices. With `reuse` the
+    mesh and the solution at the initial guess are an earlier stage's, in `out`."""
     from meshes import mesh_from_mask, write_mesh
 
     model = model or ModelChoices()
@@ -278,13 +311,14 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
                 if patient.followup_wt is not None else "")
             + ("; PET fitted" if model.pet_scale0 is not None else ""))
     followup_days = model.followup_days
-    with stage("mesh"):
-        whole_brain = brain_mask(patient)
-        tissue = tissue_P(patient)
-        mesh = mesh_from_mask(whole_brain, patient.affine2d, coarsen=coarsen,
-                              vertex_images={"P": tissue})
-        write_mesh(out / "mesh.xdmf", mesh)
-        log(f"   {mesh.n_cells} cells, {mesh.n_vertices} vertices -> {out / 'mesh.xdmf'}")
+    whole_brain = brain_mask(patient)
+    tissue = tissue_P(patient)
+    if not reuse:
+        with stage("mesh"):
+            mesh = mesh_from_mask(whole_brain, patient.affine2d, coarsen=coarsen,
+                                  vertex_images={"P": tissue})
+            write_mesh(out / "mesh.xdmf", mesh)
+            log(f"   {mesh.n_cells} cells, {mesh.n_vertices} vertices -> {out / 'mesh.xdmf'}")
     with stage("characteristic scales"):
         scales = patient_scales(patient)
         distance = np.linalg.norm(_dimensionless(patient.pixel_centres_mm(), scales), axis=-1)
@@ -311,7 +345,7 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         model=model, rows=rows, mask_grid=segmentation_grid(patient, brain, scales, model))
     with stage("FEM solve at the initial guess"):
         initial = _fem_solve(out / "mesh.xdmf", out / "fem_initial.h5", scales,
-                             problem.initial_guess, n_ranks, ic)
+                             problem.initial_guess, n_ranks, ic, reuse)
     grid, u = dict(initial.grid), np.asarray(initial.u)
     if followup_days is not None:  # the network's time s of each frame up to the follow-up
         tau0 = problem.initial_guess["tau"]
@@ -328,7 +362,7 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
                     if followup_days is not None else "tumour ages: the scan at t = 1"})
     write_solution(out / "observations.h5", data)
     return Case(patient, brain, whole_brain, scales, problem, data, initial, ic,
-                out / "mesh.xdmf")
+                out / "mesh.xdmf", reuse)
 
 
 def add_run_arguments(parser):
@@ -337,6 +371,11 @@ def add_run_arguments(parser):
     parser.add_argument("--out", required=True, metavar="OUT")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run that OUT holds (refused without it)")
+    parser.add_argument("--stage", choices=STAGES, default="all",
+                        help="all (default), or one piece of the run, in order: prepare (mesh "
+                             "and FEM solves), train (the network; needs no dolfinx: a GPU "
+                             "machine), evaluate (FEM at the answer, DICE, report); each later "
+                             "piece continues OUT with the same options")
     parser.add_argument("--method", default="bilo",
                         help="bilo (default), pinn, or hmc (B-BiLO: the posterior)")
     parser.add_argument("--w-dat", type=float, default=None, help="PINN data weight (1)")
@@ -408,8 +447,9 @@ def run_from_arguments(args) -> int:
         sampler=sampler, u_tolerance=args.u_tolerance, detection_level=args.detection_level,
         fit_followup=not args.first_scan_only, infer_origin=args.infer_origin,
         use_pet=args.fit_pet, pet_noise=args.pet_noise, contour_sd_mm=args.contour_sd,
-        mask_loss=args.mask_loss, anchor_spread=args.anchor_spread, overwrite=args.overwrite)
-    return 0 if summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
+        mask_loss=args.mask_loss, anchor_spread=args.anchor_spread, overwrite=args.overwrite,
+        stage=args.stage)
+    return 0 if summary is None or summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
 def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick",
@@ -420,11 +460,12 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                  infer_origin: bool = False, use_pet: bool = False, pet_noise: float = 0.05,
                  contour_sd_mm: float = CONTOUR_SD_MM, mask_loss: str = "eq36",
                  anchor_spread: float | None = None, overwrite: bool = False,
-                 log=print) -> dict:
-    """Run every stage on a patient folder; `overrides` replaces preset settings (steps, width,
-    ...) of the training, `sampler` the sampler's options (method hmc: SAMPLER_DEFAULTS and
-    `bilo.strategies.BayesBiLOOptions`). An `out` that holds a run is refused unless
-    `overwrite`."""
+                 stage: str = "all", log=print) -> dict | None:
+    """Run every stage on a patient folder, or one `stage` of STAGES (module docstring);
+    `overrides` replaces preset settings (steps, width, ...) of the training, `sampler` the
+    sampler's options (method hmc: SAMPLER_DEFAULTS and `bilo.strategies.BayesBiLOOptions`).
+    An `out` that holds a run is refused unless `overwrite` (or a later `stage` continues it).
+    The summary, or None after "prepare" and "train"."""
     from bilo.strategies import fit, make_options
 
     # every option is checked before the first expensive stage (mesh, FEM); the patient is read
@@ -442,6 +483,10 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                              f"input; only {' and '.join(ANCHORED_METHODS)} fit anchors")
     if mask_loss not in MASK_LOSSES:
         raise InputError(f"--mask-loss must be one of {', '.join(MASK_LOSSES)}, got {mask_loss}")
+    if stage not in STAGES:
+        raise InputError(f"--stage must be one of {', '.join(STAGES)}, got {stage}")
+    if stage != "all" and method == "hmc":
+        raise InputError("--stage: method hmc samples in one piece; run it with --stage all")
     patient = load_patient(patient_dir, slice=slice)
     model = model_choices(patient, method, fit_followup=fit_followup,
                           infer_origin=infer_origin, use_pet=use_pet, pet_noise=pet_noise,
@@ -458,44 +503,112 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     if not 0 < detection_level < 1:
         raise InputError(f"--detection-level must lie in (0, 1), got {detection_level}")
     out = Path(out)
-    held = [name for name in RUN_MARKERS if (out / name).exists()]
-    if held and not overwrite:
-        raise InputError(f"{out}: holds a run ({', '.join(held)}); --overwrite replaces it, or "
-                         "choose another --out")
-    # replaced: a new run that fails must not leave the old answer beside it
-    (out / "summary.json").unlink(missing_ok=True)
+    identity = run_identity(patient, method, preset, w_dat, seed, coarsen, overrides, model,
+                            anchor_spread)
+    if stage in ("all", "prepare"):
+        held = [name for name in RUN_MARKERS if (out / name).exists()]
+        if held and not overwrite:
+            raise InputError(f"{out}: holds a run ({', '.join(held)}); --overwrite replaces "
+                             "it, or choose another --out")
+        # replaced: a new run that fails must not leave the old answer beside it
+        for name in ("summary.json", STAGE_FILE):
+            (out / name).unlink(missing_ok=True)
+        record = {"done": [], "options": identity, "notes": [], "dropped": []}
+    else:
+        record = check_stage(out, stage, identity)
+        (out / "summary.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    stage = Stages(log)
-    case = prepare(patient_dir, out, stage, n_ranks=n_ranks, seed=seed, slice=slice,
-                   coarsen=coarsen, model=model, patient=patient, log=log)
+    stages = Stages(log)
+    case = prepare(patient_dir, out, stages, n_ranks=n_ranks, seed=seed, slice=slice,
+                   coarsen=coarsen, model=model, patient=patient, reuse=stage != "all"
+                   and stage != "prepare", log=log)
+    case.dropped = tuple(record["dropped"])
     locate = _locator(case.initial, case.scales)  # every FEM solution is on the same mesh
-    notes = []  # warnings of the stages, for summary.json and the report
+    notes = list(record["notes"])  # warnings of the stages, for summary.json and the report
     if anchor_spread > 0:
-        with stage("FEM solves around the initial guess (pre-training anchors)"):
-            found, tangents, notes = fem_anchors(case, anchor_spread, n_ranks, out, locate)
+        with stages("FEM solves around the initial guess (pre-training anchors)"):
+            found, tangents, warnings = fem_anchors(case, anchor_spread, n_ranks, out, locate)
             options = replace(options, anchors=found, tangents=tangents)
-    with stage(f"{method} pre-training and fine-tuning"):
+        if not case.reuse:
+            notes += warnings
+            record["dropped"] = [name for name in GROWTH_PARAMETERS
+                                 if name in case.problem.initial_guess and name not in tangents]
+    record["notes"] = notes
+    if stage == "prepare":
+        record_stage(out, stage, record)
+        log(f"== prepared in {time.perf_counter() - stages.t0:.0f} s; go on with --stage train "
+            f"(needs no dolfinx) and the same options, into {out}")
+        return None
+    # the evaluation continues the trained run: its checkpoint holds the network
+    resume = stage == "evaluate" or (stage == "train" and not overwrite
+                                     and (out / "train" / "checkpoint.pt").exists())
+    with stages(f"{method} pre-training and fine-tuning" + (" (resumed)" if resume else "")):
         options = replace(options, u0=_interpolator(case.initial, case.scales,
                                                     case.problem.initial_guess.get("tau"),
                                                     locate))
         trained = fit(case.problem, case.data, method, out / "train", options, validate=False,
-                      overwrite=True)
+                      overwrite=not resume, resume=resume)
+    if stage == "train":
+        record_stage(out, stage, record)
+        log(f"== trained in {time.perf_counter() - stages.t0:.0f} s; go on with --stage "
+            f"evaluate (needs dolfinx) and the same options, into {out}")
+        return None
     inferred = trained.params
-    with stage("FEM solve at the inferred parameters"):
+    with stages("FEM solve at the inferred parameters"):
         final = _fem_solve(case.mesh_path, out / "fem_inferred.h5", case.scales, inferred,
                            n_ranks, case.ic)
-    with stage("DICE, plans and report"):
+    with stages("DICE, plans and report"):
         posterior = _posterior(case, trained, out / "train", detection_level) if bayesian \
             else None
         result = _evaluate(case, out, trained, final, u_tolerance, posterior, notes)
     summary = _summary(patient_dir, case.patient, case.scales, method, preset, trained, result,
-                       stage)
+                       stages)
     write_json_atomic(out / "summary.json", summary)
     for line in summary["warnings"]:
         log(f"warning: {line}")
-    log(f"== done in {time.perf_counter() - stage.t0:.0f} s: " + ", ".join(
+    log(f"== done in {time.perf_counter() - stages.t0:.0f} s: " + ", ".join(
         f"{k} {v:.3f}" for k, v in summary["dice"].items()) + f" -> {out / 'summary.json'}")
     return summary
+
+
+def run_identity(patient: Patient, method, preset, w_dat, seed, coarsen, overrides,
+                 model: ModelChoices, anchor_spread: float) -> dict:
+    """What a staged run's stages must agree on: the patient (a digest of its masks and tissue
+    map, the same on every machine), the method and everything that shapes the network, the
+    mesh or the FEM solves; not the device or the MPI ranks."""
+    digest = hashlib.sha256()
+    for image in (patient.wt, patient.tc, patient.followup_wt, patient.followup_tc,
+                  patient.wm, patient.gm, patient.pet):
+        if image is not None:
+            digest.update(np.ascontiguousarray(image).tobytes())
+    return json.loads(json.dumps({
+        "patient": digest.hexdigest()[:16], "slice": patient.slice_index, "method": method,
+        "preset": preset, "w_dat": w_dat, "seed": seed, "coarsen": coarsen,
+        "overrides": {k: v for k, v in (overrides or {}).items() if v is not None},
+        "model": asdict(model), "anchor_spread": anchor_spread}))
+
+
+def check_stage(out: Path, stage: str, identity: dict) -> dict:
+    """The record of the staged run in `out` that `stage` continues: the stage before it done,
+    with the same options (`run_identity`); else one line saying what differs."""
+    path, before = out / STAGE_FILE, STAGES[STAGES.index(stage) - 1]
+    if not path.exists():
+        raise InputError(f"{path}: missing; --stage {stage} continues a run begun with --stage "
+                         "prepare in the same OUT")
+    record = json.loads(path.read_text())
+    if before not in record["done"]:
+        raise InputError(f"{path}: stage {before} is not done; run --stage {before} first")
+    changed = [f"{name} {record['options'].get(name)!r} -> {value!r}"
+               for name, value in identity.items() if record["options"].get(name) != value]
+    if changed:
+        raise InputError(f"{path}: --stage {stage} with other options than the run's earlier "
+                         f"stages ({'; '.join(changed)}); give the same options")
+    return record
+
+
+def record_stage(out: Path, stage: str, record: dict) -> None:
+    record["done"] = [*STAGES[1:STAGES.index(stage) + 1]]
+    write_json_atomic(out / STAGE_FILE, record)
 
 
 def anchor_spread_for(given: float | None, method: str, followup_fitted: bool) -> float:
@@ -516,7 +629,7 @@ def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate) -> t
     theta0 = case.problem.initial_guess
     found, tangents, warnings = [], {}, []
     for name in GROWTH_PARAMETERS:
-        if name not in theta0:
+        if name not in theta0 or name in case.dropped:
             continue
         pair, (lo, hi) = [], case.problem.bounds[name]
         for sign, label in ((1, "plus"), (-1, "minus")):
@@ -524,7 +637,7 @@ def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate) -> t
                                                    hi))}
             try:
                 solution = _fem_solve(case.mesh_path, out / f"fem_anchor_{name}_{label}.h5",
-                                      case.scales, theta, n_ranks, case.ic)
+                                      case.scales, theta, n_ranks, case.ic, case.reuse)
             except Diverged as error:
                 warnings.append(f"no anchors for {name}: the FEM at {name} = "
                                 f"{theta[name]:.4g} broke down ({error})")
