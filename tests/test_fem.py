@@ -319,13 +319,23 @@ def test_gaussian_initial_condition():
 def test_fem_input_errors(tmp_path):
     """Bad input is reported as one-line InputErrors that name the problem: a non-positive
     Darcy coefficient, a field of the wrong length, output times off the step grid, an unknown
-    scheme, a missing mesh file (named) and an unknown CLI parameter."""
+    scheme, a missing mesh file (named), an unknown CLI parameter and one outside the range
+    where the problem is well posed (D < 0: a backward heat equation; ρ < 0; A's levels ≤ 0;
+    an amplitude above 1), before any file is written."""
     from meshes import unit_square_mesh
     from solvers.fem.cli import run_fem_solve
     from solvers.fem.reaction_diffusion import solve_fkpp2d
 
     with pytest.raises(InputError, match="unknown parameter"):
         run_fem_solve("darcy", {"D": 1.0}, None, tmp_path / "x.h5")
+    for problem, params, message in (
+            ("fkpp2d", {"D": -0.1}, r"fkpp2d: parameter D=-0.1 must lie in \(0, inf\)"),
+            ("fkpp2d", {"rho": -1.0}, r"parameter rho=-1.0 must lie in \[0, inf\)"),
+            ("fkpp2d", {"amp": 1.5}, r"parameter amp=1.5 must lie in \(0, 1\]"),
+            ("darcy", {"low": 0.0}, r"darcy: parameter low=0.0 must lie in \(0, inf\)")):
+        with pytest.raises(InputError, match=message):
+            run_fem_solve(problem, params, None, tmp_path / "x.h5")
+    assert not list(tmp_path.iterdir())
     missing = tmp_path / "nowhere.xdmf"
     with pytest.raises(InputError, match="nowhere.xdmf: mesh file does not exist"):
         run_fem_solve("fkpp2d", {}, missing, tmp_path / "x.h5")

@@ -58,6 +58,15 @@ PARAMS = {
     "fkpp2d": {"D": 1.0, "rho": 1.0, "T": 1.0, "amp": 0.5},  # + optional x0, y0, sigma
 }
 OPTIONAL = {"darcy": (), "fkpp2d": ("x0", "y0", "sigma")}
+# where a parameter makes a well-posed, meaningful problem: (low, high, low included); D < 0 is
+# a backward heat equation, ρ < 0 a tumour that shrinks, A ≤ 0 no elliptic problem
+RANGES = {
+    "darcy": {"seed": (0.0, np.inf, True), "high": (0.0, np.inf, False),
+              "low": (0.0, np.inf, False)},
+    "fkpp2d": {"D": (0.0, np.inf, False), "rho": (0.0, np.inf, True),
+               "T": (0.0, np.inf, False), "amp": (0.0, 1.0, False),
+               "sigma": (0.0, np.inf, False)},
+}
 OBSERVATION_LAYOUTS = ("vertices", "grid")
 _MPI_ENV_PREFIXES = ("OMPI_", "PMIX_", "OPAL_", "PMI_", "HYDRA_")
 
@@ -78,6 +87,11 @@ def _check_params(problem: str, params: dict[str, float]) -> dict[str, float]:
     for name, value in merged.items():
         if not np.isfinite(value):
             raise InputError(f"{problem}: parameter {name}={value} is not finite")
+        low, high, closed = RANGES[problem].get(name, (-np.inf, np.inf, True))
+        if not ((value >= low if closed else value > low) and value <= high):
+            raise InputError(f"{problem}: parameter {name}={value} must lie in "
+                             f"{'[' if closed else '('}{low:g}, "
+                             f"{'inf)' if high == np.inf else f'{high:g}]'}")
     return merged
 
 
