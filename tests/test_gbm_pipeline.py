@@ -150,11 +150,15 @@ def test_tissue_sampler_is_the_image_field_in_torch():
     ({"mask_loss": "dice"}, "--mask-loss"),
     ({"anchor_spread": -0.1}, "--anchor-spread must be a finite number >= 0"),
     ({"method": "pinn", "anchor_spread": 0.3}, "--anchor-spread: method pinn"),
+    ({"theta0": {"D": -1.0}}, r"--theta0 D=-1.0: must be finite and in \[0.01, 100.0\]"),
+    ({"theta0": {"tau": 0.3}}, "--theta0: tau: not a parameter of this run's model"),
+    ({"stage": "fit"}, "--stage must be one of"),
 ])
 def test_options_are_checked_before_any_stage(tmp_path, options, fragment):
-    """`bilo gbm run` with an unknown method, preset or mask loss, a zero width, --np 0,
-    --contour-sd 0, --anchor-spread -0.1 or anchors for PINN: InputError before the patient is
-    meshed (nothing written in OUT)."""
+    """`bilo gbm run` with an unknown method, preset, mask loss or stage, a zero width, --np 0,
+    --contour-sd 0, --anchor-spread -0.1, anchors for PINN, an initial guess outside its
+    bounds or of a parameter the model lacks (τ without a follow-up): InputError before the
+    patient is meshed (nothing written in OUT)."""
     from solvers.common import InputError
 
     with pytest.raises(InputError, match=fragment):
@@ -470,3 +474,17 @@ def test_a_staged_run_is_the_run_in_one_go(tmp_path, monkeypatch):
     assert summary["params"] == whole["params"] and summary["dice"] == whole["dice"]
     assert summary["warnings"] == whole["warnings"]
     assert any(line.startswith("no anchors for rho") for line in summary["warnings"])
+
+
+def test_an_initial_guess_replaces_the_models():
+    """--theta0 (`ModelChoices.theta0`): the declared initial values of the parameters named
+    become the given ones, the others stay, and the follow-up's τ (declared from the interval)
+    takes one too; the options' θ0, the FEM solves' and pre-training's, is that guess."""
+    from apps.gbm.problem import GBMProblem, ModelChoices
+    from bilo.strategies import make_options
+
+    declared = GBMProblem.declaration(ModelChoices(followup_days=146.0)).initial_guess
+    model = ModelChoices(followup_days=146.0, theta0=(("D", 2.5), ("tau", 0.3)))
+    problem = GBMProblem.declaration(model)
+    assert problem.initial_guess == {**declared, "D": 2.5, "tau": 0.3}
+    assert make_options(problem, "bilo").theta0 == problem.initial_guess

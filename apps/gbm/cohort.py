@@ -52,8 +52,8 @@ CSV_NAME = "cohort.csv"
 LOG_NAME = "run.log"
 # options of `bilo gbm run` that the cohort sets itself (per patient) or does not pass on; a
 # patient is run again only without a summary.json, so its folder is always overwritten, and
-# in one go (no --stage)
-_OWN_OPTIONS = ("patient_dir", "out", "overwrite", "np", "stage", "help")
+# in one go (no --stage), from each patient's own initial guess (no --theta0)
+_OWN_OPTIONS = ("patient_dir", "out", "overwrite", "np", "stage", "theta0", "help")
 # the one-line error of a `bilo` command (bilo/cli.py main)
 _ERROR_PREFIX = "bilo gbm: error: "
 # the user's OMPI_MCA_* settings, recorded for the patients' processes when relaunching

@@ -28,6 +28,7 @@ with EXIT_NOT_A_SOLUTION.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import time
@@ -258,10 +259,10 @@ def segmentation_grid(patient: Patient, brain: np.ndarray, scales: Scales,
 def model_choices(patient: Patient, method: str, *, fit_followup: bool = True,
                   infer_origin: bool = False, use_pet: bool = False,
                   pet_noise: float = 0.05, contour_sd_mm: float = CONTOUR_SD_MM,
-                  mask_loss: str = "eq36") -> ModelChoices:
+                  mask_loss: str = "eq36", theta0: dict | None = None) -> ModelChoices:
     """The patient's model: the sampler's with `--method hmc` (masks' contours placed with sd
     `contour_sd_mm`), τ with a fitted follow-up, the seed's centre, and with `use_pet` the PET
-    map's scale when the patient has one."""
+    map's scale when the patient has one; `theta0` replaces initial guesses."""
     pet_scale0 = None
     if use_pet and patient.pet is not None:
         core = patient.tc if patient.tc.any() else patient.wt
@@ -271,7 +272,8 @@ def model_choices(patient: Patient, method: str, *, fit_followup: bool = True,
     return ModelChoices(bayesian=method == "hmc",
                         followup_days=patient.interval_days if fit_followup else None,
                         infer_origin=infer_origin, pet_scale0=pet_scale0, pet_noise=pet_noise,
-                        contour_sd_mm=contour_sd_mm, mask_loss=mask_loss)
+                        contour_sd_mm=contour_sd_mm, mask_loss=mask_loss,
+                        theta0=tuple(sorted((theta0 or {}).items())))
 
 
 @dataclass
@@ -378,6 +380,11 @@ def add_run_arguments(parser):
                              "piece continues OUT with the same options")
     parser.add_argument("--method", default="bilo",
                         help="bilo (default), pinn, or hmc (B-BiLO: the posterior)")
+    parser.add_argument("--theta0", action="append", type=_initial_value, default=[],
+                        metavar="NAME=VALUE",
+                        help="initial guess of a parameter, dimensionless as summary.json's "
+                             "params (e.g. D=2.5, tau=0.4; repeat for more); the FEM solves "
+                             "and pre-training are at it (default: the model's)")
     parser.add_argument("--w-dat", type=float, default=None, help="PINN data weight (1)")
     parser.add_argument("--preset", default="quick", help="quick (default) or paper")
     parser.add_argument("--np", type=int, default=1, metavar="N", help="MPI ranks for FEM")
@@ -435,6 +442,15 @@ _SAMPLER_FIELDS = ("n_chains", "n_samples", "n_warmup", "n_leapfrog", "processes
                    "predictive_every", "lora_rank", "lower_cap", "lower_tol")
 
 
+def _initial_value(text: str) -> tuple[str, float]:
+    """NAME=VALUE of --theta0."""
+    name, _, value = text.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got '{text}'") from None
+
+
 def run_from_arguments(args) -> int:
     """`bilo gbm run` on parsed arguments; the exit status."""
     overrides = {"pretrain_steps": args.pretrain_steps, "finetune_steps": args.steps}
@@ -448,7 +464,7 @@ def run_from_arguments(args) -> int:
         fit_followup=not args.first_scan_only, infer_origin=args.infer_origin,
         use_pet=args.fit_pet, pet_noise=args.pet_noise, contour_sd_mm=args.contour_sd,
         mask_loss=args.mask_loss, anchor_spread=args.anchor_spread, overwrite=args.overwrite,
-        stage=args.stage)
+        stage=args.stage, theta0=dict(args.theta0))
     return 0 if summary is None or summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
@@ -460,12 +476,13 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
                  infer_origin: bool = False, use_pet: bool = False, pet_noise: float = 0.05,
                  contour_sd_mm: float = CONTOUR_SD_MM, mask_loss: str = "eq36",
                  anchor_spread: float | None = None, overwrite: bool = False,
-                 stage: str = "all", log=print) -> dict | None:
+                 stage: str = "all", theta0: dict | None = None, log=print) -> dict | None:
     """Run every stage on a patient folder, or one `stage` of STAGES (module docstring);
     `overrides` replaces preset settings (steps, width, ...) of the training, `sampler` the
-    sampler's options (method hmc: SAMPLER_DEFAULTS and `bilo.strategies.BayesBiLOOptions`).
-    An `out` that holds a run is refused unless `overwrite` (or a later `stage` continues it).
-    The summary, or None after "prepare" and "train"."""
+    sampler's options (method hmc: SAMPLER_DEFAULTS and `bilo.strategies.BayesBiLOOptions`),
+    `theta0` initial guesses (dimensionless, as summary.json's params) that replace the
+    model's. An `out` that holds a run is refused unless `overwrite` (or a later `stage`
+    continues it). The summary, or None after "prepare" and "train"."""
     from bilo.strategies import fit, make_options
 
     # every option is checked before the first expensive stage (mesh, FEM); the patient is read
@@ -490,7 +507,7 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     patient = load_patient(patient_dir, slice=slice)
     model = model_choices(patient, method, fit_followup=fit_followup,
                           infer_origin=infer_origin, use_pet=use_pet, pet_noise=pet_noise,
-                          contour_sd_mm=contour_sd_mm, mask_loss=mask_loss)
+                          contour_sd_mm=contour_sd_mm, mask_loss=mask_loss, theta0=theta0)
     bayesian = model.bayesian
     anchor_spread = anchor_spread_for(anchor_spread, method, model.followup_days is not None)
     sampler = ({**SAMPLER_DEFAULTS, **(sampler or {})} if bayesian else dict(sampler or {}))

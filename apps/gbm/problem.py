@@ -20,7 +20,7 @@ of BAYES_PARAMETERS.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from apps.gbm.scales import THRESHOLD_RANGES
 from bilo.likelihoods import MaskContours, ScaledDensity, SegmentationMasks, Stacked
 from bilo.model import Parameter, Problem, Settings
 from bilo.priors import LogNormal, TruncatedNormal
+from solvers.common import InputError
 
 SIGMOID_SLOPE = 20.0
 # Half of each step's residual points lie within this many L of the tumour-core centroid, where
@@ -101,7 +102,8 @@ class ModelChoices:
     likelihood and priors (`bayesian`), a follow-up scan after `followup_days` (τ), the seed's
     centre (`infer_origin`: x0, y0), a PET-like map (`pet_scale0`: its scale c, with relative
     noise `pet_noise`), the point estimate's data loss (`mask_loss`: the paper's "eq36" or the
-    sampler's likelihood, "contours") and the contours' position error (`contour_sd_mm`)."""
+    sampler's likelihood, "contours") and the contours' position error (`contour_sd_mm`);
+    `theta0`: (name, value) pairs that replace parameters' initial guesses."""
 
     bayesian: bool = False
     followup_days: float | None = None
@@ -110,6 +112,7 @@ class ModelChoices:
     pet_noise: float = 0.05
     contour_sd_mm: float = CONTOUR_SD_MM
     mask_loss: str = "eq36"
+    theta0: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,13 @@ class GBMProblem(Problem):
             seg_rows, pet_rows = rows or (0, 0)  # (0, 0): a declaration without data
             self.likelihood = Stacked(((self.likelihood, seg_rows), (
                 ScaledDensity("pet_scale", model.pet_noise), pet_rows)))
+        given = dict(model.theta0)
+        unknown = sorted(set(given) - set(self.params))
+        if unknown:
+            raise InputError(f"--theta0: {', '.join(unknown)}: not a parameter of this run's "
+                             f"model ({', '.join(self.params)})")
+        self.parameters = tuple(replace(p, initial=float(given.get(p.name, p.initial)))
+                                for p in self.parameters)
 
     @classmethod
     def declaration(cls, model: ModelChoices = ModelChoices()) -> GBMProblem:

@@ -16,7 +16,6 @@ TISSUE_SMOOTHING_MM of apps/gbm/pipeline.py.
 """
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -25,17 +24,13 @@ import apps.gbm.problem as gbm_problem
 from apps.gbm.pipeline import run_pipeline
 
 
-def set_initial_guess(truth: dict) -> None:
-    """θ0 = the truth, through the declared parameters' initial values."""
-    values = {"D": truth["D_as_estimated"], "rho": truth["rho_as_estimated"],
-              "th_wt": truth["u_c_wt"], "th_tc": truth["u_c_tc"]}
-    gbm_problem.GBMProblem.parameters = tuple(
-        dataclasses.replace(p, initial=values[p.name]) if p.name in values else p
-        for p in gbm_problem.GBMProblem.parameters)
+def true_theta(truth: dict) -> dict:
+    """θ0 = the generator's truth, in the pipeline's dimensionless parameters."""
+    theta = {"D": truth["D_as_estimated"], "rho": truth["rho_as_estimated"],
+             "th_wt": truth["u_c_wt"], "th_tc": truth["u_c_tc"]}
     if "interval_days" in truth:
-        tau, declared = truth["interval_days"] / truth["T_days"], gbm_problem.tau_parameter
-        gbm_problem.tau_parameter = lambda days, bayesian: dataclasses.replace(
-            declared(days, bayesian), initial=tau)
+        theta["tau"] = truth["interval_days"] / truth["T_days"]
+    return theta
 
 
 def main() -> None:
@@ -45,6 +40,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5000, help="fine-tuning steps at fixed θ")
     parser.add_argument("--pretrain-steps", type=int, default=None, help="(the preset's)")
     parser.add_argument("--width", type=int, default=None, help="network width (preset's)")
+    parser.add_argument("--n-res", type=int, nargs=2, default=None, metavar=("A", "B"),
+                        help="residual points per step A·B (the preset's)")
     parser.add_argument("--residual-scale", type=float, default=1.0,
                         help="multiplies the residual (its loss by the square)")
     parser.add_argument("--w-rgrad", type=float, default=None, help="(the preset's)")
@@ -55,7 +52,7 @@ def main() -> None:
     parser.add_argument("--time-power", type=float, default=None)
     args = parser.parse_args()
 
-    set_initial_guess(json.loads((Path(args.patient_dir) / "truth.json").read_text()))
+    theta0 = true_theta(json.loads((Path(args.patient_dir) / "truth.json").read_text()))
     if args.residual_scale != 1.0:
         residual, scale = gbm_problem.GBMProblem.residual, args.residual_scale
         gbm_problem.GBMProblem.residual = lambda self, *a: residual(self, *a) * scale
@@ -68,7 +65,9 @@ def main() -> None:
     run_pipeline(args.patient_dir, args.out, overrides={
         "lr_theta": 1e-30, "finetune_steps": args.steps, "width": args.width,
         "pretrain_steps": args.pretrain_steps,
-        "w_rgrad": args.w_rgrad, "causal": args.causal}, anchor_spread=0.0, overwrite=True)
+        "n_res": tuple(args.n_res) if args.n_res else None, "w_rgrad": args.w_rgrad,
+        "causal": args.causal}, anchor_spread=0.0, overwrite=True,
+        theta0=theta0)
 
 
 if __name__ == "__main__":
