@@ -332,7 +332,8 @@ def test_fem_input_errors(tmp_path):
             ("fkpp2d", {"D": -0.1}, r"fkpp2d: parameter D=-0.1 must lie in \(0, inf\)"),
             ("fkpp2d", {"rho": -1.0}, r"parameter rho=-1.0 must lie in \[0, inf\)"),
             ("fkpp2d", {"amp": 1.5}, r"parameter amp=1.5 must lie in \(0, 1\]"),
-            ("darcy", {"low": 0.0}, r"darcy: parameter low=0.0 must lie in \(0, inf\)")):
+            ("darcy", {"low": 0.0}, r"darcy: parameter low=0.0 must lie in \(0, inf\)"),
+            ("darcy", {"seed": 2.5}, r"darcy: parameter seed=2.5 must be a whole number")):
         with pytest.raises(InputError, match=message):
             run_fem_solve(problem, params, None, tmp_path / "x.h5")
     assert not list(tmp_path.iterdir())

@@ -195,10 +195,10 @@ def test_pipeline_posterior_outputs(tmp_path):
 def test_time_map_puts_the_scans_at_one_and_two(tau):
     """t(s) = (τ^s − 1)/(τ − 1): t(0) = 0, t(1) = 1, t(2) = 1 + τ exactly (to 1e-12), and the
     residual's dt/ds (torch, float64, with the series near τ = 1) equals the central difference
-    of t(s) (step 1e-5) to 1e-8."""
+    of t(s) (step 1e-5) to 1e-8; `network_time` is its inverse (to 1e-12), at τ = 1 too."""
     import torch
 
-    from apps.gbm.problem import time_map, time_rate
+    from apps.gbm.problem import network_time, time_map, time_rate
 
     assert time_map(np.array([0.0, 1.0, 2.0]), tau) == pytest.approx([0.0, 1.0, 1.0 + tau],
                                                                       abs=1e-12)
@@ -207,6 +207,7 @@ def test_time_map_puts_the_scans_at_one_and_two(tau):
     expected = (time_map(s + h, tau) - time_map(s - h, tau)) / (2 * h)
     rate = time_rate(torch.tensor(s, dtype=torch.float64), torch.tensor(tau, dtype=torch.float64))
     np.testing.assert_allclose(rate.numpy(), expected, atol=1e-8)
+    np.testing.assert_allclose(network_time(time_map(s, tau), tau), s, atol=1e-12)
 
 
 def test_inferred_origin_moves_the_seed_and_joins_the_network_inputs():
@@ -387,7 +388,7 @@ def test_anchors_by_default_with_a_follow_up_and_without_a_breakdown(monkeypatch
                               bounds={"D": (0.01, 100.0), "rho": (0.01, 100.0),
                                       "tau": (0.01, 10.0)})
     case = SimpleNamespace(problem=problem, mesh_path=None, scales=None, ic=None, reuse=False,
-                           dropped=())
+                           anchorless=())
     anchors, tangents, lines = pipeline.fem_anchors(case, 0.3, 1, tmp_path, None)
     assert [a.theta for a in anchors] == [{"D": np.exp(0.3)}, {"D": np.exp(-0.3)},
                                           {"tau": 0.5 * np.exp(0.3)}, {"tau": 0.5 * np.exp(-0.3)}]
@@ -430,8 +431,9 @@ def test_an_earlier_stages_fem_solution_is_read_only_at_the_same_parameters(tmp_
 def test_a_stage_continues_only_its_own_run(tmp_path, capsys):
     """`bilo gbm run --stage train|evaluate` continues the run in OUT: without its record
     (stages.json), before the stage it follows, or with other options than the earlier stages
-    it exits 2 with one line saying which, before any mesh or FEM file is written; the
-    sampler (hmc) runs in one go only."""
+    it exits 2 with one line saying which (the option, by its dotted name), before any mesh or
+    FEM file is written; so does a record that is not one. The sampler (hmc) runs in one go
+    only; --theta0 takes each name once."""
     from bilo.cli import main
 
     out = tmp_path / "run"
@@ -446,10 +448,16 @@ def test_a_stage_continues_only_its_own_run(tmp_path, capsys):
     assert main([*patient, "--stage", "train"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "method 'pinn' -> 'bilo'" in error[0]
+    assert "model.mask_loss None -> 'eq36'" in error[0]
     assert main([*patient, "--stage", "prepare"]) == 2  # a new run is refused over it
     assert "holds a run (stages.json)" in capsys.readouterr().err
     assert main([*patient, "--stage", "train", "--method", "hmc"]) == 2
     assert "method hmc samples in one piece" in capsys.readouterr().err
+    assert main([*patient, "--theta0", "D=1", "--theta0", "D=2"]) == 2
+    assert "--theta0: D given more than once" in capsys.readouterr().err
+    (out / "stages.json").write_text("{not json")
+    assert main([*patient, "--stage", "train"]) == 2
+    assert "stages.json: not a record of --stage prepare" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["stages.json"]
 
 
@@ -459,7 +467,11 @@ def test_a_staged_run_is_the_run_in_one_go(tmp_path, monkeypatch):
     as --stage prepare, train and evaluate into one OUT, with the FEM solver unavailable during
     train (as on a GPU machine without dolfinx), it gives the parameters and every DICE of the
     run in one go exactly (same seed, same CPU arithmetic), and the same warnings: on this
-    mesh the anchor at ρ·e^0.3 breaks down in prepare, and train and evaluate drop it too."""
+    mesh the anchor at ρ·e^0.3 breaks down in prepare, and train and evaluate drop it too. The
+    summary's wall times are the whole run's. A new prepare (--overwrite) removes the network,
+    so that no later train resumes it."""
+    import sys
+
     import solvers.fem.cli
 
     kwargs = {"coarsen": 2, "overrides": {"pretrain_steps": 20, "finetune_steps": 20}}
@@ -468,12 +480,17 @@ def test_a_staged_run_is_the_run_in_one_go(tmp_path, monkeypatch):
     assert run_pipeline("data/patient_cortex", staged, stage="prepare", **kwargs) is None
     with monkeypatch.context() as patch:
         patch.setattr(solvers.fem.cli, "run_fem_solve", lambda *a, **k: pytest.fail("solved"))
+        patch.setitem(sys.modules, "dolfinx", None)  # importing it raises ImportError
         assert run_pipeline("data/patient_cortex", staged, stage="train", **kwargs) is None
     assert json.loads((staged / "stages.json").read_text())["done"] == ["prepare", "train"]
     summary = run_pipeline("data/patient_cortex", staged, stage="evaluate", **kwargs)
     assert summary["params"] == whole["params"] and summary["dice"] == whole["dice"]
     assert summary["warnings"] == whole["warnings"]
     assert any(line.startswith("no anchors for rho") for line in summary["warnings"])
+    assert set(whole["wall_s_by_stage"]) <= set(summary["wall_s_by_stage"])
+    assert run_pipeline("data/patient_cortex", staged, stage="prepare", overwrite=True,
+                        **kwargs) is None
+    assert not (staged / "train").exists() and not (staged / "summary.json").exists()
 
 
 def test_an_initial_guess_replaces_the_models():

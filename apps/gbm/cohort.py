@@ -73,7 +73,8 @@ class Outcome:
 
 def _run_options() -> list[argparse.Action]:
     """The options of `bilo gbm run` that every patient's run receives (all but PATIENT_DIR,
-    --out, --overwrite and --np), read from a parser that `add_run_arguments` builds."""
+    --out, --overwrite, --np, --stage and --theta0), read from a parser that
+    `add_run_arguments` builds."""
     scratch = argparse.ArgumentParser(add_help=False)
     add_run_arguments(scratch)
     return [action for action in scratch._actions
@@ -82,8 +83,8 @@ def _run_options() -> list[argparse.Action]:
 
 def add_cohort_arguments(parser):
     """The options of `bilo gbm cohort` (bilo/cli.py builds the parser): DIR, --out, --np,
-    --oversubscribe, and those of `bilo gbm run` but its PATIENT_DIR, --out, --overwrite and
-    --np."""
+    --oversubscribe, and those of `bilo gbm run` but its PATIENT_DIR, --out, --overwrite, --np,
+    --stage and --theta0."""
     parser.add_argument("cohort_dir", metavar="DIR", help="folder of patient folders")
     parser.add_argument("--out", required=True, metavar="OUT",
                         help="OUT/<patient>/: each patient's outputs; OUT/cohort.csv: the table")

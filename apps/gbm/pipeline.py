@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -46,6 +47,7 @@ from apps.gbm.problem import (
     ImageSampler,
     MaskGrid,
     ModelChoices,
+    network_time,
     time_map,
 )
 from apps.gbm.scales import Scales, patient_scales
@@ -162,7 +164,7 @@ def _solved_earlier(path: Path, physical: dict, n_times: int) -> SolutionFile:
         for name, value in physical.items())
     if not same:
         raise InputError(f"{path}: solved at other parameters or times than this run's; run "
-                         "--stage prepare again")
+                         "--stage prepare --overwrite again")
     print(f"   {path.name}: the solution of --stage prepare")
     return solution
 
@@ -291,10 +293,10 @@ class Case:
     ic: dict
     mesh_path: Path
     reuse: bool = False  # FEM solutions at θ0 and the anchors read from OUT (`_fem_solve`)
-    dropped: tuple = ()  # growth parameters without anchors: their solve broke down
+    anchorless: tuple = ()  # growth parameters whose anchor solves broke down (prepare)
 
 
-def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: int = 0,
+def prepare(patient_dir, out: Path, timer: Stages, *, n_ranks: int = 1, seed: int = 0,
             slice: str | int = "auto", coarsen: int = 1, model: ModelChoices | None = None,
             patient: Patient | None = None, reuse: bool = False, log=print) -> Case:
     """Load the patient (unless given), mesh the brain, estimate the scales, solve at the
@@ -303,7 +305,7 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
     from meshes import mesh_from_mask, write_mesh
 
     model = model or ModelChoices()
-    with stage("load patient"):
+    with timer("load patient"):
         patient = patient or load_patient(patient_dir, slice=slice)
         log(f"   slice {patient.slice_index}, {patient.convention} labels, WT "
             f"{patient.wt_area_px} px, TC {patient.tc_area_px} px" + (
@@ -316,12 +318,12 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
     whole_brain = brain_mask(patient)
     tissue = tissue_P(patient)
     if not reuse:
-        with stage("mesh"):
+        with timer("mesh"):
             mesh = mesh_from_mask(whole_brain, patient.affine2d, coarsen=coarsen,
                                   vertex_images={"P": tissue})
             write_mesh(out / "mesh.xdmf", mesh)
             log(f"   {mesh.n_cells} cells, {mesh.n_vertices} vertices -> {out / 'mesh.xdmf'}")
-    with stage("characteristic scales"):
+    with timer("characteristic scales"):
         scales = patient_scales(patient)
         distance = np.linalg.norm(_dimensionless(patient.pixel_centres_mm(), scales), axis=-1)
         fitted = scans(patient, followup_days is not None)
@@ -345,14 +347,14 @@ def prepare(patient_dir, out: Path, stage: Stages, *, n_ranks: int = 1, seed: in
         brain_points=_dimensionless(patient.pixel_centres_mm(brain), scales),
         pixel_size=float(np.sqrt(patient.pixel_area_mm2)) / scales.L_mm, seed=seed,
         model=model, rows=rows, mask_grid=segmentation_grid(patient, brain, scales, model))
-    with stage("FEM solve at the initial guess"):
+    with timer("FEM solve at the initial guess"):
         initial = _fem_solve(out / "mesh.xdmf", out / "fem_initial.h5", scales,
                              problem.initial_guess, n_ranks, ic, reuse)
     grid, u = dict(initial.grid), np.asarray(initial.u)
     if followup_days is not None:  # the network's time s of each frame up to the follow-up
         tau0 = problem.initial_guess["tau"]
         keep = grid["t"] <= 1.0 + tau0 + 1e-9
-        grid["t"] = np.log1p(grid["t"][keep] * (tau0 - 1.0)) / np.log(tau0)
+        grid["t"] = network_time(grid["t"][keep], tau0)
         u = u[keep]
     data = SolutionFile(
         problem="gbm", params={}, axes=initial.axes, grid=grid, u=u,
@@ -446,9 +448,19 @@ def _initial_value(text: str) -> tuple[str, float]:
     """NAME=VALUE of --theta0."""
     name, _, value = text.partition("=")
     try:
-        return name.strip(), float(value)
+        if name.strip():
+            return name.strip(), float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got '{text}'") from None
+        pass
+    raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got '{text}'")
+
+
+def _initial_guesses(pairs: list[tuple[str, float]]) -> dict[str, float]:
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"--theta0: {', '.join(repeated)} given more than once")
+    return dict(pairs)
 
 
 def run_from_arguments(args) -> int:
@@ -464,7 +476,7 @@ def run_from_arguments(args) -> int:
         fit_followup=not args.first_scan_only, infer_origin=args.infer_origin,
         use_pet=args.fit_pet, pet_noise=args.pet_noise, contour_sd_mm=args.contour_sd,
         mask_loss=args.mask_loss, anchor_spread=args.anchor_spread, overwrite=args.overwrite,
-        stage=args.stage, theta0=dict(args.theta0))
+        stage=args.stage, theta0=_initial_guesses(args.theta0))
     return 0 if summary is None or summary["check"]["passed"] else EXIT_NOT_A_SOLUTION
 
 
@@ -520,89 +532,117 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     if not 0 < detection_level < 1:
         raise InputError(f"--detection-level must lie in (0, 1), got {detection_level}")
     out = Path(out)
-    identity = run_identity(patient, method, preset, w_dat, seed, coarsen, overrides, model,
-                            anchor_spread)
+    staged = stage != "all"
     if stage in ("all", "prepare"):
         held = [name for name in RUN_MARKERS if (out / name).exists()]
         if held and not overwrite:
             raise InputError(f"{out}: holds a run ({', '.join(held)}); --overwrite replaces "
                              "it, or choose another --out")
-        # replaced: a new run that fails must not leave the old answer beside it
+        # replaced: a new run that fails must not leave the old answer (or network) beside it
         for name in ("summary.json", STAGE_FILE):
             (out / name).unlink(missing_ok=True)
-        record = {"done": [], "options": identity, "notes": [], "dropped": []}
-    else:
-        record = check_stage(out, stage, identity)
+        shutil.rmtree(out / "train", ignore_errors=True)
+    if staged:
+        identity = run_identity(patient, method, coarsen, model, anchor_spread, options)
+        record = (check_stage(out, stage, identity) if stage != "prepare" else
+                  {"done": [], "options": identity, "notes": [], "anchorless": [],
+                   "wall_s_by_stage": {}})
         (out / "summary.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    stages = Stages(log)
-    case = prepare(patient_dir, out, stages, n_ranks=n_ranks, seed=seed, slice=slice,
-                   coarsen=coarsen, model=model, patient=patient, reuse=stage != "all"
-                   and stage != "prepare", log=log)
-    case.dropped = tuple(record["dropped"])
+    timer = Stages(log)
+    case = prepare(patient_dir, out, timer, n_ranks=n_ranks, seed=seed, slice=slice,
+                   coarsen=coarsen, model=model, patient=patient,
+                   reuse=stage in ("train", "evaluate"), log=log)
+    notes = []  # warnings of the stages, for summary.json and the report
+    if stage in ("train", "evaluate"):  # the earlier stages': their anchors dropped and notes
+        case.anchorless, notes = tuple(record["anchorless"]), list(record["notes"])
     locate = _locator(case.initial, case.scales)  # every FEM solution is on the same mesh
-    notes = list(record["notes"])  # warnings of the stages, for summary.json and the report
     if anchor_spread > 0:
-        with stages("FEM solves around the initial guess (pre-training anchors)"):
+        with timer("FEM solves around the initial guess (pre-training anchors)"):
             found, tangents, warnings = fem_anchors(case, anchor_spread, n_ranks, out, locate)
             options = replace(options, anchors=found, tangents=tangents)
         if not case.reuse:
             notes += warnings
-            record["dropped"] = [name for name in GROWTH_PARAMETERS
-                                 if name in case.problem.initial_guess and name not in tangents]
-    record["notes"] = notes
+            case.anchorless = tuple(name for name in GROWTH_PARAMETERS
+                                    if name in case.problem.initial_guess
+                                    and name not in tangents)
     if stage == "prepare":
-        record_stage(out, stage, record)
-        log(f"== prepared in {time.perf_counter() - stages.t0:.0f} s; go on with --stage train "
+        record_stage(out, stage, {**record, "notes": notes, "anchorless": case.anchorless},
+                     timer)
+        log(f"== prepared in {time.perf_counter() - timer.t0:.0f} s; go on with --stage train "
             f"(needs no dolfinx) and the same options, into {out}")
         return None
-    # the evaluation continues the trained run: its checkpoint holds the network
+    if stage == "train":  # not done again until it ends: evaluate must not train on
+        record_stage(out, "prepare", record)
+    # evaluate loads the network that train finished (`check_stage`) from its checkpoint
     resume = stage == "evaluate" or (stage == "train" and not overwrite
                                      and (out / "train" / "checkpoint.pt").exists())
-    with stages(f"{method} pre-training and fine-tuning" + (" (resumed)" if resume else "")):
+    with timer(f"{method} pre-training and fine-tuning" + (" (resumed)" if resume else "")):
         options = replace(options, u0=_interpolator(case.initial, case.scales,
                                                     case.problem.initial_guess.get("tau"),
                                                     locate))
         trained = fit(case.problem, case.data, method, out / "train", options, validate=False,
                       overwrite=not resume, resume=resume)
     if stage == "train":
-        record_stage(out, stage, record)
-        log(f"== trained in {time.perf_counter() - stages.t0:.0f} s; go on with --stage "
+        record_stage(out, stage, {**record, "device": trained.device}, timer)
+        log(f"== trained in {time.perf_counter() - timer.t0:.0f} s; go on with --stage "
             f"evaluate (needs dolfinx) and the same options, into {out}")
         return None
     inferred = trained.params
-    with stages("FEM solve at the inferred parameters"):
+    with timer("FEM solve at the inferred parameters"):
         final = _fem_solve(case.mesh_path, out / "fem_inferred.h5", case.scales, inferred,
                            n_ranks, case.ic)
-    with stages("DICE, plans and report"):
+    with timer("DICE, plans and report"):
         posterior = _posterior(case, trained, out / "train", detection_level) if bayesian \
             else None
         result = _evaluate(case, out, trained, final, u_tolerance, posterior, notes)
     summary = _summary(patient_dir, case.patient, case.scales, method, preset, trained, result,
-                       stages)
+                       timer)
+    if stage == "evaluate":  # the whole run's: training's device and every stage's wall time
+        summary["device"] = record["device"]
+        summary["wall_s_by_stage"] = {**timer.wall, **record["wall_s_by_stage"]}
+        summary["wall_s"] = round(sum(summary["wall_s_by_stage"].values()), 2)
+        record_stage(out, stage, record, timer)
     write_json_atomic(out / "summary.json", summary)
     for line in summary["warnings"]:
         log(f"warning: {line}")
-    log(f"== done in {time.perf_counter() - stages.t0:.0f} s: " + ", ".join(
+    log(f"== done in {time.perf_counter() - timer.t0:.0f} s: " + ", ".join(
         f"{k} {v:.3f}" for k, v in summary["dice"].items()) + f" -> {out / 'summary.json'}")
     return summary
 
 
-def run_identity(patient: Patient, method, preset, w_dat, seed, coarsen, overrides,
-                 model: ModelChoices, anchor_spread: float) -> dict:
-    """What a staged run's stages must agree on: the patient (a digest of its masks and tissue
-    map, the same on every machine), the method and everything that shapes the network, the
-    mesh or the FEM solves; not the device or the MPI ranks."""
-    digest = hashlib.sha256()
+def run_identity(patient: Patient, method: str, coarsen: int, model: ModelChoices,
+                 anchor_spread: float, options) -> dict:
+    """What a staged run's stages must agree on: the patient (a digest of its images and their
+    placement, the same on every machine), the method, the mesh, the model, the anchors and the
+    method's options (step counts included: evaluate must find training finished); not the
+    device or the MPI ranks."""
+    digest = hashlib.sha256(np.ascontiguousarray(patient.affine2d, dtype=np.float64).tobytes())
     for image in (patient.wt, patient.tc, patient.followup_wt, patient.followup_tc,
                   patient.wm, patient.gm, patient.pet):
         if image is not None:
             digest.update(np.ascontiguousarray(image).tobytes())
+    settings = {k: v for k, v in options.to_json().items() if k != "device"}
     return json.loads(json.dumps({
-        "patient": digest.hexdigest()[:16], "slice": patient.slice_index, "method": method,
-        "preset": preset, "w_dat": w_dat, "seed": seed, "coarsen": coarsen,
-        "overrides": {k: v for k, v in (overrides or {}).items() if v is not None},
-        "model": asdict(model), "anchor_spread": anchor_spread}))
+        "patient images": digest.hexdigest()[:16], "slice": patient.slice_index,
+        "method": method, "coarsen": coarsen, "model": asdict(model),
+        "anchor_spread": anchor_spread, "options": settings}, default=_plain))
+
+
+def _plain(value):
+    """numpy scalars (and anything else) for json.dumps."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _flat(record: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} as {"a.b": 1}, so that a refusal names the field that differs."""
+    flat = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def check_stage(out: Path, stage: str, identity: dict) -> dict:
@@ -612,20 +652,29 @@ def check_stage(out: Path, stage: str, identity: dict) -> dict:
     if not path.exists():
         raise InputError(f"{path}: missing; --stage {stage} continues a run begun with --stage "
                          "prepare in the same OUT")
-    record = json.loads(path.read_text())
-    if before not in record["done"]:
+    try:
+        record = json.loads(path.read_text())
+        done, saved = list(record["done"]), _flat(record["options"])
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"{path}: not a record of --stage prepare; run it again with "
+                         "--overwrite") from None
+    if before not in done:
         raise InputError(f"{path}: stage {before} is not done; run --stage {before} first")
-    changed = [f"{name} {record['options'].get(name)!r} -> {value!r}"
-               for name, value in identity.items() if record["options"].get(name) != value]
+    new = _flat(identity)
+    changed = [f"{name} {saved.get(name)!r} -> {new.get(name)!r}"
+               for name in sorted(set(saved) | set(new)) if saved.get(name) != new.get(name)]
     if changed:
         raise InputError(f"{path}: --stage {stage} with other options than the run's earlier "
                          f"stages ({'; '.join(changed)}); give the same options")
     return record
 
 
-def record_stage(out: Path, stage: str, record: dict) -> None:
-    record["done"] = [*STAGES[1:STAGES.index(stage) + 1]]
-    write_json_atomic(out / STAGE_FILE, record)
+def record_stage(out: Path, stage: str, record: dict, timer: Stages | None = None) -> None:
+    """Write OUT/stages.json: the stages up to `stage` done, with `timer`'s wall times of the
+    steps not timed before (a later stage reads again what an earlier one solved)."""
+    walls = {**(timer.wall if timer else {}), **record.get("wall_s_by_stage", {})}
+    write_json_atomic(out / STAGE_FILE, {**record, "done": list(STAGES[1:STAGES.index(stage) + 1]),
+                                         "wall_s_by_stage": walls})
 
 
 def anchor_spread_for(given: float | None, method: str, followup_fitted: bool) -> float:
@@ -640,13 +689,15 @@ def fem_anchors(case: Case, spread: float, n_ranks: int, out: Path, locate) -> t
     """FEM solutions at θ0 with each growth parameter times e^±spread as pre-training anchors,
     interpolated with `locate` (`_locator`), and their difference quotients as the tangents
     ∂u/∂θ_p at θ0 (`--anchor-spread`); and a warning for each parameter whose solve broke
-    down (`Diverged`: a coarse mesh at large ρ), which gets neither anchors nor a tangent."""
+    down (`Diverged`: a coarse mesh at large ρ), which gets neither anchors nor a tangent.
+    With `case.reuse` the solutions are read from `out` (`_fem_solve`), and the parameters in
+    `case.anchorless`, whose solves broke down then, are left out again."""
     from bilo.train import Anchor
 
     theta0 = case.problem.initial_guess
     found, tangents, warnings = [], {}, []
     for name in GROWTH_PARAMETERS:
-        if name not in theta0 or name in case.dropped:
+        if name not in theta0 or name in case.anchorless:
             continue
         pair, (lo, hi) = [], case.problem.bounds[name]
         for sign, label in ((1, "plus"), (-1, "minus")):
@@ -900,7 +951,7 @@ def physical_values(params: dict, scales: Scales, interval_days: float | None) -
     return values
 
 
-def _summary(patient_dir, patient, scales, method, preset, trained, result, stage) -> dict:
+def _summary(patient_dir, patient, scales, method, preset, trained, result, timer) -> dict:
     truth_path = Path(patient_dir) / "truth.json"
     truth = json.loads(truth_path.read_text()) if truth_path.exists() else {}
     # the truth as this pipeline sees it: D rescaled to the scales estimated from the masks
@@ -950,6 +1001,6 @@ def _summary(patient_dir, patient, scales, method, preset, trained, result, stag
         "scales": {"L_mm": scales.L_mm, "D_bar_mm2": scales.D_bar_mm2,
                    "rho_bar": scales.rho_bar, "centroid_mm": list(scales.centroid_mm)},
         "steps": trained.summary["steps"], "steps_by_phase": trained.summary["steps_by_phase"],
-        "wall_s": round(sum(stage.wall.values()), 2), "wall_s_by_stage": stage.wall,
+        "wall_s": round(sum(timer.wall.values()), 2), "wall_s_by_stage": timer.wall,
         "device": trained.device,
     }

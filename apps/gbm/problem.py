@@ -135,6 +135,13 @@ def time_map(s, tau: float):
     return s if abs(a) < 1e-8 else np.expm1(a * s) / np.expm1(a)
 
 
+def network_time(t, tau: float):
+    """The inverse of `time_map`: s(t) = log(1 + t(τ − 1))/log τ; s = t at τ = 1. Numpy."""
+    t = np.asarray(t, dtype=np.float64)
+    a = np.log(tau)
+    return t if abs(a) < 1e-8 else np.log1p(t * np.expm1(a)) / a
+
+
 def time_rate(s, tau):
     """dt/ds of `time_map` in jet or torch arithmetic: a·e^(as)/(e^a − 1), a = log τ, with the
     series of a/(e^a − 1) near a = 0 (where the quotient cancels)."""

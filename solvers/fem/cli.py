@@ -58,8 +58,9 @@ PARAMS = {
     "fkpp2d": {"D": 1.0, "rho": 1.0, "T": 1.0, "amp": 0.5},  # + optional x0, y0, sigma
 }
 OPTIONAL = {"darcy": (), "fkpp2d": ("x0", "y0", "sigma")}
-# where a parameter makes a well-posed, meaningful problem: (low, high, low included); D < 0 is
-# a backward heat equation, ρ < 0 a tumour that shrinks, A ≤ 0 no elliptic problem
+# where a parameter means what the problem models: (low, high, low included). D ≤ 0 is no
+# diffusion (D < 0 a backward heat equation), A ≤ 0 no elliptic problem; ρ < 0 (a density that
+# dies out) and an amplitude above 1 (the density's maximum) are no tumour
 RANGES = {
     "darcy": {"seed": (0.0, np.inf, True), "high": (0.0, np.inf, False),
               "low": (0.0, np.inf, False)},
@@ -92,6 +93,8 @@ def _check_params(problem: str, params: dict[str, float]) -> dict[str, float]:
             raise InputError(f"{problem}: parameter {name}={value} must lie in "
                              f"{'[' if closed else '('}{low:g}, "
                              f"{'inf)' if high == np.inf else f'{high:g}]'}")
+        if name == "seed" and value != int(value):
+            raise InputError(f"{problem}: parameter seed={value} must be a whole number")
     return merged
 
 
