@@ -1,15 +1,17 @@
 """Settling with other settings (docs/darcy.md, "Settling: the lower level at the answer"):
-copy a finished `bilo train darcy --method bilo` run, continue its settling phase to
-`--settle-steps` in all at Adam's rate `--lr` (set after the checkpoint, which holds the old
-one), and print u_NN against the FEM solution at the run's A (its
-reference_at_inferred.h5). A is frozen throughout, so that solution stays the reference.
+copy a finished `bilo train darcy --method bilo` run, continue its settling phase (with the
+run's own preset and settings) to `--settle-steps` in all at Adam's rate `--lr` (set after the
+checkpoint, which holds the old one), and print u_NN against the FEM solution at the run's A
+(its reference_at_inferred.h5). A is frozen throughout, so that solution stays the reference.
 
     bilo train darcy --data clean.h5 --method bilo --u0 auto --settle-steps 1000 --out runs/s
     python docs/scripts/darcy_settle.py runs/s clean.h5 --out runs/s2 --settle-steps 3000
 """
 
 import argparse
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +31,11 @@ def main() -> None:
     shutil.copytree(args.run, args.out)
     problem = get_problem("darcy")
     data, path = load_data(problem, args.data)
-    options = make_options(problem, "bilo", "quick", {"settle_steps": args.settle_steps},
+    # the run's own settings (its preset and any overrides), settling's length replaced
+    config = json.loads((Path(args.run) / "config.json").read_text())
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in config["settings"].items()}
+    options = make_options(problem, "bilo", config["preset"],
+                           {**settings, "settle_steps": args.settle_steps},
                            u0=f"{args.out}/u0.h5")
     run = METHODS["bilo"].make_run(problem, data, path, options, args.out)
     run.load_checkpoint()
