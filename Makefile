@@ -57,11 +57,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-# The main job: the embedded synthetic patient (data/patient_default) through the whole GBM
-# pipeline (mesh, FEM at the initial guess, BiLO, FEM at the inferred parameters, DICE, report).
+# The main job: the embedded synthetic patient at a ventricle with a follow-up scan
+# (data/patient_cortex) through the whole GBM pipeline (mesh, FEM at the initial guess and the
+# anchors, BiLO, FEM at the inferred parameters, DICE, plans, report): 11.6 min on 2 cores.
+# Exit 4 is the run's verdict, not a crash: its network check failed, and the report says how.
 demo: $(STAMP)
-	$(BILO) gbm run data/patient_default --preset quick --out $(DEMO_OUT)/gbm --overwrite
-	@echo "== results in $(DEMO_OUT)/gbm: summary.json, report.png, density_{nn,fem}.nii.gz, *.xdmf"
+	@$(BILO) gbm run data/patient_cortex --preset quick --out $(DEMO_OUT)/gbm --overwrite; \
+	status=$$?; \
+	if [ $$status -eq 4 ]; then \
+	    echo "== the network check failed (exit 4): trust the FEM's DICE (docs/gbm.md)"; \
+	elif [ $$status -ne 0 ]; then exit $$status; fi
+	@echo "== results in $(DEMO_OUT)/gbm: summary.json, report.png, density_{nn,fem}*.nii.gz, plan_*.nii.gz, *.xdmf"
 
 # Benchmarks, not part of `make test` (minutes): FEM strong scaling under mpirun (1 and 2 ranks)
 # and the cost of one PINN/BiLO training step; options: `$(PY) bench/<script>.py --help`.
