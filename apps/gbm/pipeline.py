@@ -577,7 +577,8 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     # evaluate loads the network that train finished (`check_stage`) from its checkpoint
     resume = stage == "evaluate" or (stage == "train" and not overwrite
                                      and (out / "train" / "checkpoint.pt").exists())
-    with timer(f"{method} pre-training and fine-tuning" + (" (resumed)" if resume else "")):
+    with timer("the network of --stage train" if stage == "evaluate" else
+               f"{method} pre-training and fine-tuning" + (" (resumed)" if resume else "")):
         options = replace(options, u0=_interpolator(case.initial, case.scales,
                                                     case.problem.initial_guess.get("tau"),
                                                     locate))
