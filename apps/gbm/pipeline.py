@@ -532,36 +532,35 @@ def run_pipeline(patient_dir, out, *, method: str = "bilo", preset: str = "quick
     if not 0 < detection_level < 1:
         raise InputError(f"--detection-level must lie in (0, 1), got {detection_level}")
     out = Path(out)
-    staged = stage != "all"
-    if stage in ("all", "prepare"):
+    reuse = stage in ("train", "evaluate")  # they continue the run that OUT holds
+    if not reuse:
         held = [name for name in RUN_MARKERS if (out / name).exists()]
         if held and not overwrite:
             raise InputError(f"{out}: holds a run ({', '.join(held)}); --overwrite replaces "
                              "it, or choose another --out")
-        # replaced: a new run that fails must not leave the old answer (or network) beside it
-        for name in ("summary.json", STAGE_FILE):
-            (out / name).unlink(missing_ok=True)
+        # a new run: the old record and network must not be continued
+        (out / STAGE_FILE).unlink(missing_ok=True)
         shutil.rmtree(out / "train", ignore_errors=True)
-    if staged:
+    if stage != "all":
         identity = run_identity(patient, method, coarsen, model, anchor_spread, options)
-        record = (check_stage(out, stage, identity) if stage != "prepare" else
+        record = (check_stage(out, stage, identity) if reuse else
                   {"done": [], "options": identity, "notes": [], "anchorless": [],
                    "wall_s_by_stage": {}})
-        (out / "summary.json").unlink(missing_ok=True)
+    # replaced: a run that fails must not leave the old answer beside it
+    (out / "summary.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     timer = Stages(log)
     case = prepare(patient_dir, out, timer, n_ranks=n_ranks, seed=seed, slice=slice,
-                   coarsen=coarsen, model=model, patient=patient,
-                   reuse=stage in ("train", "evaluate"), log=log)
+                   coarsen=coarsen, model=model, patient=patient, reuse=reuse, log=log)
     notes = []  # warnings of the stages, for summary.json and the report
-    if stage in ("train", "evaluate"):  # the earlier stages': their anchors dropped and notes
+    if reuse:  # the earlier stages': their anchors dropped and notes
         case.anchorless, notes = tuple(record["anchorless"]), list(record["notes"])
     locate = _locator(case.initial, case.scales)  # every FEM solution is on the same mesh
     if anchor_spread > 0:
         with timer("FEM solves around the initial guess (pre-training anchors)"):
             found, tangents, warnings = fem_anchors(case, anchor_spread, n_ranks, out, locate)
             options = replace(options, anchors=found, tangents=tangents)
-        if not case.reuse:
+        if not reuse:
             notes += warnings
             case.anchorless = tuple(name for name in GROWTH_PARAMETERS
                                     if name in case.problem.initial_guess
